@@ -1,0 +1,68 @@
+"""dspy-pylon: run DSPy programs on local models or a paid Nostr compute swarm.
+
+>>> import dspy, dspy_pylon as pylon
+>>> dspy.configure(lm=pylon.LM("pylon:local"))
+"""
+
+from dspy_pylon.config import (
+    BACKENDS,
+    Hybrid,
+    Local,
+    ModelSpec,
+    PylonConfig,
+    Swarm,
+    parse_model_string,
+)
+from dspy_pylon.errors import (
+    BackendConnectionError,
+    BackendRequestError,
+    BackendServerError,
+    BackendTimeout,
+    ConfigError,
+    ContextTooLong,
+    EmbeddedUnavailable,
+    InvalidModelString,
+    NoLocalBackend,
+    PylonError,
+    UnknownModel,
+    UnsupportedRequest,
+    VenueNotAvailable,
+)
+from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string
+from dspy_pylon.local.embedded import EmbeddedLlama
+from dspy_pylon.route import Route
+from dspy_pylon.usage import LmUsage, msats_to_sats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "LM",
+    "AsyncPylonEngine",
+    "BackendConnectionError",
+    "BackendRequestError",
+    "BackendServerError",
+    "BackendTimeout",
+    "ConfigError",
+    "ContextTooLong",
+    "EmbeddedLlama",
+    "EmbeddedUnavailable",
+    "Hybrid",
+    "InvalidModelString",
+    "LmUsage",
+    "Local",
+    "ModelSpec",
+    "NoLocalBackend",
+    "PylonConfig",
+    "PylonEngine",
+    "PylonError",
+    "PylonLM",
+    "Route",
+    "Swarm",
+    "UnknownModel",
+    "UnsupportedRequest",
+    "VenueNotAvailable",
+    "model_string",
+    "msats_to_sats",
+    "parse_model_string",
+]

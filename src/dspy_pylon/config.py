@@ -1,0 +1,211 @@
+"""Configuration: venues, :class:`PylonConfig` and model-string parsing (pure, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+from dspy_pylon.errors import ConfigError, InvalidModelString
+
+BackendName: TypeAlias = Literal["auto", "ollama", "apple-fm", "llamacpp", "embedded"]
+BACKENDS: tuple[BackendName, ...] = ("auto", "ollama", "apple-fm", "llamacpp", "embedded")
+
+#: Public relays used when a swarm venue names none. Override per venue.
+DEFAULT_RELAYS: tuple[str, ...] = ("wss://relay.damus.io", "wss://nos.lol")
+DEFAULT_BID_MSATS = 1_000
+
+
+def _check_backend(backend: object) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown local backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+
+
+def _check_relays(relays: tuple[str, ...]) -> None:
+    if not relays:
+        raise ConfigError("a swarm venue needs at least one relay URL (ws:// or wss://)")
+    for url in relays:
+        if not isinstance(url, str) or not url.startswith(("ws://", "wss://")) or len(url) <= len("wss://"):
+            raise ConfigError(f"relay URL {url!r} is not a ws:// or wss:// URL")
+
+
+def _check_msats(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer number of millisatoshis, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Local:
+    """Run every call on a local model server.
+
+    ``backend`` is ``"auto"`` (probe Ollama, the Apple FM bridge, llama.cpp in that order)
+    or one of them by name, or ``"embedded"`` (llama.cpp in this process, extra
+    ``embedded``). With ``embedded_fallback`` an ``auto`` venue that finds no server uses
+    the embedded one when the extra is installed.
+    """
+
+    backend: BackendName = "auto"
+    embedded_fallback: bool = True
+
+    def __post_init__(self) -> None:
+        _check_backend(self.backend)
+
+
+@dataclass(frozen=True)
+class Swarm:
+    """Run every call as a paid NIP-90 job on providers reached through Nostr relays."""
+
+    relays: tuple[str, ...] = DEFAULT_RELAYS
+    bid_msats: int = DEFAULT_BID_MSATS
+    auto_pay: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "relays", tuple(self.relays))
+        _check_relays(self.relays)
+        _check_msats("bid_msats", self.bid_msats)
+
+
+@dataclass(frozen=True)
+class Hybrid:
+    """Local first; on no local backend, a local error or a local timeout, the swarm."""
+
+    backend: BackendName = "auto"
+    relays: tuple[str, ...] = DEFAULT_RELAYS
+    bid_msats: int = DEFAULT_BID_MSATS
+    auto_pay: bool = False
+
+    def __post_init__(self) -> None:
+        _check_backend(self.backend)
+        object.__setattr__(self, "relays", tuple(self.relays))
+        _check_relays(self.relays)
+        _check_msats("bid_msats", self.bid_msats)
+
+
+Venue: TypeAlias = Local | Swarm | Hybrid
+
+
+@dataclass(frozen=True)
+class PylonConfig:
+    """Everything a :class:`~dspy_pylon.PylonLM` needs to route calls.
+
+    ``timeout`` is seconds per call; ``budget_sats`` caps total spend (0 = unlimited);
+    ``model`` asks the backend (or swarm provider) for a specific model.
+    """
+
+    venue: Venue = field(default_factory=Local)
+    timeout: float = 60.0
+    budget_sats: int = 0
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.venue, (Local, Swarm, Hybrid)):
+            raise ConfigError(f"venue must be Local, Swarm or Hybrid, got {self.venue!r}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
+            raise ConfigError(f"timeout must be a number of seconds, got {self.timeout!r}")
+        if not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise ConfigError(f"timeout must be a positive, finite number of seconds, got {self.timeout!r}")
+        if isinstance(self.budget_sats, bool) or not isinstance(self.budget_sats, int) or self.budget_sats < 0:
+            raise ConfigError(f"budget_sats must be a non-negative integer (0 = unlimited), got {self.budget_sats!r}")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
+            raise ConfigError(f"model must be a non-empty string or None, got {self.model!r}")
+
+    @property
+    def budget_msats(self) -> int:
+        """The budget in millisatoshis (0 = unlimited)."""
+        return self.budget_sats * 1000
+
+    @classmethod
+    def local(cls) -> PylonConfig:
+        """Local venue, backend found automatically."""
+        return cls(venue=Local())
+
+    @classmethod
+    def local_with(cls, backend: BackendName) -> PylonConfig:
+        """Local venue on a named backend (``ollama``, ``apple-fm``, ``llamacpp``, ``embedded``)."""
+        return cls(venue=Local(backend=backend))
+
+    @classmethod
+    def swarm(cls) -> PylonConfig:
+        """Swarm venue on the default relays and bid."""
+        return cls(venue=Swarm())
+
+    @classmethod
+    def swarm_with(cls, relays: list[str] | tuple[str, ...], bid_msats: int) -> PylonConfig:
+        """Swarm venue on the given relays with the given bid per job (msats)."""
+        return cls(venue=Swarm(relays=tuple(relays), bid_msats=bid_msats))
+
+    @classmethod
+    def hybrid(cls) -> PylonConfig:
+        """Local first, swarm fallback, default relays and bid."""
+        return cls(venue=Hybrid())
+
+
+VALID_FORMS = (
+    "pylon:local",
+    "pylon:local:<backend>",
+    "pylon:local:<backend>:<model>",
+    "pylon:swarm",
+    "pylon:swarm:<model>",
+    "pylon:hybrid",
+    "pylon:hybrid:<backend>",
+    "pylon:hybrid:<backend>:<model>",
+)
+
+
+def _invalid(model: object, why: str) -> InvalidModelString:
+    forms = ", ".join(VALID_FORMS)
+    return InvalidModelString(
+        f"invalid pylon model string {model!r}: {why}. Valid forms: {forms} "
+        f"(or the same with '/' instead of ':', e.g. 'pylon/local/ollama/llama3.2'); "
+        f"<backend> is one of {', '.join(BACKENDS)}"
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model string: the venue it selects and the model it names, if any."""
+
+    venue: Venue
+    model: str | None
+
+
+def parse_model_string(model: str) -> ModelSpec:
+    """Parse ``pylon:<venue>[:<backend>][:<model>]`` (or the ``/`` form).
+
+    The model part may itself hold ``:`` or ``/`` (``llama3.2:1b``, ``org/name``).
+    Raises :class:`~dspy_pylon.errors.InvalidModelString` (a ``ValueError``) for anything else.
+    """
+    if not isinstance(model, str):
+        raise _invalid(model, "not a string")
+    if model.startswith("pylon:"):
+        sep = ":"
+    elif model.startswith("pylon/"):
+        sep = "/"
+    else:
+        raise _invalid(model, "it must start with 'pylon:' or 'pylon/'")
+    parts = model.split(sep, 3)
+    venue_name = parts[1] if len(parts) > 1 else ""
+    rest = parts[2:]
+    if venue_name == "swarm":
+        name = sep.join(rest) if rest else None
+        return ModelSpec(Swarm(), _model_part(model, name))
+    if venue_name not in ("local", "hybrid"):
+        raise _invalid(model, f"unknown venue {venue_name!r} (expected local, swarm or hybrid)")
+    backend: str = "auto"
+    name = None
+    if rest:
+        backend = rest[0]
+        if backend not in BACKENDS:
+            raise _invalid(model, f"unknown backend {backend!r}")
+        name = rest[1] if len(rest) > 1 else None
+    checked: BackendName = backend  # type: ignore[assignment]  # membership checked above
+    venue: Venue = Local(backend=checked) if venue_name == "local" else Hybrid(backend=checked)
+    return ModelSpec(venue, _model_part(model, name))
+
+
+def _model_part(model: str, name: str | None) -> str | None:
+    if name is None:
+        return None
+    if not name.strip() or name != name.strip():
+        raise _invalid(model, "the model name is empty or has surrounding spaces")
+    return name

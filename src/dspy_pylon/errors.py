@@ -1,0 +1,86 @@
+"""One exception hierarchy for dspy-pylon.
+
+Every error is a :class:`PylonError`. Errors raised while an LM call runs also derive
+from the matching ``dspy.lm15`` error class, so DSPy's retry loop treats them right:
+transient failures (a backend that dropped the connection, a timeout, a 5xx) are
+retried with backoff; configuration, model and (later) budget or payment errors are
+never retried. DSPy wraps them in its own ``dspy.utils.exceptions.LM*Error`` classes;
+the original pylon error is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from dspy import lm15
+
+
+class PylonError(Exception):
+    """Base class of every error raised by dspy-pylon."""
+
+
+class ConfigError(PylonError, ValueError):
+    """A configuration value is invalid; the message says what is allowed."""
+
+
+class InvalidModelString(ConfigError):
+    """A model string is not one of the ``pylon:...`` / ``pylon/...`` forms."""
+
+
+class VenueNotAvailable(PylonError, lm15.UnsupportedFeatureError):
+    """The chosen venue cannot run calls in this version (never retried)."""
+
+
+class NoLocalBackend(PylonError, lm15.NotConfiguredError):
+    """No local model server answered; the message names every URL probed (never retried)."""
+
+
+class BackendConnectionError(PylonError, lm15.TransportError):
+    """A backend dropped the connection or could not be reached mid-call (retried by DSPy)."""
+
+
+class BackendTimeout(PylonError, lm15.TimeoutError):
+    """A backend did not answer within the configured timeout (retried by DSPy)."""
+
+
+class BackendServerError(PylonError, lm15.ServerError):
+    """A backend answered with a server-side error (retried by DSPy)."""
+
+
+class BackendRequestError(PylonError, lm15.InvalidRequestError):
+    """A backend refused the request as invalid (never retried)."""
+
+
+class ContextTooLong(PylonError, lm15.ContextLengthError):
+    """The prompt does not fit the backend's context window (never retried)."""
+
+
+class UnknownModel(PylonError, lm15.UnsupportedModelError):
+    """The requested model is not served by the backend; ``available`` lists what is."""
+
+    available: tuple[str, ...] = ()
+
+
+class EmbeddedUnavailable(PylonError, RuntimeError):
+    """The embedded llama.cpp server cannot start (extra not installed, bad model file)."""
+
+
+__all__ = [
+    "BackendConnectionError",
+    "BackendRequestError",
+    "BackendServerError",
+    "BackendTimeout",
+    "ConfigError",
+    "ContextTooLong",
+    "EmbeddedUnavailable",
+    "InvalidModelString",
+    "NoLocalBackend",
+    "PylonError",
+    "UnknownModel",
+    "VenueNotAvailable",
+]
+
+
+class UnsupportedRequest(PylonError, lm15.UnsupportedFeatureError):
+    """The request uses something a local backend cannot carry (e.g. audio parts); never retried."""
+
+
+__all__ += ["UnsupportedRequest"]

@@ -1,0 +1,87 @@
+"""Token and cost accounting. Money is an integer number of millisatoshis, never a float."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dspy import lm15
+
+
+def msats_to_sats(msats: int) -> int:
+    """Satoshis for an amount of millisatoshis, rounded up (a partial sat is a sat paid)."""
+    return -(-msats // 1000)
+
+
+@dataclass(frozen=True)
+class LmUsage:
+    """Tokens and cost of one call, or a sum of calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_msats: int = 0
+
+    def cost_sats(self) -> int:
+        """The cost in satoshis, rounded up."""
+        return msats_to_sats(self.cost_msats)
+
+    def __add__(self, other: LmUsage) -> LmUsage:
+        return LmUsage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            self.cost_msats + other.cost_msats,
+        )
+
+    @classmethod
+    def from_response(cls, response: lm15.Response) -> LmUsage:
+        """The usage reported by a backend, with the cost pylon recorded for the call."""
+        usage = response.usage
+        prompt = usage.input_tokens or 0
+        completion = usage.output_tokens or 0
+        return cls(prompt, completion, usage.total_tokens or prompt + completion, cost_of(response.provider_data))
+
+
+def pylon_data(provider_data: Any) -> Mapping[str, Any]:
+    """The ``pylon`` record inside a response's ``provider_data`` (empty if absent)."""
+    if isinstance(provider_data, Mapping):
+        data = provider_data.get("pylon")
+        if isinstance(data, Mapping):
+            return data
+    return {}
+
+
+def cost_of(provider_data: Any) -> int:
+    """The cost in msats recorded in ``provider_data`` (0 when none was recorded)."""
+    cost = pylon_data(provider_data).get("cost_msats", 0)
+    return cost if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 0 else 0
+
+
+class UsageTotals:
+    """Running totals over every call an LM (and all its copies) made. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = LmUsage()
+        self._calls = 0
+
+    def add(self, usage: LmUsage) -> None:
+        """Count one completed call."""
+        with self._lock:
+            self._total = self._total + usage
+            self._calls += 1
+
+    @property
+    def total(self) -> LmUsage:
+        """The sum over all calls so far."""
+        with self._lock:
+            return self._total
+
+    @property
+    def calls(self) -> int:
+        """How many calls completed (cache hits do not reach the engine and are not counted)."""
+        with self._lock:
+            return self._calls
