@@ -10,11 +10,20 @@ the original pylon error is kept as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dspy import lm15
 
 
 class PylonError(Exception):
-    """Base class of every error raised by dspy-pylon."""
+    """Base class of every error raised by dspy-pylon.
+
+    Keyword arguments (``provider``, ``status``, ``feature``...) pass through to the
+    ``dspy.lm15`` error a subclass also derives from.
+    """
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
 
 
 class ConfigError(PylonError, ValueError):

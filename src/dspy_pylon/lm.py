@@ -14,7 +14,7 @@ from typing import Any
 import dspy
 from dspy import lm15
 
-from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, parse_model_string
+from dspy_pylon.config import Local, PylonConfig, Swarm, parse_model_string
 from dspy_pylon.errors import ConfigError, VenueNotAvailable
 from dspy_pylon.local.backends import LocalRouter
 from dspy_pylon.route import Route

