@@ -39,10 +39,10 @@ from typing import Any
 
 import dspy
 import httpx
-from _common import emit, machine, median, percentile, rnd, rotated
 from dspy.clients.backend_selection import select_backend
 
 import dspy_pylon as pylon
+from _common import emit, machine, median, percentile, rnd, rotated
 from dspy_pylon.local.client import CHAT_PATH
 from dspy_pylon.testing.tiny_gguf import write_tiny_gguf
 
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def capture_pylon_body(lm: pylon.PylonLM, prompt: str) -> tuple[dict[str, Any], list[str]]:
     """The exact JSON body pylon posts for ``prompt`` (one real call, seen by an httpx hook)."""
-    route, client = lm.runtime._router().resolve()  # the benchmark's one peek inside pylon
+    _route, client = lm.runtime._router().resolve()  # the benchmark's one peek inside pylon
     seen: list[bytes] = []
 
     def hook(request: httpx.Request) -> None:

@@ -125,7 +125,10 @@ class RecordedServer:
         httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         httpd.owner = self
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name=f"recorded-{self.profile}", daemon=True)
+        # A short poll interval keeps stop() (shutdown waits for the next poll) fast.
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name=f"recorded-{self.profile}", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -1,0 +1,60 @@
+"""The ``pylon`` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import dspy_pylon as pylon
+
+
+def _pylon(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dspy_pylon.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "160", **(env or {})},
+    )
+
+
+def test_version() -> None:
+    result = _pylon("--version")
+    assert result.returncode == 0
+    assert pylon.__version__ in result.stdout
+
+
+def test_local_detect_shows_every_backend(closed_backends: dict[str, str]) -> None:
+    result = _pylon("local", "detect")
+    assert result.returncode == 0, result.stderr
+    for name in ("ollama", "apple-fm", "llamacpp"):
+        assert name in result.stdout
+    for url in closed_backends.values():
+        assert url in result.stdout
+
+
+def test_local_detect_finds_a_running_server(llamacpp_url: str) -> None:
+    result = _pylon("local", "detect")
+    assert result.returncode == 0
+    line = next(line for line in result.stdout.splitlines() if llamacpp_url in line)
+    assert "yes" in line
+
+
+def test_serve_refuses_a_missing_model_file(tmp_path: object) -> None:
+    result = _pylon("local", "serve", "--model", "/nonexistent/model.gguf")
+    assert result.returncode != 0
+    assert "model file not found" in result.stderr
+
+
+@pytest.mark.smollm2
+def test_demo_runs_end_to_end() -> None:
+    result = _pylon("demo", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "embedded llama.cpp at http://127.0.0.1:" in out
+    assert out.count("local/embedded") == 5
+    assert "0 msat" in out and "spent 0 msats" in out
+    assert "5 calls" in out

@@ -1,0 +1,138 @@
+"""PylonConfig, venues and model strings: validation and parsing (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dspy_pylon as pylon
+from dspy_pylon.config import VALID_FORMS, Hybrid, Local, PylonConfig, Swarm, parse_model_string
+
+
+def test_default_venue_is_local_auto() -> None:
+    config = PylonConfig()
+    assert config.venue == Local(backend="auto")
+    assert config.timeout == 60.0 and config.budget_sats == 0 and config.model is None
+    assert config.budget_msats == 0
+
+
+def test_constructors() -> None:
+    assert PylonConfig.local().venue == Local()
+    assert PylonConfig.local_with("ollama").venue == Local(backend="ollama")
+    assert isinstance(PylonConfig.swarm().venue, Swarm)
+    swarm = PylonConfig.swarm_with(["ws://127.0.0.1:7777"], 2500).venue
+    assert swarm == Swarm(relays=("ws://127.0.0.1:7777",), bid_msats=2500)
+    assert isinstance(PylonConfig.hybrid().venue, Hybrid)
+    assert PylonConfig(budget_sats=21).budget_msats == 21_000
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: PylonConfig(budget_sats=-1), "budget_sats"),
+        (lambda: PylonConfig(budget_sats=1.5), "budget_sats"),  # type: ignore[arg-type]
+        (lambda: PylonConfig(timeout=0), "timeout"),
+        (lambda: PylonConfig(timeout=float("inf")), "timeout"),
+        (lambda: PylonConfig(timeout=True), "timeout"),
+        (lambda: PylonConfig(model="  "), "model"),
+        (lambda: PylonConfig(venue="local"), "venue"),  # type: ignore[arg-type]
+        (lambda: Local(backend="vllm"), "allowed: auto, ollama, apple-fm, llamacpp, embedded"),  # type: ignore[arg-type]
+        (lambda: Swarm(relays=()), "at least one relay"),
+        (lambda: Swarm(relays=("http://relay.example",)), "ws:// or wss://"),
+        (lambda: Swarm(bid_msats=-5), "bid_msats"),
+        (lambda: Hybrid(relays=[]), "at least one relay"),  # type: ignore[arg-type]
+        (lambda: PylonConfig.swarm_with([], 1000), "at least one relay"),
+    ],
+)
+def test_invalid_config_says_what_is_allowed(make: object, needle: str) -> None:
+    with pytest.raises(pylon.ConfigError, match=needle) as info:
+        make()  # type: ignore[operator]
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "venue", "model"),
+    [
+        ("pylon:local", Local(), None),
+        ("pylon:local:ollama", Local(backend="ollama"), None),
+        ("pylon:local:llamacpp", Local(backend="llamacpp"), None),
+        ("pylon:local:apple-fm", Local(backend="apple-fm"), None),
+        ("pylon:local:embedded", Local(backend="embedded"), None),
+        ("pylon:local:ollama:llama3.2", Local(backend="ollama"), "llama3.2"),
+        ("pylon:local:ollama:llama3.2:1b", Local(backend="ollama"), "llama3.2:1b"),
+        ("pylon/local/ollama/llama3.2", Local(backend="ollama"), "llama3.2"),
+        ("pylon/local/llamacpp/org/model-7b", Local(backend="llamacpp"), "org/model-7b"),
+        ("pylon:swarm", Swarm(), None),
+        ("pylon:swarm:llama3.2", Swarm(), "llama3.2"),
+        ("pylon/swarm", Swarm(), None),
+        ("pylon:hybrid", Hybrid(), None),
+        ("pylon:hybrid:ollama:qwen3", Hybrid(backend="ollama"), "qwen3"),
+    ],
+)
+def test_parse_valid_model_strings(text: str, venue: object, model: str | None) -> None:
+    spec = parse_model_string(text)
+    assert spec.venue == venue
+    assert spec.model == model
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("openai/gpt-4o", "must start with 'pylon:' or 'pylon/'"),
+        ("pylon", "must start with"),
+        ("Pylon:local", "must start with"),
+        ("pylon:", "unknown venue ''"),
+        ("pylon:cloud", "unknown venue 'cloud'"),
+        ("pylon:local:", "unknown backend ''"),
+        ("pylon:local:vllm", "unknown backend 'vllm'"),
+        ("pylon:local:llama3.2", "unknown backend 'llama3.2'"),
+        ("pylon:hybrid:nope", "unknown backend 'nope'"),
+        ("pylon:local:ollama:", "model name is empty"),
+        ("pylon:local:ollama: llama", "surrounding spaces"),
+        ("pylon:swarm:", "model name is empty"),
+        ("pylon/local/", "unknown backend ''"),
+        ("", "must start with"),
+    ],
+)
+def test_invalid_model_strings_list_the_valid_forms(text: str, why: str) -> None:
+    with pytest.raises(pylon.InvalidModelString, match="Valid forms") as info:
+        parse_model_string(text)
+    message = str(info.value)
+    assert why in message
+    for form in VALID_FORMS:
+        assert form in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_non_string_model_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="not a string"):
+        parse_model_string(None)  # type: ignore[arg-type]
+
+
+def test_lm_rejects_bad_model_string_before_anything_runs() -> None:
+    with pytest.raises(ValueError, match="Valid forms"):
+        pylon.LM("ollama/llama3.2")
+
+
+@given(st.text(max_size=60))
+def test_parser_raises_only_invalid_model_string(text: str) -> None:
+    try:
+        spec = parse_model_string(text)
+    except pylon.InvalidModelString:
+        return
+    assert isinstance(spec.venue, (Local, Swarm, Hybrid))
+
+
+@given(
+    st.sampled_from(["local", "hybrid"]),
+    st.sampled_from(pylon.BACKENDS),
+    st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,30}[A-Za-z0-9]", fullmatch=True)),
+    st.sampled_from([":", "/"]),
+)
+def test_model_string_round_trip(venue: str, backend: str, model: str | None, sep: str) -> None:
+    text = sep.join(["pylon", venue, backend, *([model] if model else [])])
+    spec = parse_model_string(text)
+    assert spec.model == model
+    config = PylonConfig(venue=spec.venue, model=spec.model)
+    assert parse_model_string(pylon.model_string(config)) == spec
