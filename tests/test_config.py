@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import dspy_pylon as pylon
-from dspy_pylon.config import VALID_FORMS, Hybrid, Local, PylonConfig, Swarm, parse_model_string
+from dspy_pylon.config import (
+    VALID_FORMS,
+    Hybrid,
+    Local,
+    PylonConfig,
+    Swarm,
+    config_from_dict,
+    config_to_dict,
+    parse_model_string,
+)
 
 
 def test_default_venue_is_local_auto() -> None:
@@ -136,3 +147,36 @@ def test_model_string_round_trip(venue: str, backend: str, model: str | None, se
     assert spec.model == model
     config = PylonConfig(venue=spec.venue, model=spec.model)
     assert parse_model_string(pylon.model_string(config)) == spec
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        PylonConfig(),
+        PylonConfig(venue=Local(backend="ollama", embedded_fallback=False), model="llama3.2", timeout=5),
+        PylonConfig(venue=Swarm(relays=("ws://127.0.0.1:1",), bid_msats=7, auto_pay=True), budget_sats=9),
+        PylonConfig(venue=Hybrid(backend="llamacpp", relays=("wss://r.example",), bid_msats=0)),
+    ],
+)
+def test_config_record_round_trip(config: PylonConfig) -> None:
+    record = config_to_dict(config)
+    assert json.loads(json.dumps(record)) == record
+    assert config_from_dict(record) == config
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        {},
+        {"venue": {"type": "cloud"}, "timeout": 1, "budget_sats": 0, "model": None},
+        {"venue": {"type": "local", "backend": "vllm"}, "timeout": 1, "budget_sats": 0, "model": None},
+        {"venue": {"type": "local", "colour": "red"}, "timeout": 1, "budget_sats": 0, "model": None},
+        {"venue": {"type": "swarm", "relays": "ws://x"}, "timeout": 1, "budget_sats": 0, "model": None},
+        {"venue": {"type": "local"}, "timeout": -1, "budget_sats": 0, "model": None},
+        {"venue": {"type": "local"}, "timeout": 1, "budget_sats": 0},
+    ],
+)
+def test_corrupted_config_record_is_a_config_error(record: object) -> None:
+    with pytest.raises(pylon.ConfigError):
+        config_from_dict(record)

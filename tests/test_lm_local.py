@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
+from pathlib import Path
 
 import dspy
 import httpx
@@ -198,3 +200,21 @@ def test_from_config(llamacpp_url: str) -> None:
 def test_settings_beside_config_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(pylon.ConfigError, match="inside config="):
         pylon.PylonLM("pylon:local", config=pylon.PylonConfig(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_saved_program_reloads_its_pylon_lm(llamacpp_url: str, tmp_path: Path) -> None:
+    lm = pylon.LM("pylon:local:llamacpp:tiny", max_tokens=3, temperature=0.0, timeout=9, budget_sats=4, cache=False)
+    program = dspy.Predict("q -> a")
+    program.set_lm(lm)
+    path = tmp_path / "program.json"
+    program.save(str(path))
+    saved = json.loads(path.read_text())
+    assert saved["lm"]["pylon_config"]["venue"] == {"type": "local", "backend": "llamacpp", "embedded_fallback": True}
+    loaded = dspy.Predict("q -> a")
+    loaded.load(str(path), allow_unsafe_lm_state=True)
+    clone = loaded.get_lm()
+    assert isinstance(clone, pylon.PylonLM) and clone.config == lm.config
+    assert clone.kwargs == lm.kwargs
+    with dspy.context(adapter=WholeAnswerAdapter()):
+        assert loaded(q="hi").a
+    assert clone.history[-1]["usage"]["completion_tokens"] == 3

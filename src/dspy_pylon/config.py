@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from dspy_pylon.errors import ConfigError, InvalidModelString
 
@@ -209,3 +209,42 @@ def _model_part(model: str, name: str | None) -> str | None:
     if not name.strip() or name != name.strip():
         raise _invalid(model, "the model name is empty or has surrounding spaces")
     return name
+
+
+def config_to_dict(config: PylonConfig) -> dict[str, Any]:
+    """Plain JSON data for a configuration (what saved programs store). Holds no secrets."""
+    venue = config.venue
+    venue_data: dict[str, Any]
+    if isinstance(venue, Local):
+        venue_data = {"type": "local", "backend": venue.backend, "embedded_fallback": venue.embedded_fallback}
+    else:
+        venue_data = {
+            "type": "swarm" if isinstance(venue, Swarm) else "hybrid",
+            "relays": list(venue.relays),
+            "bid_msats": venue.bid_msats,
+            "auto_pay": venue.auto_pay,
+        }
+        if isinstance(venue, Hybrid):
+            venue_data["backend"] = venue.backend
+    return {"venue": venue_data, "timeout": config.timeout, "budget_sats": config.budget_sats, "model": config.model}
+
+
+def config_from_dict(data: Any) -> PylonConfig:
+    """The configuration :func:`config_to_dict` wrote; a malformed record raises ``ConfigError``."""
+    try:
+        venue_data = dict(data["venue"])
+        kind = venue_data.pop("type")
+        venue: Venue
+        if kind == "local":
+            venue = Local(**venue_data)
+        elif kind == "swarm":
+            venue = Swarm(**{**venue_data, "relays": tuple(venue_data["relays"])})
+        elif kind == "hybrid":
+            venue = Hybrid(**{**venue_data, "relays": tuple(venue_data["relays"])})
+        else:
+            raise ConfigError(f"unknown venue type {kind!r}")
+        return PylonConfig(venue=venue, timeout=data["timeout"], budget_sats=data["budget_sats"], model=data["model"])
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"malformed pylon configuration record: {exc!r}") from exc

@@ -14,7 +14,7 @@ from typing import Any
 import dspy
 from dspy import lm15
 
-from dspy_pylon.config import Local, PylonConfig, Swarm, parse_model_string
+from dspy_pylon.config import Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
 from dspy_pylon.errors import ConfigError, VenueNotAvailable
 from dspy_pylon.local.backends import LocalRouter
 from dspy_pylon.route import Route
@@ -255,6 +255,25 @@ class PylonLM(dspy.LM):
         entry["cost"] = cost
         entry["cost_details"] = {"kind": "exact", "currency": "msat", "cache_hit": cache_hit}
         super().update_history(entry)
+
+    def dump_state(self) -> dict[str, Any]:
+        """State for ``program.save()``: DSPy's LM settings plus the pylon configuration.
+
+        Engines are rebuilt on load rather than serialised; nothing secret is written.
+        """
+        state: dict[str, Any] = dspy.BaseLM.dump_state(self)
+        state["pylon_config"] = config_to_dict(self.config)
+        return state
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any], *, allow_custom_lm_class: bool = False) -> PylonLM:
+        """Rebuild a PylonLM from :meth:`dump_state` output (``program.load(...)``)."""
+        from dspy.clients.base_lm import LM_CLASS_STATE_KEY
+
+        state = dict(state)
+        state.pop(LM_CLASS_STATE_KEY, None)
+        config = config_from_dict(state.pop("pylon_config", None) or {})
+        return cls(state.pop("model", model_string(config)), config=config, **state)
 
     def close(self) -> None:
         """Close this LM's connection pools (shared with its copies)."""
