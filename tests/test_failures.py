@@ -97,9 +97,10 @@ class ServerProcess:
 
     def __init__(self, model: Path, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "dspy_pylon.cli", "local", "serve", "--model", str(model)]
+        command += ["--port", str(port), "--parallel", "1", "--ctx", "16384"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dspy_pylon.cli", "local", "serve", "--model", str(model), "--port", str(port)]
-            + ["--parallel", "1", "--ctx", "16384"],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

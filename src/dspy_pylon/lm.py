@@ -65,47 +65,35 @@ class PylonRuntime:
         """Run one call, blocking."""
         router = self._router()
         route, client = router.resolve()
-        try:
+        with router.guard(route):
             return self._record(client.complete(request, route))
-        except lm15.TransportError:
-            router.invalidate()
-            raise
 
     async def acomplete(self, request: lm15.Request) -> lm15.Response:
         """Run one call, awaited."""
         router = self._router()
         route, client = router.resolve()
-        try:
+        with router.guard(route):
             return self._record(await client.acomplete(request, route))
-        except lm15.TransportError:
-            router.invalidate()
-            raise
 
     def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
         """Run one call as a stream of lm15 events, blocking."""
         router = self._router()
         route, client = router.resolve()
-        try:
+        with router.guard(route):
             for event in client.stream(request, route):
                 if isinstance(event, lm15.StreamEndEvent):
                     self.totals.add(_usage_of_end(event))
                 yield event
-        except lm15.TransportError:
-            router.invalidate()
-            raise
 
     async def astream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call as a stream of lm15 events, awaited."""
         router = self._router()
         route, client = router.resolve()
-        try:
+        with router.guard(route):
             async for event in client.astream(request, route):
                 if isinstance(event, lm15.StreamEndEvent):
                     self.totals.add(_usage_of_end(event))
                 yield event
-        except lm15.TransportError:
-            router.invalidate()
-            raise
 
     def close(self) -> None:
         """Close connection pools."""

@@ -116,7 +116,9 @@ def test_model_from_v1_models(fm_bridge: RecordedServer) -> None:
     assert fm_bridge.chat_bodies()[0]["model"] == FM_MODEL
 
 
-@pytest.mark.parametrize(("model", "expected"), [("pylon:local:apple-fm", FM_MODEL), ("pylon:local:apple-fm:sys", "sys")])
+@pytest.mark.parametrize(
+    ("model", "expected"), [("pylon:local:apple-fm", FM_MODEL), ("pylon:local:apple-fm:sys", "sys")]
+)
 def test_model_when_v1_models_fails(fm_bridge: RecordedServer, model: str, expected: str) -> None:
     """Runs against recorded responses: a bridge without /v1/models gets the configured model or the default."""
     fm_bridge.fail("/v1/models", 404, {"error": {"message": "Not Found"}})

@@ -174,6 +174,26 @@ def test_unknown_configured_model_lists_available(ollama: RecordedServer) -> Non
     assert ollama.chat_bodies() == []  # nothing was sent for an unknown model
 
 
+def test_embedding_model_listed_first_is_not_picked_for_chat(ollama: RecordedServer) -> None:
+    """Runs against recorded responses: Ollama lists the newest model first; an embedding model is skipped."""
+    with ollama._lock:
+        models = ollama._tags["models"]
+        embed = next(m for m in models if "embed" in m["name"])
+        ollama._tags["models"] = [embed] + [m for m in models if m is not embed]
+    assert ollama.model_names()[0] == embed["name"]
+    assert qa_lm().route().model == next(name for name in ollama.model_names() if "embed" not in name)
+
+
+def test_only_embedding_models_is_a_clear_error(ollama: RecordedServer) -> None:
+    """Runs against recorded responses: with nothing but an embedding model, no chat model is guessed."""
+    for name in [n for n in ollama.model_names() if "embed" not in n]:
+        ollama.remove_model(name)
+    with pytest.raises(LMUnsupportedModelError, match="no chat models") as info:
+        qa_lm(num_retries=0)(unique_prompt())
+    assert "nomic-embed-text" in str(info.value)
+    assert ollama.chat_bodies() == []
+
+
 def test_unknown_model_on_empty_ollama(ollama: RecordedServer) -> None:
     """Runs against recorded responses: an Ollama with no models pulled says how to get one."""
     for name in TAGS:

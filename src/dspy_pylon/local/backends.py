@@ -5,20 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from dspy import lm15
 
 from dspy_pylon.config import Local
 from dspy_pylon.errors import BackendConnectionError, BackendRequestError, NoLocalBackend, UnknownModel
-from dspy_pylon.local.client import ChatClient
-from dspy_pylon.local.detect import ProbeResult, detect
+from dspy_pylon.local.detect import ProbeResult
 from dspy_pylon.local.embedded import INSTALL_HINT, embedded_available, shared_embedded
 from dspy_pylon.local.endpoints import ServerKind
 from dspy_pylon.route import Route
+
+if TYPE_CHECKING:
+    # The HTTP client (and httpx under it) loads on the first call, not at import.
+    from dspy_pylon.local.client import ChatClient
 
 log = logging.getLogger("dspy_pylon.local")
 
@@ -41,13 +44,31 @@ def no_backend_message(results: list[ProbeResult], backend: str) -> str:
     )
 
 
-def _model_names(kind: ServerKind, listing: Any) -> list[str]:
+def _listing_path(kind: ServerKind) -> str:
+    return "/api/tags" if kind == "ollama" else "/v1/models"
+
+
+# Ollama lists the most recently changed model first, which is often an embedding
+# model (nomic-embed-text, mxbai-embed-large): never pick one of those for chat.
+_EMBEDDING_FAMILIES = frozenset({"bert", "nomic-bert", "jina-bert", "xlm-roberta"})
+
+
+def _ollama_chat_model(entry: dict[str, Any]) -> bool:
+    details = entry.get("details")
+    if not isinstance(details, dict):
+        details = {}
+    families = {details.get("family"), *(details.get("families") or ())}
+    return not (families & _EMBEDDING_FAMILIES) and "embed" not in str(entry.get("name", "")).lower()
+
+
+def _model_names(kind: ServerKind, listing: Any, *, chat_only: bool = False) -> list[str]:
     names: list[str] = []
     if not isinstance(listing, dict):
         return names
     if kind == "ollama":
         for entry in listing.get("models") or ():
-            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            named = isinstance(entry, dict) and isinstance(entry.get("name"), str)
+            if named and (not chat_only or _ollama_chat_model(entry)):
                 names.append(entry["name"])
         return names
     for entry in listing.get("data") or ():
@@ -90,62 +111,6 @@ def _is_model_missing(exc: BackendRequestError) -> bool:
     return getattr(exc, "status", None) == 404 and "model" in text and "not found" in text
 
 
-class RoutedClient(ChatClient):
-    """A :class:`ChatClient` whose "model not found" answers become :class:`UnknownModel`.
-
-    The error lists the models the server serves now, and the router forgets its
-    resolution so the next call resolves the model again.
-    """
-
-    def __init__(self, base_url: str, timeout: float, router: LocalRouter) -> None:
-        super().__init__(base_url, timeout)
-        self._router = router
-
-    def _model_missing(self, route: Route, exc: BackendRequestError) -> UnknownModel | None:
-        if not _is_model_missing(exc) or route.backend not in ("ollama", "apple-fm", "llamacpp"):
-            return None
-        self._router.invalidate()
-        kind: ServerKind = route.backend  # type: ignore[assignment]  # membership checked above
-        try:
-            available = _model_names(kind, self.get_json("/api/tags" if kind == "ollama" else "/v1/models"))
-        except (httpx.HTTPError, ValueError):
-            available = []
-        return unknown_model(kind, route.model, route.base_url, available, " (the chat call answered HTTP 404)")
-
-    def complete(self, request: lm15.Request, route: Route) -> lm15.Response:
-        try:
-            return super().complete(request, route)
-        except BackendRequestError as exc:
-            if (error := self._model_missing(route, exc)) is None:
-                raise
-            raise error from exc
-
-    async def acomplete(self, request: lm15.Request, route: Route) -> lm15.Response:
-        try:
-            return await super().acomplete(request, route)
-        except BackendRequestError as exc:
-            if (error := self._model_missing(route, exc)) is None:
-                raise
-            raise error from exc
-
-    def stream(self, request: lm15.Request, route: Route) -> Iterator[lm15.StreamEvent]:
-        try:
-            yield from super().stream(request, route)
-        except BackendRequestError as exc:
-            if (error := self._model_missing(route, exc)) is None:
-                raise
-            raise error from exc
-
-    async def astream(self, request: lm15.Request, route: Route) -> AsyncIterator[lm15.StreamEvent]:
-        try:
-            async for event in super().astream(request, route):
-                yield event
-        except BackendRequestError as exc:
-            if (error := self._model_missing(route, exc)) is None:
-                raise
-            raise error from exc
-
-
 class LocalRouter:
     """Resolves a :class:`~dspy_pylon.config.Local` venue to a route and a client, once.
 
@@ -175,16 +140,45 @@ class LocalRouter:
         """Forget the cached resolution: the next call probes again."""
         self._resolved = None
 
+    @contextmanager
+    def guard(self, route: Route) -> Iterator[None]:
+        """Around one call on ``route``: learn from its failures.
+
+        A transport failure forgets the resolution (the server may be back elsewhere).
+        A "model not found" answer (Ollama's 404 after ``ollama rm``) becomes
+        :class:`UnknownModel` listing what the server serves now, and also forgets it.
+        """
+        try:
+            yield
+        except lm15.TransportError:
+            self.invalidate()
+            raise
+        except BackendRequestError as exc:
+            if not _is_model_missing(exc) or route.backend == "embedded":
+                raise
+            self.invalidate()
+            kind: ServerKind = route.backend  # type: ignore[assignment]  # a ServerKind unless embedded
+            try:
+                available = _model_names(kind, self._client(route.base_url).get_json(_listing_path(kind)))
+            except (OSError, ValueError, lm15.LM15Error):
+                available = []
+            why = " (the chat call answered HTTP 404)"
+            raise unknown_model(kind, route.model, route.base_url, available, why) from exc
+
     def _client(self, base_url: str) -> ChatClient:
+        from dspy_pylon.local.client import ChatClient
+
         client = self._clients.get(base_url)
         if client is None:
-            client = self._clients[base_url] = RoutedClient(base_url, self.timeout, self)
+            client = self._clients[base_url] = ChatClient(base_url, self.timeout)
         return client
 
     def _resolve(self) -> tuple[Route, ChatClient]:
         backend = self.venue.backend
         if backend == "embedded":
             return self._embedded()
+        from dspy_pylon.local.detect import detect
+
         results = detect(backend)
         for result in results:
             if result.ok:
@@ -211,10 +205,10 @@ class LocalRouter:
         return Route("local", "embedded", server.url, model), client
 
     def _resolve_model(self, kind: ServerKind, client: ChatClient) -> str:
-        path = "/api/tags" if kind == "ollama" else "/v1/models"
+        path = _listing_path(kind)
         try:
             listing = client.get_json(path)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (OSError, ValueError, lm15.LM15Error) as exc:
             if kind == "apple-fm":
                 # The bridge may not list models; it serves exactly one.
                 return self.model or FM_DEFAULT_MODEL
@@ -223,10 +217,14 @@ class LocalRouter:
             ) from exc
         available = _model_names(kind, listing)
         if self.model is None:
-            if available:
-                return available[0]
+            chat_models = _model_names(kind, listing, chat_only=True)
+            if chat_models:
+                return chat_models[0]
             if kind == "ollama":
-                raise UnknownModel(f"Ollama at {client.base_url} has no models; run `ollama pull llama3.2`")
+                raise UnknownModel(
+                    f"Ollama at {client.base_url} has no chat models (found: {', '.join(available) or 'none'}); "
+                    "run `ollama pull llama3.2`"
+                )
             return FM_DEFAULT_MODEL if kind == "apple-fm" else "default"
         served = match_model(kind, self.model, available)
         if served is None:

@@ -94,9 +94,12 @@ class ChatClient:
     # ─── plain requests ───
 
     def get_json(self, path: str) -> Any:
-        """GET a JSON document from the server (used for model listings)."""
-        response = self._sync.get(path)
-        response.raise_for_status()
+        """GET a JSON document from the server (model listings); failures are BackendConnectionError."""
+        try:
+            response = self._sync.get(path)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise BackendConnectionError(f"GET {self.base_url}{path} failed: {exc}") from exc
         return response.json()
 
     def complete(self, request: lm15.Request, route: Route) -> lm15.Response:

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import httpx
-
 from dspy_pylon.local.endpoints import Endpoint, endpoints_for
 
 PROBE_TIMEOUT_S = 0.5
@@ -24,6 +22,8 @@ class ProbeResult:
 
 def probe(endpoint: Endpoint, timeout: float = PROBE_TIMEOUT_S) -> ProbeResult:
     """Check one endpoint: the first probe path that answers 2xx proves it is up."""
+    import httpx  # deferred: httpx costs ~60 ms at import, paid only when probing
+
     detail = "no answer"
     try:
         with httpx.Client(base_url=endpoint.base_url, timeout=timeout, trust_env=False) as client:

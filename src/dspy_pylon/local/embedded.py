@@ -17,8 +17,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
-
 from dspy_pylon.errors import EmbeddedUnavailable
 
 log = logging.getLogger("dspy_pylon.embedded")
@@ -133,6 +131,8 @@ class EmbeddedLlama:
             return self
 
     def _wait_ready(self, timeout: float) -> None:
+        import httpx  # deferred: keeps `import dspy_pylon` light
+
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=1.0, trust_env=False) as client:
             while time.monotonic() < deadline:
