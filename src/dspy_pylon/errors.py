@@ -68,8 +68,8 @@ class UnknownModel(PylonError, lm15.UnsupportedModelError):
     available: tuple[str, ...] = ()
 
 
-class EmbeddedUnavailable(PylonError, RuntimeError):
-    """The embedded llama.cpp server cannot start (extra not installed, bad model file)."""
+class EmbeddedUnavailable(PylonError, lm15.NotConfiguredError):
+    """The embedded llama.cpp server cannot start (extra not installed, bad model file); never retried."""
 
 
 __all__ = [
