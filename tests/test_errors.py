@@ -31,7 +31,6 @@ def test_every_error_is_a_pylon_error_and_exported() -> None:
         (pylon.UnknownModel("which?"), dspy_errors.LMUnsupportedModelError, False),
         (pylon.NoLocalBackend("none"), dspy_errors.LMNotConfiguredError, False),
         (pylon.EmbeddedUnavailable("no model"), dspy_errors.LMNotConfiguredError, False),
-        (pylon.VenueNotAvailable("later"), dspy_errors.LMUnsupportedFeatureError, False),
         (pylon.UnsupportedRequest("tools"), dspy_errors.LMUnsupportedFeatureError, False),
     ],
 )

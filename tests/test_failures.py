@@ -52,15 +52,6 @@ def test_named_backend_down_probes_only_that_backend(closed_backends: dict[str, 
     assert closed_backends["LLAMACPP_URL"] not in message
 
 
-@pytest.mark.parametrize("model", ["pylon:swarm", "pylon:hybrid", "pylon:hybrid:llamacpp"])
-def test_swarm_and_hybrid_say_not_available_yet(model: str, llamacpp_url: str) -> None:
-    lm = pylon.LM(model, num_retries=3)
-    with pytest.raises(dspy_errors.LMUnsupportedFeatureError, match="not available in this version") as info:
-        lm("hello")
-    assert isinstance(_cause(info.value), pylon.VenueNotAvailable)
-    assert "Nothing was sent" in str(info.value)
-
-
 def test_unknown_llamacpp_model_lists_what_is_served(llamacpp_url: str) -> None:
     with pytest.raises(dspy_errors.LMUnsupportedModelError) as info:
         pylon.LM("pylon:local:llamacpp:no-such-model", num_retries=0)("hello")

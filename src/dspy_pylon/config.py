@@ -51,18 +51,33 @@ class Local:
         _check_backend(self.backend)
 
 
+def _check_providers(providers: tuple[str, ...]) -> None:
+    for provider in providers:
+        if not isinstance(provider, str) or not (
+            (len(provider) == 64 and all(c in "0123456789abcdef" for c in provider)) or provider.startswith("npub1")
+        ):
+            raise ConfigError(f"provider {provider!r} is not a hex public key or an npub")
+
+
 @dataclass(frozen=True)
 class Swarm:
-    """Run every call as a paid NIP-90 job on providers reached through Nostr relays."""
+    """Run every call as a paid NIP-90 job on providers reached through Nostr relays.
+
+    ``providers`` targets one provider (the job is then encrypted to it), a set, or,
+    when empty, broadcasts to any provider.
+    """
 
     relays: tuple[str, ...] = DEFAULT_RELAYS
     bid_msats: int = DEFAULT_BID_MSATS
     auto_pay: bool = False
+    providers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relays", tuple(self.relays))
+        object.__setattr__(self, "providers", tuple(self.providers))
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
+        _check_providers(self.providers)
 
 
 @dataclass(frozen=True)
@@ -73,12 +88,15 @@ class Hybrid:
     relays: tuple[str, ...] = DEFAULT_RELAYS
     bid_msats: int = DEFAULT_BID_MSATS
     auto_pay: bool = False
+    providers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_backend(self.backend)
         object.__setattr__(self, "relays", tuple(self.relays))
+        object.__setattr__(self, "providers", tuple(self.providers))
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
+        _check_providers(self.providers)
 
 
 Venue: TypeAlias = Local | Swarm | Hybrid
@@ -223,6 +241,7 @@ def config_to_dict(config: PylonConfig) -> dict[str, Any]:
             "relays": list(venue.relays),
             "bid_msats": venue.bid_msats,
             "auto_pay": venue.auto_pay,
+            "providers": list(venue.providers),
         }
         if isinstance(venue, Hybrid):
             venue_data["backend"] = venue.backend
@@ -234,6 +253,8 @@ def config_from_dict(data: Any) -> PylonConfig:
     try:
         venue_data = dict(data["venue"])
         kind = venue_data.pop("type")
+        if not isinstance(venue_data.get("relays", ()), (list, tuple)):
+            raise ConfigError("relays must be a list of URLs")
         venue: Venue
         if kind == "local":
             venue = Local(**venue_data)

@@ -34,10 +34,6 @@ class InvalidModelString(ConfigError):
     """A model string is not one of the ``pylon:...`` / ``pylon/...`` forms."""
 
 
-class VenueNotAvailable(PylonError, lm15.UnsupportedFeatureError):
-    """The chosen venue cannot run calls in this version (never retried)."""
-
-
 class NoLocalBackend(PylonError, lm15.NotConfiguredError):
     """No local model server answered; the message names every URL probed (never retried)."""
 
@@ -84,7 +80,6 @@ __all__ = [
     "NoLocalBackend",
     "PylonError",
     "UnknownModel",
-    "VenueNotAvailable",
 ]
 
 
@@ -93,3 +88,26 @@ class UnsupportedRequest(PylonError, lm15.UnsupportedFeatureError):
 
 
 __all__ += ["UnsupportedRequest"]
+
+
+class MalformedEvent(PylonError, ValueError):
+    """A Nostr event does not follow the protocol (NIP-90, NIP-89): the message says what is wrong."""
+
+
+class RelayUnavailable(PylonError, lm15.TransportError):
+    """No configured relay accepted the event; the message lists each relay's failure (retried by DSPy)."""
+
+
+class SwarmTimeout(PylonError, lm15.TimeoutError):
+    """No valid result arrived in time; the job was cancelled with a deletion (retried by DSPy)."""
+
+
+class JobFailed(PylonError, lm15.ProviderError):
+    """The provider answered the job with ``error`` feedback; its message is included (never retried)."""
+
+
+class ResultTooLarge(PylonError, lm15.ProviderError):
+    """The result (or request) is larger than relays accept; never retried."""
+
+
+__all__ += ["JobFailed", "MalformedEvent", "RelayUnavailable", "ResultTooLarge", "SwarmTimeout"]

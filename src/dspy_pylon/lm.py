@@ -8,22 +8,20 @@ callbacks. PylonLM plugs a sync and an async engine in, both backed by one share
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import dspy
 from dspy import lm15
 
-from dspy_pylon.config import Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
-from dspy_pylon.errors import ConfigError, VenueNotAvailable
+from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
+from dspy_pylon.errors import ConfigError, PylonError, UnsupportedRequest
 from dspy_pylon.local.backends import LocalRouter
 from dspy_pylon.route import Route
+from dspy_pylon.swarm.venue import SwarmVenue
 from dspy_pylon.usage import LmUsage, UsageTotals, cost_of
-
-_NOT_YET = (
-    "the {venue} venue is not available in this version of dspy-pylon (it arrives with the swarm "
-    "release); use 'pylon:local' for now. Nothing was sent anywhere."
-)
 
 
 def model_string(config: PylonConfig) -> str:
@@ -38,67 +36,162 @@ def model_string(config: PylonConfig) -> str:
     return ":".join(parts)
 
 
-class PylonRuntime:
-    """The state one PylonLM shares with all its copies: routing, clients and usage totals."""
+KeySource = Callable[[], Any]
 
-    def __init__(self, config: PylonConfig) -> None:
+# What sends a hybrid call on to the swarm: no local backend, a local failure or timeout.
+# Not a request the swarm could not carry either (UnsupportedRequest) nor a config error.
+_NO_FALLBACK = (UnsupportedRequest, ConfigError)
+
+
+def _with_fallback(response: lm15.Response, reason: BaseException) -> lm15.Response:
+    data = dict(response.provider_data or {})
+    pylon = dict(data.get("pylon") or {})
+    pylon["fallback_from"] = "local"
+    pylon["fallback_reason"] = f"{type(reason).__name__}: {reason}"[:300]
+    data["pylon"] = pylon
+    return replace(response, provider_data=data)
+
+
+class PylonRuntime:
+    """The state one PylonLM shares with all its copies: routing, clients and usage totals.
+
+    ``keys`` returns the Nostr keys for swarm jobs; it is called once, when the swarm is
+    first needed (at once for the swarm venue, on the first fallback for hybrid).
+    """
+
+    def __init__(self, config: PylonConfig, keys: KeySource | None = None) -> None:
         self.config = config
         self.totals = UsageTotals()
+        self._keys = keys
+        self._swarm: SwarmVenue | None = None
+        self._swarm_lock = threading.Lock()
         venue = config.venue
-        self._local = LocalRouter(venue, config.model, config.timeout) if isinstance(venue, Local) else None
+        self._local: LocalRouter | None = None
+        if isinstance(venue, Local):
+            self._local = LocalRouter(venue, config.model, config.timeout)
+        elif isinstance(venue, Hybrid):
+            # Local first means a real local server: the embedded model would shadow the swarm.
+            local = Local(backend=venue.backend, embedded_fallback=False)
+            self._local = LocalRouter(local, config.model, config.timeout)
+        if isinstance(venue, Swarm):
+            self.swarm()
 
-    def _router(self) -> LocalRouter:
-        if self._local is None:
-            venue = "swarm" if isinstance(self.config.venue, Swarm) else "hybrid"
-            raise VenueNotAvailable(_NOT_YET.format(venue=venue), feature=f"venue.{venue}")
-        return self._local
+    def swarm(self) -> SwarmVenue:
+        """The swarm venue (connecting on first use)."""
+        with self._swarm_lock:
+            if self._swarm is None:
+                venue = self.config.venue
+                if isinstance(venue, Local):
+                    raise ConfigError("the local venue has no swarm")
+                if self._keys is None:
+                    raise ConfigError(
+                        "a swarm venue needs Nostr keys: pass mnemonic= or private_key=, or run `pylon init`"
+                    )
+                self._swarm = SwarmVenue(venue, self._keys(), self.config.model, self.config.timeout)
+            return self._swarm
 
     def route(self) -> Route:
         """The route the next call will take (probes local servers if not yet resolved)."""
-        return self._router().resolve()[0]
+        venue = self.config.venue
+        if self._local is not None:
+            try:
+                return self._local.resolve()[0]
+            except PylonError:
+                if isinstance(venue, Local):
+                    raise
+        assert not isinstance(venue, Local)
+        return Route("swarm", "nip90", " ".join(venue.relays), self.config.model or "any")
 
     def _record(self, response: lm15.Response) -> lm15.Response:
         self.totals.add(LmUsage.from_response(response))
         return response
 
-    def complete(self, request: lm15.Request) -> lm15.Response:
-        """Run one call, blocking."""
-        router = self._router()
+    def _local_complete(self, router: LocalRouter, request: lm15.Request) -> lm15.Response:
         route, client = router.resolve()
         with router.guard(route):
-            return self._record(client.complete(request, route))
+            return client.complete(request, route)
+
+    async def _local_acomplete(self, router: LocalRouter, request: lm15.Request) -> lm15.Response:
+        route, client = router.resolve()
+        with router.guard(route):
+            return await client.acomplete(request, route)
+
+    def complete(self, request: lm15.Request) -> lm15.Response:
+        """Run one call, blocking."""
+        if self._local is None:
+            return self._record(self.swarm().complete(request))
+        try:
+            return self._record(self._local_complete(self._local, request))
+        except PylonError as exc:
+            if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
+                raise
+            return self._record(_with_fallback(self.swarm().complete(request), exc))
 
     async def acomplete(self, request: lm15.Request) -> lm15.Response:
         """Run one call, awaited."""
-        router = self._router()
-        route, client = router.resolve()
-        with router.guard(route):
-            return self._record(await client.acomplete(request, route))
+        if self._local is None:
+            return self._record(await self.swarm().acomplete(request))
+        try:
+            return self._record(await self._local_acomplete(self._local, request))
+        except PylonError as exc:
+            if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
+                raise
+            return self._record(_with_fallback(await self.swarm().acomplete(request), exc))
+
+    def _counted(self, events: Iterator[lm15.StreamEvent]) -> Iterator[lm15.StreamEvent]:
+        for event in events:
+            if isinstance(event, lm15.StreamEndEvent):
+                self.totals.add(_usage_of_end(event))
+            yield event
 
     def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
-        """Run one call as a stream of lm15 events, blocking."""
-        router = self._router()
-        route, client = router.resolve()
-        with router.guard(route):
-            for event in client.stream(request, route):
-                if isinstance(event, lm15.StreamEndEvent):
-                    self.totals.add(_usage_of_end(event))
-                yield event
+        """Run one call as a stream of lm15 events, blocking. Swarm answers arrive whole."""
+        if self._local is None:
+            yield from self._counted(lm15.response_to_events(self.swarm().complete(request)))
+            return
+        router = self._local
+        started = False
+        try:
+            route, client = router.resolve()
+            with router.guard(route):
+                for event in self._counted(client.stream(request, route)):
+                    started = True
+                    yield event
+        except PylonError as exc:
+            if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
+                raise
+            response = _with_fallback(self.swarm().complete(request), exc)
+            yield from self._counted(lm15.response_to_events(response))
 
     async def astream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call as a stream of lm15 events, awaited."""
-        router = self._router()
-        route, client = router.resolve()
-        with router.guard(route):
-            async for event in client.astream(request, route):
-                if isinstance(event, lm15.StreamEndEvent):
-                    self.totals.add(_usage_of_end(event))
+        if self._local is None:
+            for event in self._counted(lm15.response_to_events(await self.swarm().acomplete(request))):
+                yield event
+            return
+        router = self._local
+        started = False
+        try:
+            route, client = router.resolve()
+            with router.guard(route):
+                async for event in client.astream(request, route):
+                    if isinstance(event, lm15.StreamEndEvent):
+                        self.totals.add(_usage_of_end(event))
+                    started = True
+                    yield event
+        except PylonError as exc:
+            if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
+                raise
+            response = _with_fallback(await self.swarm().acomplete(request), exc)
+            for event in self._counted(lm15.response_to_events(response)):
                 yield event
 
     def close(self) -> None:
-        """Close connection pools."""
+        """Close connection pools and relay connections."""
         if self._local is not None:
             self._local.close()
+        if self._swarm is not None:
+            self._swarm.close()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PylonRuntime:
         # Deep copies of an LM (optimizers, Refine) must share usage and, later, budgets.
@@ -173,6 +266,8 @@ class PylonLM(dspy.LM):
         timeout: float | None = None,
         budget_sats: int | None = None,
         embedded_fallback: bool | None = None,
+        mnemonic: str | None = None,
+        private_key: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
         cache: bool = True,
@@ -196,7 +291,7 @@ class PylonLM(dspy.LM):
         elif timeout is not None or budget_sats is not None or embedded_fallback is not None:
             raise ConfigError("pass timeout, budget_sats and embedded_fallback inside config=, not beside it")
         self.config = config
-        self.runtime = PylonRuntime(config)
+        self.runtime = PylonRuntime(config, _key_source(mnemonic, private_key))
         super().__init__(
             model=model,
             temperature=temperature,
@@ -213,6 +308,18 @@ class PylonLM(dspy.LM):
     def from_config(cls, config: PylonConfig, **kwargs: Any) -> PylonLM:
         """An LM for ``config``; ``kwargs`` are DSPy LM settings (temperature, max_tokens, cache...)."""
         return cls(model_string(config), config=config, **kwargs)
+
+    @classmethod
+    def swarm(cls, private_key: str, config: PylonConfig | None = None, **kwargs: Any) -> PylonLM:
+        """A swarm (or hybrid) LM signing jobs with ``private_key`` (hex or nsec)."""
+        config = config or PylonConfig.swarm()
+        return cls(model_string(config), config=config, private_key=private_key, **kwargs)
+
+    @classmethod
+    def from_mnemonic(cls, mnemonic: str, config: PylonConfig | None = None, **kwargs: Any) -> PylonLM:
+        """A swarm (or hybrid) LM whose Nostr keys come from a BIP-39 mnemonic (NIP-06)."""
+        config = config or PylonConfig.swarm()
+        return cls(model_string(config), config=config, mnemonic=mnemonic, **kwargs)
 
     def route(self) -> Route:
         """The route the next call will take (probes local servers on first use)."""
@@ -267,6 +374,16 @@ class PylonLM(dspy.LM):
         """Close this LM's connection pools (shared with its copies)."""
         self.runtime.close()
         super().close()
+
+
+def _key_source(mnemonic: str | None, private_key: str | None) -> KeySource:
+    # The secret stays in this closure: never in the LM's kwargs, history or saved state.
+    def keys() -> Any:
+        from dspy_pylon.identity import resolve_keys
+
+        return resolve_keys(mnemonic=mnemonic, private_key=private_key)
+
+    return keys
 
 
 def LM(model: str = "pylon:local", **kwargs: Any) -> PylonLM:  # noqa: N802 - mirrors dspy.LM

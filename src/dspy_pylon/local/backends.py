@@ -231,6 +231,16 @@ class LocalRouter:
             raise unknown_model(kind, self.model, client.base_url, available)
         return served
 
+    def served_models(self) -> list[str]:
+        """Every model the resolved server lists (the resolved one first)."""
+        route, client = self.resolve()
+        kind: ServerKind = "llamacpp" if route.backend == "embedded" else route.backend  # type: ignore[assignment]
+        try:
+            names = _model_names(kind, client.get_json(_listing_path(kind)))
+        except (ValueError, lm15.LM15Error):
+            names = []
+        return [route.model, *(n for n in names if n != route.model)]
+
     def close(self) -> None:
         """Close every client this router opened."""
         for client in self._clients.values():

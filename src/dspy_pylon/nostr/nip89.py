@@ -1,0 +1,74 @@
+"""NIP-89 handler announcements (kind 31990): how providers advertise, as a dataclass."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dspy_pylon.errors import MalformedEvent
+from dspy_pylon.nostr.events import RawEvent, sign
+
+ANNOUNCEMENT_KIND = 31990
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A provider's announcement: what it serves, at what price (msats per job), where."""
+
+    identifier: str
+    kinds: tuple[int, ...]
+    name: str = ""
+    about: str = ""
+    models: tuple[str, ...] = ()
+    price_msats: int = 0
+    relays: tuple[str, ...] = ()
+    pubkey: str = ""
+    created_at: int = 0
+
+    def to_event(self, keys: Any) -> Any:
+        """Sign the announcement with the provider's ``keys``."""
+        content = {
+            "name": self.name,
+            "about": self.about,
+            "models": list(self.models),
+            "price_msats": self.price_msats,
+            "relays": list(self.relays),
+            "software": "dspy-pylon",
+        }
+        tags = [["d", self.identifier], *(["k", str(k)] for k in self.kinds)]
+        return sign(ANNOUNCEMENT_KIND, json.dumps(content), tags, keys)
+
+    @classmethod
+    def from_event(cls, raw: RawEvent) -> Announcement:
+        """Parse an announcement. Metadata from other software may be partial: missing fields default."""
+        if raw.kind != ANNOUNCEMENT_KIND:
+            raise MalformedEvent(f"kind {raw.kind} is not a handler announcement ({ANNOUNCEMENT_KIND})")
+        identifier = raw.value("d")
+        if not identifier:
+            raise MalformedEvent("an announcement needs a 'd' tag")
+        kinds = []
+        for tag in raw.tags_named("k"):
+            if len(tag) < 2 or not tag[1].isdigit() or len(tag[1]) > 5:
+                raise MalformedEvent("a 'k' tag must hold an event kind number")
+            kinds.append(int(tag[1]))
+        try:
+            meta = json.loads(raw.content) if raw.content.strip() else {}
+        except json.JSONDecodeError:
+            meta = {}
+        if not isinstance(meta, dict):
+            meta = {}
+        models = meta.get("models")
+        price = meta.get("price_msats", 0)
+        relays = meta.get("relays")
+        return cls(
+            identifier=identifier,
+            kinds=tuple(kinds),
+            name=str(meta.get("name") or meta.get("display_name") or "")[:200],
+            about=str(meta.get("about") or "")[:1000],
+            models=tuple(str(m) for m in models)[:100] if isinstance(models, list) else (),
+            price_msats=price if isinstance(price, int) and not isinstance(price, bool) and price >= 0 else 0,
+            relays=tuple(str(r) for r in relays)[:20] if isinstance(relays, list) else (),
+            pubkey=raw.pubkey,
+            created_at=raw.created_at,
+        )

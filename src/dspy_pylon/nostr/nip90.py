@@ -1,0 +1,354 @@
+"""NIP-90 (Data Vending Machines) as dataclasses: job requests, results and feedback.
+
+``to_event(keys)`` signs (CPU only); ``from_event(raw)`` parses a :class:`RawEvent`
+strictly and totally: anything malformed raises :class:`MalformedEvent`, never another
+exception. Amounts are integer millisatoshis. The spec mixes ``_`` and ``-`` in param
+names (``max_tokens`` / ``max-tokens``); both are accepted on input.
+
+Encrypted jobs (one target provider): the ``i`` and ``param`` tags are JSON-encoded and
+NIP-44-encrypted into ``content``; the clear tags keep ``p`` and ``["encrypted"]`` (plus
+``bid``, ``output`` and ``relays``, which a provider needs before decrypting). NIP-04
+ciphertext is accepted on input for older clients.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspy_pylon.errors import MalformedEvent
+from dspy_pylon.nostr.events import RawEvent, sign
+
+TEXT_GENERATION = 5050
+FEEDBACK_KIND = 7000
+DELETION_KIND = 5
+REQUEST_KINDS = range(5000, 6000)
+RESULT_KINDS = range(6000, 7000)
+STATUSES = ("payment-required", "processing", "error", "success", "partial")
+INPUT_TYPES = ("text", "url", "event", "job", "prompt")
+NONCE_TAG = "pylon-nonce"
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_hex64(value: object) -> bool:
+    """Whether ``value`` is a 64-character lowercase hex string (event id, public key)."""
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
+def _msats(value: str | None, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise MalformedEvent(f"{what} must be a non-negative integer number of millisatoshis, got {value[:40]!r}")
+    return int(value)
+
+
+def _hex_tag(raw: RawEvent, name: str, what: str) -> str:
+    value = raw.value(name)
+    if not is_hex64(value):
+        raise MalformedEvent(f"{what}: the {name!r} tag is missing or not a 64-char hex id")
+    return str(value)
+
+
+def _norm_param(name: str) -> str:
+    return name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One ``["i", data, type, relay, marker]`` input."""
+
+    data: str
+    type: str = "text"
+    relay: str = ""
+    marker: str = ""
+
+    def as_tag(self) -> list[str]:
+        """The input as a tag."""
+        tag = ["i", self.data, self.type]
+        if self.relay or self.marker:
+            tag += [self.relay, self.marker]
+        return tag
+
+    @classmethod
+    def from_tag(cls, tag: Iterable[str]) -> JobInput:
+        """Parse an ``i`` tag (``prompt`` is accepted as a text type)."""
+        parts = list(tag)
+        if len(parts) < 2:
+            raise MalformedEvent("an 'i' tag has no data")
+        kind = parts[2] if len(parts) > 2 and parts[2] else "text"
+        if kind not in INPUT_TYPES:
+            raise MalformedEvent(f"unknown input type {kind[:20]!r} (expected one of {', '.join(INPUT_TYPES)})")
+        return cls(parts[1], kind, parts[3] if len(parts) > 3 else "", parts[4] if len(parts) > 4 else "")
+
+
+def _inputs_and_params(tags: Iterable[Iterable[str]]) -> tuple[tuple[JobInput, ...], tuple[tuple[str, str], ...]]:
+    inputs: list[JobInput] = []
+    params: list[tuple[str, str]] = []
+    for tag in tags:
+        parts = list(tag)
+        if not parts:
+            continue
+        if parts[0] == "i":
+            inputs.append(JobInput.from_tag(parts))
+        elif parts[0] == "param":
+            if len(parts) < 3 or not parts[1]:
+                raise MalformedEvent("a 'param' tag needs a name and a value")
+            params.append((_norm_param(parts[1]), parts[2]))
+    return tuple(inputs), tuple(params)
+
+
+def _decrypt(raw: RawEvent, keys: Any) -> str:
+    import nostr_sdk
+
+    if keys is None:
+        raise MalformedEvent("the event is encrypted and no key was given to decrypt it")
+    try:
+        author = nostr_sdk.PublicKey.parse(raw.pubkey)
+    except Exception as exc:  # nostr-sdk raises its own error type
+        raise MalformedEvent("the author's public key is invalid") from exc
+    try:
+        return str(keys.nip44_decrypt(author, raw.content))
+    except Exception:
+        try:
+            return str(keys.nip04_decrypt(author, raw.content))
+        except Exception as exc:
+            raise MalformedEvent("encrypted content could not be decrypted with our key (NIP-44 or NIP-04)") from exc
+
+
+def _encrypt(keys: Any, recipient: str, plaintext: str) -> str:
+    import nostr_sdk
+
+    return str(keys.nip44_encrypt(nostr_sdk.PublicKey.parse(recipient), plaintext))
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job request (kind 5000-5999). ``id``, ``customer`` and ``created_at`` are set when parsed."""
+
+    inputs: tuple[JobInput, ...]
+    kind: int = TEXT_GENERATION
+    params: tuple[tuple[str, str], ...] = ()
+    output: str | None = None
+    bid_msats: int | None = None
+    relays: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    encrypted: bool = False
+    nonce: str = ""
+    id: str = ""
+    customer: str = ""
+    created_at: int = 0
+    event_json: str = field(default="", repr=False)
+
+    def param(self, name: str) -> str | None:
+        """The value of param ``name`` (``_`` and ``-`` spellings are the same), or None."""
+        wanted = _norm_param(name)
+        return next((value for key, value in self.params if key == wanted), None)
+
+    def _clear_tags(self) -> list[list[str]]:
+        tags: list[list[str]] = []
+        if self.output:
+            tags.append(["output", self.output])
+        if self.bid_msats is not None:
+            tags.append(["bid", str(self.bid_msats)])
+        if self.relays:
+            tags.append(["relays", *self.relays])
+        tags += [["p", provider] for provider in self.providers]
+        if self.nonce:
+            # Two identical calls in the same second would otherwise be the same event
+            # (same id): relays and providers would drop the second as a duplicate.
+            tags.append([NONCE_TAG, self.nonce])
+        return tags
+
+    def to_event(self, keys: Any) -> Any:
+        """Sign the request with the customer's ``keys``."""
+        if self.kind not in REQUEST_KINDS:
+            raise ValueError(f"job request kind must be 5000-5999, got {self.kind}")
+        secret = [i.as_tag() for i in self.inputs] + [["param", k, v] for k, v in self.params]
+        if not self.encrypted:
+            return sign(self.kind, "", secret + self._clear_tags(), keys)
+        if len(self.providers) != 1:
+            raise ValueError("an encrypted job targets exactly one provider")
+        content = _encrypt(keys, self.providers[0], json.dumps(secret))
+        return sign(self.kind, content, [*self._clear_tags(), ["encrypted"]], keys)
+
+    @classmethod
+    def from_event(cls, raw: RawEvent, keys: Any = None) -> JobRequest:
+        """Parse a job request; ``keys`` (the provider's) decrypts an encrypted one."""
+        if raw.kind not in REQUEST_KINDS:
+            raise MalformedEvent(f"kind {raw.kind} is not a job request (5000-5999)")
+        encrypted = raw.tag("encrypted") is not None
+        tags: Iterable[Iterable[str]] = raw.tags
+        if encrypted:
+            try:
+                hidden = json.loads(_decrypt(raw, keys))
+            except json.JSONDecodeError as exc:
+                raise MalformedEvent("decrypted job content is not JSON") from exc
+            if not isinstance(hidden, list) or not all(
+                isinstance(t, list) and all(isinstance(x, str) for x in t) for t in hidden
+            ):
+                raise MalformedEvent("decrypted job content is not a list of tags")
+            tags = [*raw.tags, *hidden]
+        inputs, params = _inputs_and_params(tags)
+        relays_tag = raw.tag("relays")
+        providers = tuple(tag[1] for tag in raw.tags_named("p") if len(tag) > 1)
+        if not all(is_hex64(p) for p in providers):
+            raise MalformedEvent("a 'p' tag is not a 64-char hex public key")
+        return cls(
+            inputs=inputs,
+            kind=raw.kind,
+            params=params,
+            output=raw.value("output"),
+            bid_msats=_msats(raw.value("bid"), "bid"),
+            relays=tuple(relays_tag[1:]) if relays_tag else (),
+            providers=providers,
+            encrypted=encrypted,
+            nonce=raw.value(NONCE_TAG) or "",
+            id=raw.id,
+            customer=raw.pubkey,
+            created_at=raw.created_at,
+            event_json=raw.json,
+        )
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job result (kind = request kind + 1000). ``id``/``provider`` are set when parsed."""
+
+    request_id: str
+    customer: str
+    content: str
+    kind: int = TEXT_GENERATION + 1000
+    request_json: str | None = None
+    inputs: tuple[JobInput, ...] = ()
+    amount_msats: int | None = None
+    bolt11: str | None = None
+    encrypted: bool = False
+    relay_hint: str = ""
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    id: str = ""
+    provider: str = ""
+    created_at: int = 0
+
+    def to_event(self, keys: Any) -> Any:
+        """Sign the result with the provider's ``keys`` (encrypting the content if asked)."""
+        if self.kind not in RESULT_KINDS:
+            raise ValueError(f"job result kind must be 6000-6999, got {self.kind}")
+        tags: list[list[str]] = []
+        if self.request_json is not None and not self.encrypted:
+            tags.append(["request", self.request_json])
+        tags.append(["e", self.request_id, self.relay_hint] if self.relay_hint else ["e", self.request_id])
+        if not self.encrypted:
+            tags += [i.as_tag() for i in self.inputs]
+        tags.append(["p", self.customer])
+        if self.amount_msats is not None:
+            tags.append(["amount", str(self.amount_msats), *([self.bolt11] if self.bolt11 else [])])
+        if self.model:
+            tags.append(["model", self.model])
+        if self.prompt_tokens is not None and self.completion_tokens is not None:
+            tags.append(["usage", str(self.prompt_tokens), str(self.completion_tokens)])
+        if self.finish_reason:
+            tags.append(["finish_reason", self.finish_reason])
+        content = self.content
+        if self.encrypted:
+            tags.append(["encrypted"])
+            content = _encrypt(keys, self.customer, content)
+        return sign(self.kind, content, tags, keys)
+
+    @classmethod
+    def from_event(cls, raw: RawEvent, keys: Any = None) -> JobResult:
+        """Parse a result; ``keys`` (the customer's) decrypts an encrypted one."""
+        if raw.kind not in RESULT_KINDS:
+            raise MalformedEvent(f"kind {raw.kind} is not a job result (6000-6999)")
+        request_id = _hex_tag(raw, "e", "job result")
+        customer = _hex_tag(raw, "p", "job result")
+        encrypted = raw.tag("encrypted") is not None
+        content = _decrypt(raw, keys) if encrypted else raw.content
+        amount = raw.tag("amount")
+        usage = raw.tag("usage")
+        prompt_tokens = completion_tokens = None
+        if usage is not None:
+            if len(usage) < 3 or not usage[1].isdigit() or not usage[2].isdigit():
+                raise MalformedEvent("a 'usage' tag needs two token counts")
+            prompt_tokens, completion_tokens = int(usage[1]), int(usage[2])
+        e_tag = raw.tag("e") or ()
+        return cls(
+            request_id=request_id,
+            customer=customer,
+            content=content,
+            kind=raw.kind,
+            request_json=raw.value("request"),
+            inputs=_inputs_and_params(raw.tags_named("i"))[0],
+            amount_msats=_msats(amount[1] if amount and len(amount) > 1 else None, "amount"),
+            bolt11=amount[2] if amount and len(amount) > 2 and amount[2] else None,
+            encrypted=encrypted,
+            relay_hint=e_tag[2] if len(e_tag) > 2 else "",
+            model=raw.value("model"),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            finish_reason=raw.value("finish_reason"),
+            id=raw.id,
+            provider=raw.pubkey,
+            created_at=raw.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class JobFeedback:
+    """Job feedback (kind 7000): ``status`` is one of :data:`STATUSES`."""
+
+    request_id: str
+    customer: str
+    status: str
+    extra: str = ""
+    amount_msats: int | None = None
+    bolt11: str | None = None
+    content: str = ""
+    id: str = ""
+    provider: str = ""
+    created_at: int = 0
+    unknown_tags: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+
+    def to_event(self, keys: Any) -> Any:
+        """Sign the feedback with the provider's ``keys``."""
+        if self.status not in STATUSES:
+            raise ValueError(f"feedback status must be one of {STATUSES}, got {self.status!r}")
+        tags: list[list[str]] = [["status", self.status, *([self.extra] if self.extra else [])]]
+        if self.amount_msats is not None:
+            tags.append(["amount", str(self.amount_msats), *([self.bolt11] if self.bolt11 else [])])
+        tags += [["e", self.request_id], ["p", self.customer]]
+        return sign(FEEDBACK_KIND, self.content, tags, keys)
+
+    @classmethod
+    def from_event(cls, raw: RawEvent) -> JobFeedback:
+        """Parse a feedback event."""
+        if raw.kind != FEEDBACK_KIND:
+            raise MalformedEvent(f"kind {raw.kind} is not job feedback (7000)")
+        status_tag = raw.tag("status")
+        if status_tag is None or len(status_tag) < 2 or status_tag[1] not in STATUSES:
+            raise MalformedEvent(f"feedback needs a 'status' tag with one of {', '.join(STATUSES)}")
+        amount = raw.tag("amount")
+        return cls(
+            request_id=_hex_tag(raw, "e", "job feedback"),
+            customer=_hex_tag(raw, "p", "job feedback"),
+            status=status_tag[1],
+            extra=status_tag[2] if len(status_tag) > 2 else "",
+            amount_msats=_msats(amount[1] if amount and len(amount) > 1 else None, "amount"),
+            bolt11=amount[2] if amount and len(amount) > 2 and amount[2] else None,
+            content=raw.content,
+            id=raw.id,
+            provider=raw.pubkey,
+            created_at=raw.created_at,
+        )
+
+
+def deletion_tags(event_id: str, kind: int, reason: str = "") -> tuple[list[list[str]], str]:
+    """Tags and content of a NIP-09 deletion (kind 5) cancelling a job request."""
+    return [["e", event_id], ["k", str(kind)]], reason

@@ -1,0 +1,146 @@
+"""A nostr-sdk client on a set of relays, used from the :class:`NostrLoop` thread (the I/O edge).
+
+Routes each new event to the handler of the subscription it arrived on, after checking
+its id and signature; counts what it drops. Publishing reports which relays failed and
+succeeds if one accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from dspy_pylon.errors import MalformedEvent, RelayUnavailable, ResultTooLarge
+from dspy_pylon.nostr.events import RawEvent, from_sdk
+
+log = logging.getLogger("dspy_pylon.nostr")
+
+Handler = Callable[[RawEvent, str], None]
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where an event went: relays that accepted it and why the others did not."""
+
+    event_id: str
+    accepted: tuple[str, ...]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _too_large(reasons: Sequence[str]) -> bool:
+    return any(word in reason.lower() for reason in reasons for word in ("too large", "too big", "size", "exceed"))
+
+
+class RelayClient:
+    """One nostr-sdk ``Client`` on ``relays``. Create and use it on the NostrLoop thread only."""
+
+    def __init__(self, relays: Sequence[str], *, connect_timeout: float = 3.0, ok_timeout: float = 5.0) -> None:
+        self.relays = tuple(relays)
+        self.connect_timeout = connect_timeout
+        self.ok_timeout = ok_timeout
+        self.dropped: Counter[str] = Counter()
+        self._handlers: dict[str, Handler] = {}
+        self._client: Any = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self) -> RelayClient:
+        """Connect to every relay (waiting up to ``connect_timeout``) and start routing events."""
+        import nostr_sdk
+
+        client = nostr_sdk.Client()
+        for url in self.relays:
+            try:
+                await client.add_relay(nostr_sdk.RelayUrl.parse(url))
+            except Exception as exc:  # nostr-sdk raises its own error type for a bad URL
+                raise RelayUnavailable(f"relay URL {url!r} is invalid: {exc}") from exc
+        # Take the notification stream before any subscription, so no event is missed.
+        notifications = client.notifications()
+        await client.connect(timedelta(seconds=self.connect_timeout))
+        self._client = client
+        self._pump = asyncio.get_running_loop().create_task(self._route(notifications))
+        return self
+
+    @property
+    def client(self) -> Any:
+        """The nostr-sdk client."""
+        if self._client is None:
+            raise RuntimeError("RelayClient.start() was not awaited")
+        return self._client
+
+    async def _route(self, notifications: Any) -> None:
+        while True:
+            notification = await notifications.next()
+            if notification is None or notification.is_shutdown():
+                return
+            if not notification.is_new_event():
+                continue
+            handler = self._handlers.get(notification.subscription_id)
+            if handler is None:
+                self.dropped["no subscription"] += 1
+                continue
+            try:
+                raw = from_sdk(notification.event)
+            except MalformedEvent:
+                self.dropped["bad signature"] += 1
+                continue
+            try:
+                handler(raw, str(notification.relay_url))
+            except Exception:  # a handler bug must not stop routing for everyone
+                log.exception("event handler failed")
+
+    async def subscribe(self, filters: Sequence[Any], handler: Handler) -> str:
+        """Subscribe with nostr-sdk ``Filter`` objects; ``handler(raw_event, relay_url)`` gets new events."""
+        import nostr_sdk
+
+        output = await self.client.subscribe(nostr_sdk.ReqTarget.auto(list(filters)))
+        self._handlers[output.id] = handler
+        if not output.success:
+            failures = "; ".join(f"{url}: {why}" for url, why in output.failed.items())
+            log.warning("subscription reached no relay yet (%s); it is re-sent on reconnect", failures)
+        return str(output.id)
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        """Close a subscription."""
+        self._handlers.pop(subscription_id, None)
+        await self.client.unsubscribe(subscription_id)
+
+    async def publish(self, event: Any, ok_timeout: float | None = None) -> Published:
+        """Send a signed event to every relay; raises if none accepted it."""
+        output = await self.client.send_event(
+            event, ok_timeout=timedelta(seconds=self.ok_timeout if ok_timeout is None else ok_timeout)
+        )
+        accepted = tuple(str(url) for url in output.success)
+        failed = {str(url): str(why) for url, why in output.failed.items()}
+        if not accepted:
+            reasons = "; ".join(f"{url}: {why}" for url, why in failed.items()) or "no relay connected"
+            if _too_large(list(failed.values())):
+                raise ResultTooLarge(f"relays refused the event as too large ({len(event.as_json())} bytes): {reasons}")
+            raise RelayUnavailable(f"no relay accepted the event: {reasons}")
+        if failed:
+            log.info("event %s refused by %s", output.id.to_hex()[:12], ", ".join(failed))
+        return Published(output.id.to_hex(), accepted, failed)
+
+    async def fetch(self, filters: Sequence[Any], timeout: float) -> list[RawEvent]:
+        """Stored events matching ``filters`` (signature-checked), waiting at most ``timeout``."""
+        import nostr_sdk
+
+        events = await self.client.fetch_events(nostr_sdk.ReqTarget.auto(list(filters)), timedelta(seconds=timeout))
+        found = []
+        for event in events:
+            try:
+                found.append(from_sdk(event))
+            except MalformedEvent:
+                self.dropped["bad signature"] += 1
+        return found
+
+    async def close(self) -> None:
+        """Disconnect and stop routing."""
+        if self._client is not None:
+            await self._client.shutdown()
+        if self._pump is not None:
+            self._pump.cancel()

@@ -1,0 +1,162 @@
+"""The customer side of a NIP-90 job: publish, watch feedback, accept the first valid result.
+
+Lives on the :class:`~dspy_pylon.nostr.loop.NostrLoop`. One long-lived subscription to
+results and feedback addressed to our key is opened before the first job is published;
+events are routed to per-job queues by their ``e`` tag. Every event is checked: signature
+(at the edge), kind, ``e`` = our job, ``p`` = us, author among the targeted providers when
+the job named any. Anything else is dropped and counted in :attr:`SwarmCustomer.ignored`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspy_pylon.errors import JobFailed, MalformedEvent, SwarmTimeout
+from dspy_pylon.nostr.events import RawEvent, sign
+from dspy_pylon.nostr.nip90 import DELETION_KIND, FEEDBACK_KIND, JobFeedback, JobRequest, JobResult, deletion_tags
+from dspy_pylon.nostr.relay_client import RelayClient
+
+log = logging.getLogger("dspy_pylon.swarm")
+
+# Accept results from events created up to this long before our subscription (clock skew).
+_SKEW_S = 60
+
+
+@dataclass
+class JobOutcome:
+    """A finished job: the accepted result and what happened on the way."""
+
+    result: JobResult
+    job_id: str
+    relay: str
+    latency_ms: float
+    feedback: list[JobFeedback] = field(default_factory=list)
+    published_to: tuple[str, ...] = ()
+    failed_relays: dict[str, str] = field(default_factory=dict)
+
+
+class _Job:
+    def __init__(self, request: JobRequest, job_id: str) -> None:
+        self.request = request
+        self.job_id = job_id
+        self.events: asyncio.Queue[tuple[RawEvent, str]] = asyncio.Queue()
+
+
+class SwarmCustomer:
+    """Runs NIP-90 jobs for one key on one set of relays. Use on the NostrLoop thread."""
+
+    def __init__(self, keys: Any, relays: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.pubkey = keys.public_key().to_hex()
+        self.relays = relays
+        self.ignored: Counter[str] = Counter()
+        self._client: RelayClient | None = None
+        self._jobs: dict[str, _Job] = {}
+        self._started = asyncio.Lock()
+
+    async def _ready(self) -> RelayClient:
+        async with self._started:
+            if self._client is None:
+                import nostr_sdk
+
+                client = await RelayClient(self.relays).start()
+                since = nostr_sdk.Timestamp.from_secs(max(0, int(time.time()) - _SKEW_S))
+                base = nostr_sdk.Filter().pubkey(self.keys.public_key()).since(since)
+                # Results of every request kind, plus feedback, addressed to us.
+                results = base.kinds([nostr_sdk.Kind(k) for k in range(6000, 7000)])
+                feedback = base.kinds([nostr_sdk.Kind(FEEDBACK_KIND)])
+                await client.subscribe([results, feedback], self._route)
+                self._client = client
+            return self._client
+
+    def _route(self, event: RawEvent, relay: str) -> None:
+        job_id = event.value("e")
+        job = self._jobs.get(job_id or "")
+        if job is None:
+            self.ignored["not one of our open jobs"] += 1
+            return
+        job.events.put_nowait((event, relay))
+
+    def _check(self, job: _Job, event: RawEvent) -> JobResult | JobFeedback | None:
+        """The parsed event if it is valid for ``job``; else None (counted)."""
+        request = job.request
+        if request.providers and event.pubkey not in request.providers:
+            self.ignored["author not a targeted provider"] += 1
+            return None
+        try:
+            if event.kind == FEEDBACK_KIND:
+                parsed: JobResult | JobFeedback = JobFeedback.from_event(event)
+            elif event.kind == request.kind + 1000:
+                parsed = JobResult.from_event(event, self.keys)
+            else:
+                self.ignored["wrong result kind"] += 1
+                return None
+        except MalformedEvent as exc:
+            self.ignored[f"malformed: {exc}"[:80]] += 1
+            return None
+        if parsed.request_id != job.job_id or parsed.customer != self.pubkey:
+            self.ignored["e or p tag not ours"] += 1
+            return None
+        return parsed
+
+    async def run(self, request: JobRequest, timeout: float) -> JobOutcome:
+        """Publish ``request`` and wait for the first valid result (or an ``error``, or the timeout)."""
+        client = await self._ready()
+        event = request.to_event(self.keys)
+        job_id = event.id().to_hex()
+        job = _Job(request, job_id)
+        self._jobs[job_id] = job  # registered before publishing: no result can slip past
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        feedback: list[JobFeedback] = []
+        try:
+            published = await client.publish(event)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                raw, relay = await asyncio.wait_for(job.events.get(), remaining)
+                parsed = self._check(job, raw)
+                if isinstance(parsed, JobFeedback):
+                    feedback.append(parsed)
+                    if parsed.status == "error":
+                        who = parsed.provider[:12]
+                        detail = "; ".join(x for x in (parsed.extra, parsed.content) if x) or "no details"
+                        raise JobFailed(f"provider {who}… reported an error for job {job_id[:12]}…: {detail}")
+                    log.debug("job %s: %s from %s", job_id[:12], parsed.status, parsed.provider[:12])
+                elif isinstance(parsed, JobResult):
+                    return JobOutcome(
+                        result=parsed,
+                        job_id=job_id,
+                        relay=relay,
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                        feedback=feedback,
+                        published_to=published.accepted,
+                        failed_relays=published.failed,
+                    )
+        except TimeoutError:
+            await self._cancel(client, job_id, request.kind)
+            seen = ", ".join(sorted({f"{f.status} from {f.provider[:12]}…" for f in feedback})) or "no feedback"
+            raise SwarmTimeout(
+                f"no valid result for job {job_id[:12]}… within {timeout:g} s ({seen}); the job was cancelled"
+            ) from None
+        finally:
+            self._jobs.pop(job_id, None)
+
+    async def _cancel(self, client: RelayClient, job_id: str, kind: int) -> None:
+        tags, reason = deletion_tags(job_id, kind, "timed out")
+        try:
+            await client.publish(sign(DELETION_KIND, reason, tags, self.keys), ok_timeout=1.0)
+        except Exception as exc:  # cancelling is best effort; the timeout is what the caller needs
+            log.info("could not publish the cancellation of job %s: %s", job_id[:12], exc)
+
+    async def close(self) -> None:
+        """Disconnect from the relays."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,286 @@
+"""The provider node: serves NIP-90 text-generation jobs from relays with a local backend.
+
+Subscribes to job requests, honours ``p`` targeting, claims each job once (SQLite), sends
+``processing`` feedback, runs the chat on the local backend and publishes the result with
+``request``, ``e``, ``p``, ``i``, ``amount``, ``model`` and ``usage`` tags — or ``error``
+feedback saying why not. A bounded queue and a fixed worker pool give back-pressure;
+:meth:`ProviderNode.stop` finishes the jobs in flight before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dspy import lm15
+
+from dspy_pylon.config import BackendName, Local
+from dspy_pylon.errors import MalformedEvent, PylonError, ResultTooLarge
+from dspy_pylon.local.backends import LocalRouter, match_model
+from dspy_pylon.nostr.events import RawEvent
+from dspy_pylon.nostr.nip89 import Announcement
+from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest, JobResult
+from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.route import Route
+from dspy_pylon.swarm.chat_job import request_from_job
+from dspy_pylon.swarm.jobs_db import JobsDB
+
+log = logging.getLogger("dspy_pylon.provider")
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """How a provider node runs. ``price_msats`` 0 serves for free."""
+
+    relays: tuple[str, ...]
+    state_dir: Path
+    backend: BackendName = "auto"
+    name: str = "pylon provider"
+    about: str = "DSPy-ready local inference (dspy-pylon)"
+    price_msats: int = 0
+    concurrency: int = 2
+    queue_limit: int = 64
+    timeout: float = 120.0
+    max_tokens_cap: int = 4096
+    announce: bool = True
+    identifier: str = "pylon-5050"
+
+
+@dataclass
+class ProviderStats:
+    """What a node did since it started."""
+
+    received: int = 0
+    done: int = 0
+    errors: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)
+
+
+class ProviderNode:
+    """A NIP-90 provider. Create, then ``await start()`` and ``await serve()`` on one event loop."""
+
+    def __init__(self, keys: Any, settings: ProviderSettings, router: LocalRouter | None = None) -> None:
+        self.keys = keys
+        self.pubkey = keys.public_key().to_hex()
+        self.settings = settings
+        self.router = router or LocalRouter(Local(backend=settings.backend), None, settings.timeout)
+        self.jobs = JobsDB(settings.state_dir / "provider-jobs.sqlite")
+        self.stats = ProviderStats()
+        self.models: list[str] = []
+        self._route: Route | None = None
+        self._client: RelayClient | None = None
+        self._queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
+        self._workers: list[asyncio.Task[None]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._handled = 0
+        self._done = asyncio.Event()
+        self._once: int | None = None
+        self._accepting = False
+
+    @property
+    def handled(self) -> int:
+        """Jobs answered so far (results and error feedback)."""
+        return self._handled
+
+    async def start(self) -> None:
+        """Resolve the local backend, connect to relays, subscribe, announce."""
+        import nostr_sdk
+
+        self._route = (await asyncio.to_thread(self.router.resolve))[0]
+        self.models = await asyncio.to_thread(self.router.served_models)
+        self._client = await RelayClient(self.settings.relays).start()
+        since = nostr_sdk.Timestamp.from_secs(int(time.time()) - 10)
+        await self._client.subscribe(
+            [nostr_sdk.Filter().kind(nostr_sdk.Kind(TEXT_GENERATION)).since(since)], self._on_request
+        )
+        self._accepting = True
+        self._workers = [asyncio.create_task(self._work()) for _ in range(max(1, self.settings.concurrency))]
+        if self.settings.announce:
+            await self.announce()
+        log.info(
+            "provider %s serving kind %d with %s (%s) on %s",
+            self.pubkey[:12],
+            TEXT_GENERATION,
+            self._route.backend,
+            self._route.model,
+            ", ".join(self.settings.relays),
+        )
+
+    def announcement(self) -> Announcement:
+        """This node's NIP-89 announcement."""
+        return Announcement(
+            identifier=self.settings.identifier,
+            kinds=(TEXT_GENERATION,),
+            name=self.settings.name,
+            about=self.settings.about,
+            models=tuple(self.models),
+            price_msats=self.settings.price_msats,
+            relays=self.settings.relays,
+        )
+
+    async def announce(self) -> None:
+        """Publish the NIP-89 announcement (kind 31990)."""
+        assert self._client is not None
+        await self._client.publish(self.announcement().to_event(self.keys))
+
+    # ─── intake (runs in the relay client's routing task: must not block) ───
+
+    def _on_request(self, event: RawEvent, relay: str) -> None:
+        self.stats.received += 1
+        targeted = any(tag[1] == self.pubkey for tag in event.tags_named("p") if len(tag) > 1)
+        if event.tags_named("p") and not targeted:
+            self.stats.ignored["targets another provider"] += 1
+            return
+        if not self._accepting:
+            self.stats.ignored["shutting down"] += 1
+            return
+        try:
+            job = JobRequest.from_event(event, self.keys)
+        except MalformedEvent as exc:
+            self.stats.ignored["malformed"] += 1
+            if targeted and self.jobs.claim(event.id, event.pubkey, event.kind):
+                self._spawn(self._refuse(event.id, event.pubkey, f"malformed request: {exc}"))
+            return
+        if not self.jobs.claim(job.id, job.customer, job.kind):
+            self.stats.ignored["duplicate"] += 1
+            return
+        if self.settings.price_msats and (job.bid_msats or 0) < self.settings.price_msats:
+            self._spawn(self._refuse(job.id, job.customer, f"bid below price of {self.settings.price_msats} msats"))
+            return
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._spawn(self._refuse(job.id, job.customer, "provider busy: queue full, try another provider"))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    # ─── work ───
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._run(job)
+            finally:
+                self._queue.task_done()
+
+    def _model_for(self, job: JobRequest) -> str:
+        assert self._route is not None
+        wanted = job.param("model")
+        if not wanted or wanted == "default":
+            return self._route.model
+        kind = "llamacpp" if self._route.backend == "embedded" else self._route.backend
+        served = match_model(kind, wanted, self.models)  # type: ignore[arg-type]
+        if served is None:
+            raise MalformedEvent(f"model {wanted!r} is not served here; available: {', '.join(self.models)}")
+        return served
+
+    async def _run(self, job: JobRequest) -> None:
+        assert self._client is not None and self._route is not None
+        try:
+            request = request_from_job(job, self.settings.max_tokens_cap)
+            route = Route(self._route.venue, self._route.backend, self._route.base_url, self._model_for(job))
+        except (MalformedEvent, PylonError) as exc:
+            await self._refuse(job.id, job.customer, str(exc))
+            return
+        await self._feedback(job, "processing")
+        try:
+            _, client = self.router.resolve()
+            response = await client.acomplete(request, route)
+        except (PylonError, lm15.LM15Error) as exc:
+            self.router.invalidate()
+            await self._refuse(job.id, job.customer, f"inference failed: {exc}")
+            return
+        result = JobResult(
+            request_id=job.id,
+            customer=job.customer,
+            content=response.text or "",
+            kind=job.kind + 1000,
+            request_json=None if job.encrypted else job.event_json or None,
+            inputs=() if job.encrypted else job.inputs,
+            amount_msats=self.settings.price_msats,
+            encrypted=job.encrypted,
+            model=route.model,
+            prompt_tokens=response.usage.input_tokens or 0,
+            completion_tokens=response.usage.output_tokens or 0,
+            finish_reason=response.finish_reason,
+        )
+        try:
+            await self._client.publish(result.to_event(self.keys))
+        except ResultTooLarge as exc:
+            await self._refuse(job.id, job.customer, f"result too large for the relays: {exc}")
+            return
+        except PylonError as exc:
+            log.warning("could not publish the result of job %s: %s", job.id[:12], exc)
+            self.jobs.finish(job.id, "error", str(exc))
+            self._count(error=True)
+            return
+        self.jobs.finish(job.id, "done")
+        self._count(error=False)
+
+    async def _feedback(self, job: JobRequest, status: str, extra: str = "") -> None:
+        assert self._client is not None
+        feedback = JobFeedback(request_id=job.id, customer=job.customer, status=status, extra=extra)
+        try:
+            await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
+        except PylonError as exc:
+            log.info("feedback %s for job %s not delivered: %s", status, job.id[:12], exc)
+
+    async def _refuse(self, job_id: str, customer: str, why: str) -> None:
+        assert self._client is not None
+        log.info("job %s refused: %s", job_id[:12], why)
+        feedback = JobFeedback(request_id=job_id, customer=customer, status="error", extra=why[:1000])
+        try:
+            await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
+        except PylonError as exc:
+            log.info("error feedback for job %s not delivered: %s", job_id[:12], exc)
+        self.jobs.finish(job_id, "refused", why)
+        self._count(error=True)
+
+    def _count(self, *, error: bool) -> None:
+        if error:
+            self.stats.errors += 1
+        else:
+            self.stats.done += 1
+        self._handled += 1
+        if self._once is not None and self._handled >= self._once:
+            self._done.set()
+
+    # ─── lifecycle ───
+
+    async def serve(self, once: int | None = None) -> int:
+        """Serve until :meth:`stop` (or, with ``once``, until that many jobs were answered)."""
+        self._once = once
+        if once is not None and self._handled >= once:
+            self._done.set()
+        await self._done.wait()
+        await self.stop()
+        return self._handled
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve` to return (thread-unsafe; call on the node's loop)."""
+        self._done.set()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop taking jobs, finish those queued and in flight (up to ``grace`` s), disconnect."""
+        self._accepting = False
+        try:
+            await asyncio.wait_for(self._queue.join(), grace)
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight), timeout=grace)
+        except TimeoutError:
+            log.warning("stopping with %d jobs unfinished", self._queue.qsize())
+        for worker in self._workers:
+            worker.cancel()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        self.jobs.close()

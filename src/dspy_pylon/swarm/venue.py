@@ -1,0 +1,89 @@
+"""The swarm venue: one LM call = one NIP-90 job, run on the process's Nostr loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dspy import lm15
+
+from dspy_pylon.config import Hybrid, Swarm
+from dspy_pylon.nostr.loop import NostrLoop
+from dspy_pylon.swarm.chat_job import chat_job
+from dspy_pylon.swarm.customer import JobOutcome, SwarmCustomer
+
+_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_call": "tool_call"}
+
+
+def _hex_pubkey(provider: str) -> str:
+    if provider.startswith("npub1"):
+        import nostr_sdk
+
+        return str(nostr_sdk.PublicKey.parse(provider).to_hex())
+    return provider
+
+
+def response_from_outcome(outcome: JobOutcome, requested_model: str | None) -> lm15.Response:
+    """The lm15 response for a finished job, with the swarm route in ``provider_data["pylon"]``."""
+    result = outcome.result
+    model = result.model or requested_model or "unknown"
+    usage = lm15.Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
+    pylon = {
+        "venue": "swarm",
+        "backend": "nip90",
+        "base_url": outcome.relay,
+        "model": model,
+        "provider": result.provider,
+        "job_id": outcome.job_id,
+        "relay": outcome.relay,
+        "latency_ms": round(outcome.latency_ms, 3),
+        "cost_msats": 0,
+        "amount_msats": result.amount_msats,
+        "published_to": list(outcome.published_to),
+        "failed_relays": outcome.failed_relays,
+    }
+    return lm15.Response(
+        id=outcome.job_id,
+        model=model,
+        message=lm15.Message.assistant(result.content),
+        finish_reason=_FINISH.get(result.finish_reason or "stop", "stop"),
+        usage=usage,
+        provider_data={"pylon": pylon},
+    )
+
+
+class SwarmVenue:
+    """Runs chat requests as NIP-90 jobs for one key on the venue's relays."""
+
+    def __init__(self, venue: Swarm | Hybrid, keys: Any, model: str | None, timeout: float) -> None:
+        self.venue = venue
+        self.model = model
+        self.timeout = timeout
+        self.providers = tuple(_hex_pubkey(p) for p in venue.providers)
+        self.loop = NostrLoop.shared()
+        self.customer = SwarmCustomer(keys, venue.relays)
+
+    async def _run(self, request: lm15.Request) -> lm15.Response:
+        job = chat_job(
+            request,
+            model=self.model,
+            bid_msats=self.venue.bid_msats,
+            relays=self.venue.relays,
+            providers=self.providers,
+            encrypted=len(self.providers) == 1,
+        )
+        outcome = await self.customer.run(job, self.timeout)
+        return response_from_outcome(outcome, self.model)
+
+    def complete(self, request: lm15.Request) -> lm15.Response:
+        """Run one call as a job, blocking the calling thread (never the Nostr loop)."""
+        # The customer enforces the timeout; the margin covers connecting and cancelling.
+        return self.loop.run(self._run(request), self.timeout + 10)
+
+    async def acomplete(self, request: lm15.Request) -> lm15.Response:
+        """Run one call as a job, awaited from any event loop."""
+        return await self.loop.arun(self._run(request))
+
+    def close(self) -> None:
+        """Disconnect from the relays."""
+        if self.loop.thread.is_alive():
+            self.loop.run(self.customer.close(), 5)
