@@ -28,13 +28,15 @@ def _dspy_memory_cache_only() -> None:
 
 
 @pytest.fixture(autouse=True)
-def closed_backends(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def closed_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Point every local backend URL at a closed port; returns the URLs set."""
     urls = {}
     for name in ("OLLAMA_HOST", "FM_BRIDGE_URL", "LLAMACPP_URL"):
         urls[name] = f"http://127.0.0.1:{free_port()}"
         monkeypatch.setenv(name, urls[name])
     monkeypatch.delenv("OLLAMA_URL", raising=False)
+    # Identity, reputation and provider state of a test never touch the user's home.
+    monkeypatch.setenv("PYLON_HOME", str(tmp_path / "pylon-home"))
     monkeypatch.delenv("PYLON_EMBEDDED", raising=False)
     dspy.configure(lm=None, adapter=None, callbacks=[])
     return urls

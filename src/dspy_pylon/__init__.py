@@ -35,6 +35,8 @@ from dspy_pylon.errors import (
 from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string
 from dspy_pylon.local.embedded import EmbeddedLlama
 from dspy_pylon.route import Route
+from dspy_pylon.swarm.discovery import ProviderRecord, discover
+from dspy_pylon.swarm.reputation import ProviderStats, Reputation
 from dspy_pylon.usage import LmUsage, msats_to_sats
 
 __version__ = "0.1.0"
@@ -59,17 +61,21 @@ __all__ = [
     "MalformedEvent",
     "ModelSpec",
     "NoLocalBackend",
+    "ProviderRecord",
+    "ProviderStats",
     "PylonConfig",
     "PylonEngine",
     "PylonError",
     "PylonLM",
     "RelayUnavailable",
+    "Reputation",
     "ResultTooLarge",
     "Route",
     "Swarm",
     "SwarmTimeout",
     "UnknownModel",
     "UnsupportedRequest",
+    "discover",
     "model_string",
     "msats_to_sats",
     "parse_model_string",

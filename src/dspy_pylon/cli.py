@@ -99,5 +99,60 @@ def local_detect() -> None:
     console.print(table)
 
 
+@main.command()
+@click.option(
+    "--show-words",
+    is_flag=True,
+    help="Print the new recovery words once, to write down (otherwise they stay in the file only).",
+)
+@click.option(
+    "--restore",
+    is_flag=True,
+    help="Restore an identity from recovery words you already have (read from standard input, not echoed).",
+)
+def init(show_words: bool, restore: bool) -> None:
+    """Create the Nostr identity (a BIP-39 mnemonic, NIP-06 keys) in the Pylon home directory."""
+    from dspy_pylon.identity import identity_path, init_identity, load_identity
+
+    words: str | None = None
+    if restore:
+        words = click.prompt("recovery words", hide_input=True, err=True)
+    try:
+        path = init_identity(words=words)
+        identity = load_identity()
+    except PylonError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"identity: {path}")
+    click.echo(f"npub: {identity.npub}")
+    if show_words:
+        phrase = path.read_text(encoding="utf-8").strip()
+        rule = "=" * 72
+        click.echo(rule)
+        click.echo("WRITE THESE WORDS DOWN and keep them offline. They are the only backup of your keys;")
+        click.echo("anyone who has them controls this identity and its funds. They are not shown again.")
+        click.echo(rule)
+        click.echo(phrase)
+        click.echo(rule)
+    elif not restore:
+        click.echo(
+            f"Your recovery words are in {identity_path()} (readable only by you). Write them down once "
+            f"(`cat {identity_path()}`) and keep them offline: they are the only backup of your keys."
+        )
+
+
+@main.command("identity")
+def identity_cmd() -> None:
+    """Show the public Nostr identity (npub and hex public key); never the secret."""
+    from dspy_pylon.identity import load_identity
+
+    try:
+        identity = load_identity()
+    except PylonError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"npub: {identity.npub}")
+    click.echo(f"public key (hex): {identity.public_key_hex}")
+    click.echo(f"identity file: {identity.path}")
+
+
 if __name__ == "__main__":
     main()

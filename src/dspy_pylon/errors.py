@@ -111,3 +111,21 @@ class ResultTooLarge(PylonError, lm15.ProviderError):
 
 
 __all__ += ["JobFailed", "MalformedEvent", "RelayUnavailable", "ResultTooLarge", "SwarmTimeout"]
+
+
+class IdentityError(ConfigError):
+    """The Nostr identity (mnemonic file, private key) cannot be used; the message says what to do.
+
+    Messages name files and word positions, never a mnemonic or a secret key.
+    """
+
+
+class IdentityMissing(IdentityError):
+    """No identity file exists yet: run ``pylon init`` (or point ``PYLON_HOME`` at an existing one)."""
+
+
+class InvalidMnemonic(IdentityError):
+    """A BIP-39 mnemonic is malformed: wrong word count, an unknown word, or a bad checksum."""
+
+
+__all__ += ["IdentityError", "IdentityMissing", "InvalidMnemonic"]

@@ -20,6 +20,7 @@ from dspy_pylon.errors import JobFailed, MalformedEvent, SwarmTimeout
 from dspy_pylon.nostr.events import RawEvent, sign
 from dspy_pylon.nostr.nip90 import DELETION_KIND, FEEDBACK_KIND, JobFeedback, JobRequest, JobResult, deletion_tags
 from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.swarm.reputation import Reputation
 
 log = logging.getLogger("dspy_pylon.swarm")
 
@@ -50,8 +51,9 @@ class _Job:
 class SwarmCustomer:
     """Runs NIP-90 jobs for one key on one set of relays. Use on the NostrLoop thread."""
 
-    def __init__(self, keys: Any, relays: tuple[str, ...]) -> None:
+    def __init__(self, keys: Any, relays: tuple[str, ...], reputation: Reputation | None = None) -> None:
         self.keys = keys
+        self.reputation = reputation
         self.pubkey = keys.public_key().to_hex()
         self.relays = relays
         self.ignored: Counter[str] = Counter()
@@ -125,21 +127,30 @@ class SwarmCustomer:
                 if isinstance(parsed, JobFeedback):
                     feedback.append(parsed)
                     if parsed.status == "error":
+                        if self.reputation is not None:
+                            self.reputation.record_error(parsed.provider)
                         who = parsed.provider[:12]
                         detail = "; ".join(x for x in (parsed.extra, parsed.content) if x) or "no details"
                         raise JobFailed(f"provider {who}… reported an error for job {job_id[:12]}…: {detail}")
                     log.debug("job %s: %s from %s", job_id[:12], parsed.status, parsed.provider[:12])
                 elif isinstance(parsed, JobResult):
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    if self.reputation is not None:
+                        self.reputation.record_success(parsed.provider, latency_ms)
                     return JobOutcome(
                         result=parsed,
                         job_id=job_id,
                         relay=relay,
-                        latency_ms=(time.perf_counter() - started) * 1000,
+                        latency_ms=latency_ms,
                         feedback=feedback,
                         published_to=published.accepted,
                         failed_relays=published.failed,
                     )
         except TimeoutError:
+            if self.reputation is not None:
+                # Who let us down: the providers we named, and any that took the job.
+                for provider in set(request.providers) | {f.provider for f in feedback if f.status == "processing"}:
+                    self.reputation.record_timeout(provider)
             await self._cancel(client, job_id, request.kind)
             seen = ", ".join(sorted({f"{f.status} from {f.provider[:12]}…" for f in feedback})) or "no feedback"
             raise SwarmTimeout(

@@ -20,7 +20,7 @@ from typing import Any
 from dspy import lm15
 
 from dspy_pylon.config import BackendName, Local
-from dspy_pylon.errors import MalformedEvent, PylonError, ResultTooLarge
+from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge
 from dspy_pylon.local.backends import LocalRouter, match_model
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
@@ -94,7 +94,8 @@ class ProviderNode:
         self._route = (await asyncio.to_thread(self.router.resolve))[0]
         self.models = await asyncio.to_thread(self.router.served_models)
         self._client = await RelayClient(self.settings.relays).start()
-        since = nostr_sdk.Timestamp.from_secs(int(time.time()) - 10)
+        # Only jobs from now on: stored requests were meant for whoever was online then.
+        since = nostr_sdk.Timestamp.now()
         await self._client.subscribe(
             [nostr_sdk.Filter().kind(nostr_sdk.Kind(TEXT_GENERATION)).since(since)], self._on_request
         )
@@ -284,3 +285,39 @@ class ProviderNode:
             await self._client.close()
             self._client = None
         self.jobs.close()
+
+
+def load_provider_file(path: Path) -> dict[str, Any]:
+    """Settings from a provider TOML file (``$PYLON_HOME/provider.toml``); missing file = {}.
+
+    Keys: ``relays`` (list), ``backend``, ``name``, ``about``, ``price_msats``, ``concurrency``,
+    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``announce``.
+    """
+    import tomllib
+
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    allowed = {f for f in ProviderSettings.__dataclass_fields__ if f not in ("state_dir", "identifier")}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if "relays" in data:
+        data["relays"] = tuple(data["relays"])
+    return data
+
+
+async def run_provider(keys: Any, settings: ProviderSettings, once: int | None = None) -> ProviderNode:
+    """Start a node and serve until SIGINT/SIGTERM (or ``once`` jobs); returns the stopped node."""
+    import signal
+
+    node = ProviderNode(keys, settings)
+    await node.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, node.request_stop)
+    await node.serve(once)
+    return node

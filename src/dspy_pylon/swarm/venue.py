@@ -10,6 +10,7 @@ from dspy_pylon.config import Hybrid, Swarm
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.swarm.chat_job import chat_job
 from dspy_pylon.swarm.customer import JobOutcome, SwarmCustomer
+from dspy_pylon.swarm.reputation import Reputation
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_call": "tool_call"}
 
@@ -60,7 +61,10 @@ class SwarmVenue:
         self.timeout = timeout
         self.providers = tuple(_hex_pubkey(p) for p in venue.providers)
         self.loop = NostrLoop.shared()
-        self.customer = SwarmCustomer(keys, venue.relays)
+        from dspy_pylon.identity import pylon_home
+
+        self.reputation = Reputation(pylon_home() / "reputation.sqlite")
+        self.customer = SwarmCustomer(keys, venue.relays, self.reputation)
 
     async def _run(self, request: lm15.Request) -> lm15.Response:
         job = chat_job(

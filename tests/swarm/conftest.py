@@ -1,0 +1,92 @@
+"""Swarm fixtures: a real embedded relay, real provider nodes on the tiny llama.cpp server, real keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nostr_sdk
+import pytest
+
+import dspy_pylon as pylon
+from dspy_pylon.local.embedded import EmbeddedLlama
+from dspy_pylon.nostr.loop import NostrLoop
+from dspy_pylon.nostr.relay_server import start_embedded_relay
+from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
+
+
+@pytest.fixture(scope="session")
+def relay_loop() -> NostrLoop:
+    """A loop of its own for relays and test providers (the customer uses the shared one)."""
+    return NostrLoop("test-relays")
+
+
+@pytest.fixture
+def relay_url(relay_loop: NostrLoop) -> Iterator[str]:
+    """A real nostr-sdk embedded relay, new for each test (stored jobs never leak between tests)."""
+    relay, url = relay_loop.run(start_embedded_relay())
+    yield url
+    relay.shutdown()
+
+
+class RunningProvider:
+    """A provider node serving on the test loop, stopped by the fixture."""
+
+    def __init__(self, loop: NostrLoop, node: ProviderNode) -> None:
+        self.loop = loop
+        self.node = node
+        self.keys = node.keys
+        self.pubkey: str = node.pubkey
+        self.served = loop.submit(node.serve())
+
+    def stop(self) -> None:
+        self.loop.loop.call_soon_threadsafe(self.node.request_stop)
+        self.served.result(timeout=30)
+
+
+@pytest.fixture
+def start_provider(
+    relay_loop: NostrLoop, relay_url: str, tiny_server: EmbeddedLlama, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Callable[..., RunningProvider]]:
+    """Start provider nodes (tiny model via llama.cpp); all stopped at teardown."""
+    monkeypatch.setenv("LLAMACPP_URL", tiny_server.url)
+    started: list[RunningProvider] = []
+
+    def start(**overrides: Any) -> RunningProvider:
+        keys = overrides.pop("keys", None) or nostr_sdk.Keys.generate()
+        settings = ProviderSettings(
+            relays=overrides.pop("relays", (relay_url,)),
+            state_dir=overrides.pop("state_dir", tmp_path / f"provider-{len(started)}"),
+            backend="llamacpp",
+            **overrides,
+        )
+        node = ProviderNode(keys, settings)
+        relay_loop.run(node.start(), timeout=30)
+        running = RunningProvider(relay_loop, node)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if not running.served.done():
+            running.stop()
+
+
+@pytest.fixture
+def customer_keys() -> Any:
+    """Fresh customer keys."""
+    return nostr_sdk.Keys.generate()
+
+
+@pytest.fixture
+def swarm_lm(relay_url: str, customer_keys: Any) -> Callable[..., pylon.PylonLM]:
+    """Build a ``pylon:swarm`` LM on the test relay with the customer keys."""
+
+    def make(*, providers: tuple[str, ...] = (), timeout: float = 10.0, **kwargs: Any) -> pylon.PylonLM:
+        kwargs.setdefault("cache", False)
+        kwargs.setdefault("num_retries", 0)
+        config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,), providers=providers), timeout=timeout)
+        return pylon.PylonLM.swarm(customer_keys.secret_key().to_hex(), config, **kwargs)
+
+    return make
