@@ -10,10 +10,10 @@ from typing import Any
 import dspy
 import pytest
 from dspy.utils import exceptions as dspy_errors
-from tests.helpers import WholeAnswerAdapter
 
 import dspy_pylon as pylon
 from dspy_pylon.usage import pylon_data
+from tests.helpers import WholeAnswerAdapter
 
 from .conftest import RunningProvider
 
