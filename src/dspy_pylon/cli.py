@@ -39,11 +39,11 @@ def main(verbose: bool) -> None:
     help="Local backend for the demo (embedded starts llama.cpp with the bundled model).",
 )
 def demo(backend: str) -> None:
-    """Run a small DSPy program on pylon:local and show route, tokens, latency and cost per call."""
-    from dspy_pylon.demo import run_local_demo
+    """Run a small DSPy program on pylon:local, pylon:swarm and pylon:hybrid; show each call's route and cost."""
+    from dspy_pylon.demo import run_demo
 
     try:
-        run_local_demo(console, backend=backend)
+        run_demo(console, backend=backend)
     except PylonError as exc:
         raise click.ClickException(str(exc)) from exc
 

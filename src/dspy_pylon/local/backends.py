@@ -7,16 +7,17 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from dspy import lm15
 
 from dspy_pylon.config import Local
-from dspy_pylon.errors import BackendConnectionError, BackendRequestError, NoLocalBackend, UnknownModel
+from dspy_pylon.errors import BackendConnectionError, BackendRequestError, ConfigError, NoLocalBackend, UnknownModel
 from dspy_pylon.local.detect import ProbeResult
 from dspy_pylon.local.embedded import INSTALL_HINT, embedded_available, shared_embedded
-from dspy_pylon.local.endpoints import ServerKind
+from dspy_pylon.local.endpoints import ServerKind, endpoint_for, normalize_url
 from dspy_pylon.route import Route
 
 if TYPE_CHECKING:
@@ -118,10 +119,13 @@ class LocalRouter:
     probes again (the server may have restarted elsewhere, or a different one started).
     """
 
-    def __init__(self, venue: Local, model: str | None, timeout: float) -> None:
+    def __init__(self, venue: Local, model: str | None, timeout: float, base_url: str | None = None) -> None:
+        if base_url is not None and venue.backend in ("auto", "embedded"):
+            raise ConfigError("base_url needs a named backend (ollama, apple-fm or llamacpp)")
         self.venue = venue
         self.model = model
         self.timeout = timeout
+        self.base_url = base_url
         self._lock = threading.Lock()
         self._resolved: tuple[Route, ChatClient] | None = None
         self._clients: dict[str, ChatClient] = {}
@@ -177,9 +181,13 @@ class LocalRouter:
         backend = self.venue.backend
         if backend == "embedded":
             return self._embedded()
-        from dspy_pylon.local.detect import detect
+        from dspy_pylon.local.detect import detect, probe_all
 
-        results = detect(backend)
+        if self.base_url is not None:
+            endpoint = replace(endpoint_for(backend), base_url=normalize_url(self.base_url))  # type: ignore[arg-type]
+            results = probe_all([endpoint])
+        else:
+            results = detect(backend)
         for result in results:
             if result.ok:
                 kind = result.endpoint.kind

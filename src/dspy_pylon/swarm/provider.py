@@ -39,6 +39,7 @@ class ProviderSettings:
     relays: tuple[str, ...]
     state_dir: Path
     backend: BackendName = "auto"
+    backend_url: str | None = None
     name: str = "pylon provider"
     about: str = "DSPy-ready local inference (dspy-pylon)"
     price_msats: int = 0
@@ -67,7 +68,9 @@ class ProviderNode:
         self.keys = keys
         self.pubkey = keys.public_key().to_hex()
         self.settings = settings
-        self.router = router or LocalRouter(Local(backend=settings.backend), None, settings.timeout)
+        self.router = router or LocalRouter(
+            Local(backend=settings.backend, embedded_fallback=False), None, settings.timeout, settings.backend_url
+        )
         self.jobs = JobsDB(settings.state_dir / "provider-jobs.sqlite")
         self.stats = ProviderStats()
         self.models: list[str] = []
