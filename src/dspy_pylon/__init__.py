@@ -21,6 +21,9 @@ from dspy_pylon.errors import (
     ConfigError,
     ContextTooLong,
     EmbeddedUnavailable,
+    IdentityError,
+    IdentityMissing,
+    InvalidMnemonic,
     InvalidModelString,
     JobFailed,
     MalformedEvent,
@@ -31,6 +34,16 @@ from dspy_pylon.errors import (
     SwarmTimeout,
     UnknownModel,
     UnsupportedRequest,
+)
+from dspy_pylon.identity import (
+    Identity,
+    generate_mnemonic,
+    init_identity,
+    keys_from_mnemonic,
+    load_identity,
+    pylon_home,
+    resolve_keys,
+    validate_mnemonic,
 )
 from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string
 from dspy_pylon.local.embedded import EmbeddedLlama
@@ -54,6 +67,10 @@ __all__ = [
     "EmbeddedLlama",
     "EmbeddedUnavailable",
     "Hybrid",
+    "Identity",
+    "IdentityError",
+    "IdentityMissing",
+    "InvalidMnemonic",
     "InvalidModelString",
     "JobFailed",
     "LmUsage",
@@ -76,7 +93,14 @@ __all__ = [
     "UnknownModel",
     "UnsupportedRequest",
     "discover",
+    "generate_mnemonic",
+    "init_identity",
+    "keys_from_mnemonic",
+    "load_identity",
     "model_string",
     "msats_to_sats",
     "parse_model_string",
+    "pylon_home",
+    "resolve_keys",
+    "validate_mnemonic",
 ]

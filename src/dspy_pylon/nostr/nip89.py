@@ -8,6 +8,7 @@ from typing import Any
 
 from dspy_pylon.errors import MalformedEvent
 from dspy_pylon.nostr.events import RawEvent, sign
+from dspy_pylon.nostr.nip90 import is_count
 
 ANNOUNCEMENT_KIND = 31990
 
@@ -49,12 +50,12 @@ class Announcement:
             raise MalformedEvent("an announcement needs a 'd' tag")
         kinds = []
         for tag in raw.tags_named("k"):
-            if len(tag) < 2 or not tag[1].isdigit() or len(tag[1]) > 5:
+            if len(tag) < 2 or not is_count(tag[1]) or len(tag[1]) > 5:
                 raise MalformedEvent("a 'k' tag must hold an event kind number")
             kinds.append(int(tag[1]))
         try:
             meta = json.loads(raw.content) if raw.content.strip() else {}
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # huge numbers and deep nesting are not JSONDecodeError
             meta = {}
         if not isinstance(meta, dict):
             meta = {}

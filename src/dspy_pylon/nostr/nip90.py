@@ -32,6 +32,13 @@ INPUT_TYPES = ("text", "url", "event", "job", "prompt")
 NONCE_TAG = "pylon-nonce"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# ASCII digits only: str.isdigit() accepts "²" and "١", which int() then rejects or reads.
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+def is_count(value: object) -> bool:
+    """Whether ``value`` is a plain non-negative decimal integer of at most 18 ASCII digits."""
+    return isinstance(value, str) and _DIGITS.fullmatch(value) is not None
 
 
 def is_hex64(value: object) -> bool:
@@ -42,7 +49,7 @@ def is_hex64(value: object) -> bool:
 def _msats(value: str | None, what: str) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not is_count(value):
         raise MalformedEvent(f"{what} must be a non-negative integer number of millisatoshis, got {value[:40]!r}")
     return int(value)
 
@@ -147,7 +154,7 @@ class JobRequest:
     def param(self, name: str) -> str | None:
         """The value of param ``name`` (``_`` and ``-`` spellings are the same), or None."""
         wanted = _norm_param(name)
-        return next((value for key, value in self.params if key == wanted), None)
+        return next((value for key, value in self.params if _norm_param(key) == wanted), None)
 
     def _clear_tags(self) -> list[list[str]]:
         tags: list[list[str]] = []
@@ -186,7 +193,7 @@ class JobRequest:
         if encrypted:
             try:
                 hidden = json.loads(_decrypt(raw, keys))
-            except json.JSONDecodeError as exc:
+            except (ValueError, RecursionError) as exc:  # huge numbers and deep nesting are not JSONDecodeError
                 raise MalformedEvent("decrypted job content is not JSON") from exc
             if not isinstance(hidden, list) or not all(
                 isinstance(t, list) and all(isinstance(x, str) for x in t) for t in hidden
@@ -275,7 +282,7 @@ class JobResult:
         usage = raw.tag("usage")
         prompt_tokens = completion_tokens = None
         if usage is not None:
-            if len(usage) < 3 or not usage[1].isdigit() or not usage[2].isdigit():
+            if len(usage) < 3 or not is_count(usage[1]) or not is_count(usage[2]):
                 raise MalformedEvent("a 'usage' tag needs two token counts")
             prompt_tokens, completion_tokens = int(usage[1]), int(usage[2])
         e_tag = raw.tag("e") or ()

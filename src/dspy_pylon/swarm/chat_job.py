@@ -125,7 +125,7 @@ def request_from_job(job: JobRequest, max_tokens_cap: int = 32_768) -> lm15.Requ
     if chat is not None:
         try:
             data = json.loads(chat.data)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise MalformedEvent("the chat input is not valid JSON") from None
         if not isinstance(data, dict) or data.get("format") != TRANSCRIPT_FORMAT:
             raise MalformedEvent(f"the chat input is not a {TRANSCRIPT_FORMAT} transcript")
@@ -156,7 +156,7 @@ def request_from_job(job: JobRequest, max_tokens_cap: int = 32_768) -> lm15.Requ
     if stop_raw is not None:
         try:
             parsed = json.loads(stop_raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             parsed = stop_raw
         values = parsed if isinstance(parsed, list) else [parsed]
         if not all(isinstance(s, str) and s for s in values) or len(values) > 16:
