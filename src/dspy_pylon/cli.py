@@ -154,5 +154,113 @@ def identity_cmd() -> None:
     click.echo(f"identity file: {identity.path}")
 
 
+@main.command()
+@click.option("--relay", "relays", multiple=True, help="Relay URL (repeatable). Default: relays in provider.toml.")
+@click.option(
+    "--backend",
+    type=click.Choice(list(dspy_pylon.BACKENDS)),
+    default=None,
+    help="Local backend that runs the jobs [default: auto].",
+)
+@click.option("--backend-url", default=None, help="URL of the named backend (instead of its default/env).")
+@click.option("--price-msats", type=click.IntRange(min=0), default=None, help="Price per job in millisatoshis.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Jobs run at once [default: 2].")
+@click.option("--name", default=None, help="Name in the NIP-89 announcement.")
+@click.option("--once", type=click.IntRange(min=1), default=None, help="Exit after answering N jobs.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Provider TOML file [default: $PYLON_HOME/provider.toml].",
+)
+@click.option("--no-announce", is_flag=True, help="Do not publish a NIP-89 announcement.")
+def serve(
+    relays: tuple[str, ...],
+    backend: str | None,
+    backend_url: str | None,
+    price_msats: int | None,
+    concurrency: int | None,
+    name: str | None,
+    once: int | None,
+    config_path: Path | None,
+    no_announce: bool,
+) -> None:
+    """Sell local inference to the swarm: serve NIP-90 text-generation jobs (kind 5050)."""
+    import asyncio
+
+    from dspy_pylon.identity import load_identity, pylon_home
+    from dspy_pylon.swarm.provider import ProviderSettings, load_provider_file, run_provider
+
+    home = pylon_home()
+    try:
+        identity = load_identity()
+        settings_data = load_provider_file(config_path or home / "provider.toml")
+        flags = {
+            "relays": relays or None,
+            "backend": backend,
+            "backend_url": backend_url,
+            "price_msats": price_msats,
+            "concurrency": concurrency,
+            "name": name,
+        }
+        settings_data.update({key: value for key, value in flags.items() if value is not None})
+        if no_announce:
+            settings_data["announce"] = False
+        if not settings_data.get("relays"):
+            raise click.UsageError("no relays: pass --relay ws://... or set relays in provider.toml")
+        settings = ProviderSettings(state_dir=home, **settings_data)
+    except PylonError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except TypeError as exc:
+        raise click.ClickException(f"invalid provider settings: {exc}") from exc
+
+    async def main_async() -> None:
+        from dspy_pylon.swarm.provider import ProviderNode
+
+        started: list[ProviderNode] = []
+
+        def announce(node: ProviderNode) -> None:
+            started.append(node)
+            route = node.router.resolve()[0]
+            # One parseable line: scripts and tests wait for it.
+            click.echo(
+                f"provider {identity.npub} serving kind 5050 on {' '.join(settings.relays)} "
+                f"with {route.backend} ({route.model}), price {settings.price_msats} msats",
+            )
+
+        node = await run_provider(identity.keys, settings, once, on_started=announce)
+        stats = node.stats
+        click.echo(f"stopped: {node.handled} jobs answered ({stats.done} results, {stats.errors} errors)")
+
+    try:
+        asyncio.run(main_async())
+    except PylonError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+def relay(host: str, port: int | None) -> None:
+    """Run the embedded Nostr relay (nostr-sdk) and print its URL; Ctrl-C stops it."""
+    import asyncio
+    import signal
+
+    from dspy_pylon.nostr.relay_server import start_embedded_relay
+
+    async def main_async() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        server, url = await start_embedded_relay(host, port)
+        click.echo(f"relay at {url}")
+        await stop.wait()
+        server.shutdown()
+
+    asyncio.run(main_async())
+
+
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,12 +313,19 @@ def load_provider_file(path: Path) -> dict[str, Any]:
     return data
 
 
-async def run_provider(keys: Any, settings: ProviderSettings, once: int | None = None) -> ProviderNode:
+async def run_provider(
+    keys: Any,
+    settings: ProviderSettings,
+    once: int | None = None,
+    on_started: Callable[[ProviderNode], None] | None = None,
+) -> ProviderNode:
     """Start a node and serve until SIGINT/SIGTERM (or ``once`` jobs); returns the stopped node."""
     import signal
 
     node = ProviderNode(keys, settings)
     await node.start()
+    if on_started is not None:
+        on_started(node)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, node.request_stop)
