@@ -166,6 +166,7 @@ def identity_cmd() -> None:
 @click.option("--price-msats", type=click.IntRange(min=0), default=None, help="Price per job in millisatoshis.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Jobs run at once [default: 2].")
 @click.option("--name", default=None, help="Name in the NIP-89 announcement.")
+@click.option("--max-tokens-cap", type=click.IntRange(min=1), default=None, help="Largest max_tokens accepted.")
 @click.option("--once", type=click.IntRange(min=1), default=None, help="Exit after answering N jobs.")
 @click.option(
     "--config",
@@ -182,6 +183,7 @@ def serve(
     price_msats: int | None,
     concurrency: int | None,
     name: str | None,
+    max_tokens_cap: int | None,
     once: int | None,
     config_path: Path | None,
     no_announce: bool,
@@ -203,6 +205,7 @@ def serve(
             "price_msats": price_msats,
             "concurrency": concurrency,
             "name": name,
+            "max_tokens_cap": max_tokens_cap,
         }
         settings_data.update({key: value for key, value in flags.items() if value is not None})
         if no_announce:
