@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ def relay_url(relay_loop: NostrLoop) -> Iterator[str]:
     relay, url = relay_loop.run(start_embedded_relay())
     yield url
     relay.shutdown()
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for ``condition``: a provider counts a job after its result reached the relay,
+    which can be just after the customer already has it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
 
 
 class RunningProvider:

@@ -15,7 +15,7 @@ import dspy_pylon as pylon
 from dspy_pylon.usage import pylon_data
 from tests.helpers import WholeAnswerAdapter
 
-from .conftest import RunningProvider
+from .conftest import RunningProvider, eventually
 
 StartProvider = Callable[..., RunningProvider]
 SwarmLM = Callable[..., pylon.PylonLM]
@@ -35,7 +35,7 @@ def test_swarm_call_carries_provider_job_relay_and_usage(
     assert data["venue"] == "swarm" and data["provider"] == provider.pubkey
     assert data["relay"] == relay_url and len(data["job_id"]) == 64 and data["latency_ms"] > 0
     assert data["model"].endswith("tiny.gguf")
-    assert provider.node.stats.done == 1
+    eventually(lambda: provider.node.stats.done == 1)
     assert lm.usage().completion_tokens == 6
 
 
@@ -52,7 +52,8 @@ def test_identical_calls_are_separate_jobs(start_provider: StartProvider, swarm_
     lm("again")
     lm("again")
     ids = {pylon_data(e["response"].provider_data)["job_id"] for e in lm.history}
-    assert len(ids) == 2 and provider.node.stats.done == 2
+    assert len(ids) == 2
+    eventually(lambda: provider.node.stats.done == 2)
 
 
 def test_predict_and_evaluate_on_the_swarm(start_provider: StartProvider, swarm_lm: SwarmLM) -> None:
@@ -85,8 +86,9 @@ def test_targeted_provider_gets_an_encrypted_job(start_provider: StartProvider, 
     lm = swarm_lm(providers=(chosen.pubkey,), max_tokens=2)
     for i in range(3):
         lm(f"secret prompt {i}")
-    assert chosen.node.stats.done == 3
-    assert other.node.stats.done == 0 and other.node.stats.ignored["targets another provider"] == 3
+    eventually(lambda: chosen.node.stats.done == 3)
+    eventually(lambda: other.node.stats.ignored["targets another provider"] == 3)
+    assert other.node.stats.done == 0
     assert {pylon_data(e["response"].provider_data)["provider"] for e in lm.history} == {chosen.pubkey}
 
 
@@ -231,10 +233,20 @@ def test_hybrid_falls_back_to_the_swarm(
     assert data["venue"] == "swarm" and data["fallback_from"] == "local"
     expected = "NoLocalBackend" if reason == "no local backend" else "BackendTimeout"
     assert data["fallback_reason"].startswith(expected)
-    assert provider.node.stats.done == 1
+    eventually(lambda: provider.node.stats.done == 1)
 
 
 def pylon_keys_hex() -> str:
     import nostr_sdk
 
     return str(nostr_sdk.Keys.generate().secret_key().to_hex())
+
+
+def test_result_too_large_for_relays_fails_fast_and_clearly(start_provider: StartProvider, swarm_lm: SwarmLM) -> None:
+    start_provider(max_result_bytes=1_500)
+    lm = swarm_lm(timeout=30, max_tokens=2_000)
+    started = time.monotonic()
+    with pytest.raises(dspy_errors.LMProviderError, match="result too large") as info:
+        lm("write a lot")
+    assert time.monotonic() - started < 15, "an undeliverable result must not cost the whole timeout"
+    assert isinstance(info.value.__cause__, pylon.JobFailed)

@@ -48,6 +48,9 @@ class ProviderSettings:
     queue_limit: int = 64
     timeout: float = 120.0
     max_tokens_cap: int = 4096
+    # Many relays refuse events over 64 KiB (nostr-sdk's embedded relay does); a result
+    # that cannot be delivered becomes error feedback at once instead of a silent timeout.
+    max_result_bytes: int = 65_536
     announce: bool = True
     identifier: str = "pylon-5050"
 
@@ -217,8 +220,14 @@ class ProviderNode:
             completion_tokens=response.usage.output_tokens or 0,
             finish_reason=response.finish_reason,
         )
+        event = result.to_event(self.keys)
+        size = len(event.as_json().encode())
+        if size > self.settings.max_result_bytes:
+            limit = self.settings.max_result_bytes
+            await self._refuse(job.id, job.customer, f"result too large: {size} bytes, relays take {limit}")
+            return
         try:
-            await self._client.publish(result.to_event(self.keys))
+            await self._client.publish(event)
         except ResultTooLarge as exc:
             await self._refuse(job.id, job.customer, f"result too large for the relays: {exc}")
             return
