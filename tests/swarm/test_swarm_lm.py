@@ -250,3 +250,44 @@ def test_result_too_large_for_relays_fails_fast_and_clearly(start_provider: Star
         lm("write a lot")
     assert time.monotonic() - started < 15, "an undeliverable result must not cost the whole timeout"
     assert isinstance(info.value.__cause__, pylon.JobFailed)
+
+
+SPEC_MNEMONIC = "leader monkey parrot ring guide accident before fence cannon height naive bean"
+
+
+def test_swarm_without_identity_says_run_pylon_init(relay_url: str) -> None:
+    with pytest.raises(pylon.IdentityMissing, match="pylon init"):
+        pylon.LM("pylon:swarm")
+
+
+def test_identity_file_is_used_when_no_key_is_given(relay_url: str, start_provider: StartProvider) -> None:
+    start_provider()
+    pylon.init_identity(words=SPEC_MNEMONIC)
+    config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,)), timeout=10)
+    lm = pylon.PylonLM.from_config(config, max_tokens=2, cache=False)
+    assert lm("hi")[0]
+    assert lm.runtime.swarm().customer.pubkey == pylon.load_identity().public_key_hex
+
+
+def test_mnemonic_never_leaks_into_state_history_or_repr(
+    relay_url: str, start_provider: StartProvider, tmp_path: Any
+) -> None:
+    start_provider()
+    config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,)), timeout=10)
+    lm = pylon.PylonLM.from_mnemonic(SPEC_MNEMONIC, config, max_tokens=2, cache=False)
+    lm("hi")
+    secret_hex = "7f7ff03d123792d6ac594bfa67bf6d0c0ab55b6b1fdb6249303fe861f1ccba9a"
+    program = dspy.Predict("q -> a")
+    program.set_lm(lm)
+    program.save(str(tmp_path / "p.json"))
+    texts = [repr(lm.kwargs), repr(lm.dump_state()), repr(lm.history), repr(lm), (tmp_path / "p.json").read_text()]
+    for text in texts:
+        assert "leader" not in text and secret_hex not in text
+    assert lm.runtime.swarm().customer.pubkey == pylon.keys_from_mnemonic(SPEC_MNEMONIC).public_key().to_hex()
+
+
+def test_bad_mnemonic_is_refused_before_anything_is_sent(relay_url: str) -> None:
+    config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,)), timeout=10)
+    with pytest.raises(pylon.InvalidMnemonic) as info:
+        pylon.PylonLM.from_mnemonic("leader monkey parrot ring guide accident before fence cannon height naive", config)
+    assert "leader monkey" not in str(info.value)
