@@ -3,6 +3,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/local -k ollama).
 export PYLON_EXTRAS="dev,embedded"
 source "$(dirname "$0")/_env.sh"
+bash scripts/install_relay.sh
 echo "== ruff check"; .venv/bin/ruff check .
 echo "== ruff format --check"; .venv/bin/ruff format --check .
 echo "== mypy src"; .venv/bin/mypy src

@@ -17,6 +17,9 @@ import pytest
 
 from dspy_pylon.local.embedded import EmbeddedLlama, free_port
 from dspy_pylon.testing.tiny_gguf import write_tiny_gguf
+from tests.relays import any_relay, embedded_relay, nostr_relay
+
+__all__ = ["any_relay", "embedded_relay", "nostr_relay"]  # fixtures, shared by the whole suite
 
 BACKEND_ENV = ("OLLAMA_HOST", "OLLAMA_URL", "FM_BRIDGE_URL", "LLAMACPP_URL", "PYLON_EMBEDDED")
 

@@ -16,20 +16,27 @@ from dspy.utils import exceptions as dspy_errors
 import dspy_pylon as pylon
 from dspy_pylon.local.embedded import EmbeddedLlama, free_port
 from dspy_pylon.usage import pylon_data
+from tests.relays import NostrRelayProcess
 
 from .processes import ProviderProcess, RelayProcess
 
 
-@pytest.fixture
-def relay_process() -> Iterator[RelayProcess]:
-    relay = RelayProcess(free_port())
-    yield relay
-    relay.stop()
+@pytest.fixture(params=["pylon relay", "nostr-relay"])
+def relay_process(request: pytest.FixtureRequest) -> Iterator[RelayProcess | NostrRelayProcess]:
+    """A relay in its own process, restartable on the same port: ``pylon relay`` (nostr-sdk's
+    embedded relay) or PyPI ``nostr-relay``."""
+    if request.param == "pylon relay":
+        relay = RelayProcess(free_port())
+        yield relay
+        relay.stop()
+    else:
+        with NostrRelayProcess() as process:
+            yield process
 
 
 @pytest.fixture
 def providers(
-    relay_process: RelayProcess, tiny_server: EmbeddedLlama, tmp_path: Path
+    relay_process: RelayProcess | NostrRelayProcess, tiny_server: EmbeddedLlama, tmp_path: Path
 ) -> Iterator[Callable[..., ProviderProcess]]:
     started: list[ProviderProcess] = []
 
@@ -64,7 +71,9 @@ def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def test_provider_killed_mid_job_times_out_in_time(
-    providers: Callable[..., ProviderProcess], relay_process: RelayProcess, tiny_server: EmbeddedLlama
+    providers: Callable[..., ProviderProcess],
+    relay_process: RelayProcess | NostrRelayProcess,
+    tiny_server: EmbeddedLlama,
 ) -> None:
     provider = providers()
     timeout = 3.0
@@ -92,7 +101,9 @@ def test_provider_killed_mid_job_times_out_in_time(
 
 
 def test_provider_killed_mid_job_another_provider_answers(
-    providers: Callable[..., ProviderProcess], relay_process: RelayProcess, tiny_server: EmbeddedLlama
+    providers: Callable[..., ProviderProcess],
+    relay_process: RelayProcess | NostrRelayProcess,
+    tiny_server: EmbeddedLlama,
 ) -> None:
     doomed = providers()
     survivor = providers()
@@ -108,7 +119,7 @@ def test_provider_killed_mid_job_another_provider_answers(
 
 
 def test_relay_restart_during_fifty_calls(
-    providers: Callable[..., ProviderProcess], relay_process: RelayProcess
+    providers: Callable[..., ProviderProcess], relay_process: RelayProcess | NostrRelayProcess
 ) -> None:
     providers()
     lm = _lm(relay_process.url, timeout=3.0, max_tokens=2)
@@ -126,7 +137,9 @@ def test_relay_restart_during_fifty_calls(
 
 
 def test_graceful_stop_finishes_the_job_in_flight(
-    providers: Callable[..., ProviderProcess], relay_process: RelayProcess, tiny_server: EmbeddedLlama
+    providers: Callable[..., ProviderProcess],
+    relay_process: RelayProcess | NostrRelayProcess,
+    tiny_server: EmbeddedLlama,
 ) -> None:
     provider = providers()
     lm = _lm(relay_process.url, (provider.pubkey,), timeout=30, max_tokens=400)
@@ -140,7 +153,9 @@ def test_graceful_stop_finishes_the_job_in_flight(
     assert "stopped: 1 jobs answered (1 results, 0 errors)" in out
 
 
-def test_once_exits_after_n_jobs(providers: Callable[..., ProviderProcess], relay_process: RelayProcess) -> None:
+def test_once_exits_after_n_jobs(
+    providers: Callable[..., ProviderProcess], relay_process: RelayProcess | NostrRelayProcess
+) -> None:
     provider = providers("--once", "3")
     lm = _lm(relay_process.url, (provider.pubkey,), max_tokens=2)
     for i in range(3):

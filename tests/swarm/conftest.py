@@ -15,6 +15,7 @@ from dspy_pylon.local.embedded import EmbeddedLlama
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.relay_server import start_embedded_relay
 from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
+from tests.relays import NostrRelayProcess
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +24,17 @@ def relay_loop() -> NostrLoop:
     return NostrLoop("test-relays")
 
 
-@pytest.fixture
-def relay_url(relay_loop: NostrLoop) -> Iterator[str]:
-    """A real nostr-sdk embedded relay, new for each test (stored jobs never leak between tests)."""
-    relay, url = relay_loop.run(start_embedded_relay())
-    yield url
-    relay.shutdown()
+@pytest.fixture(params=["embedded", "nostr-relay"])
+def relay_url(request: pytest.FixtureRequest, relay_loop: NostrLoop) -> Iterator[str]:
+    """A real relay, new for each test (stored jobs never leak between tests): nostr-sdk's
+    embedded relay, and PyPI ``nostr-relay`` (production-like, its own process and SQLite)."""
+    if request.param == "embedded":
+        relay, url = relay_loop.run(start_embedded_relay())
+        yield url
+        relay.shutdown()
+    else:
+        with NostrRelayProcess() as process:
+            yield process.url
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
