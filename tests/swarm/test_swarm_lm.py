@@ -33,6 +33,7 @@ def test_swarm_call_carries_provider_job_relay_and_usage(
     assert entry["cost"] == 0
     data = pylon_data(entry["response"].provider_data)
     assert data["venue"] == "swarm" and data["provider"] == provider.pubkey
+    assert data["feedback"] == [f"processing from {provider.pubkey}"]
     assert data["relay"] == relay_url and len(data["job_id"]) == 64 and data["latency_ms"] > 0
     assert data["model"].endswith("tiny.gguf")
     eventually(lambda: provider.node.stats.done == 1)
@@ -170,12 +171,12 @@ def test_hybrid_uses_local_when_it_answers(start_provider: StartProvider, llamac
 
 
 class SlowLlama:
-    """A llama.cpp look-alike whose chat never answers in time (health and models do answer).
-
-    A test double: a real llama.cpp cannot be made to stall on demand.
+    """A llama.cpp look-alike whose chat never answers in time, or fails with HTTP 500
+    (health and models do answer). A test double: a real llama.cpp cannot be made to
+    stall or fail on demand.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fail: bool = False) -> None:
         import json
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -199,6 +200,14 @@ class SlowLlama:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if fail:
+                    data = b'{"error": {"code": 500, "message": "slot crashed", "type": "server_error"}}'
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 release.wait(30)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -211,7 +220,7 @@ class SlowLlama:
         self.server.shutdown()
 
 
-@pytest.mark.parametrize("reason", ["no local backend", "local timeout"])
+@pytest.mark.parametrize("reason", ["no local backend", "local timeout", "local error"])
 def test_hybrid_falls_back_to_the_swarm(
     reason: str,
     start_provider: StartProvider,
@@ -220,9 +229,9 @@ def test_hybrid_falls_back_to_the_swarm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     provider = start_provider()
-    slow = SlowLlama()
+    slow = SlowLlama(fail=reason == "local error")
     try:
-        local_url = slow.url if reason == "local timeout" else closed_backends["LLAMACPP_URL"]
+        local_url = closed_backends["LLAMACPP_URL"] if reason == "no local backend" else slow.url
         monkeypatch.setenv("LLAMACPP_URL", local_url)
         config = pylon.PylonConfig(venue=pylon.Hybrid(backend="llamacpp", relays=(relay_url,)), timeout=1.5)
         lm = pylon.PylonLM.swarm(pylon_keys_hex(), config, cache=False, num_retries=0, max_tokens=2)
@@ -231,7 +240,9 @@ def test_hybrid_falls_back_to_the_swarm(
         slow.close()
     data = pylon_data(lm.history[-1]["response"].provider_data)
     assert data["venue"] == "swarm" and data["fallback_from"] == "local"
-    expected = "NoLocalBackend" if reason == "no local backend" else "BackendTimeout"
+    expected = {"no local backend": "NoLocalBackend", "local timeout": "BackendTimeout"}.get(
+        reason, "BackendServerError"
+    )
     assert data["fallback_reason"].startswith(expected)
     eventually(lambda: provider.node.stats.done == 1)
 

@@ -41,6 +41,7 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None) -> l
         "amount_msats": result.amount_msats,
         "published_to": list(outcome.published_to),
         "failed_relays": outcome.failed_relays,
+        "feedback": [f"{f.status} from {f.provider}" for f in outcome.feedback],
     }
     return lm15.Response(
         id=outcome.job_id,
