@@ -150,3 +150,34 @@ def test_tampered_event_fails_signature_check() -> None:
     tampered = nostr_sdk.Event.from_json(json.dumps(data))
     with pytest.raises(MalformedEvent, match="does not verify"):
         from_sdk(tampered)
+
+
+def test_broadcast_waits_past_one_providers_error_for_anothers_result(scripted: Any, relay_url: str) -> None:
+    failing, working = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
+    scripted(failing, lambda job: [JobFeedback(job.id, job.customer, "error", "busy").to_event(failing)])
+    scripted(working, lambda job: [_result(job, working, "still answered")])
+    config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,)), timeout=5)
+    lm = pylon.PylonLM.swarm(nostr_sdk.Keys.generate().secret_key().to_hex(), config, cache=False)
+    assert lm("anyone") == ["still answered"]
+
+
+def test_broadcast_with_only_errors_says_so_at_the_timeout(scripted: Any, relay_url: str) -> None:
+    failing = nostr_sdk.Keys.generate()
+    scripted(failing, lambda job: [JobFeedback(job.id, job.customer, "error", "no GPU").to_event(failing)])
+    config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,)), timeout=1)
+    lm = pylon.PylonLM.swarm(nostr_sdk.Keys.generate().secret_key().to_hex(), config, cache=False, num_retries=0)
+    with pytest.raises(dspy_errors.LMProviderError, match="no GPU"):
+        lm("anyone")
+
+
+def test_a_set_of_targets_fails_once_all_of_them_refused(scripted: Any, relay_url: str) -> None:
+    a, b = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
+    for keys in (a, b):
+        scripted(keys, lambda job, k=keys: [JobFeedback(job.id, job.customer, "error", "nope").to_event(k)])
+    targets = (a.public_key().to_hex(), b.public_key().to_hex())
+    config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,), providers=targets), timeout=20)
+    lm = pylon.PylonLM.swarm(nostr_sdk.Keys.generate().secret_key().to_hex(), config, cache=False, num_retries=0)
+    started = time.monotonic()
+    with pytest.raises(dspy_errors.LMProviderError, match="nope"):
+        lm("both of you")
+    assert time.monotonic() - started < 5

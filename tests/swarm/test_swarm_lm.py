@@ -103,8 +103,9 @@ def test_npub_target_and_a_set_of_providers(start_provider: StartProvider, swarm
 
 
 def test_provider_error_ends_the_wait_at_once(start_provider: StartProvider, swarm_lm: SwarmLM, relay_url: str) -> None:
-    start_provider()
-    config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,)), timeout=30, model="no-such-model")
+    provider = start_provider()
+    swarm = pylon.Swarm(relays=(relay_url,), providers=(provider.pubkey,))
+    config = pylon.PylonConfig(venue=swarm, timeout=30, model="no-such-model")
     lm = pylon.PylonLM.swarm(pylon_keys_hex(), config, num_retries=0)
     started = time.monotonic()
     with pytest.raises(dspy_errors.LMProviderError, match="not served here") as info:
@@ -254,8 +255,8 @@ def pylon_keys_hex() -> str:
 
 
 def test_result_too_large_for_relays_fails_fast_and_clearly(start_provider: StartProvider, swarm_lm: SwarmLM) -> None:
-    start_provider(max_result_bytes=1_500)
-    lm = swarm_lm(timeout=30, max_tokens=2_000)
+    provider = start_provider(max_result_bytes=1_500)
+    lm = swarm_lm(providers=(provider.pubkey,), timeout=30, max_tokens=2_000)
     started = time.monotonic()
     with pytest.raises(dspy_errors.LMProviderError, match="result too large") as info:
         lm("write a lot")

@@ -116,6 +116,7 @@ class SwarmCustomer:
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
         feedback: list[JobFeedback] = []
+        errors: dict[str, str] = {}
         try:
             published = await client.publish(event)
             while True:
@@ -129,9 +130,11 @@ class SwarmCustomer:
                     if parsed.status == "error":
                         if self.reputation is not None:
                             self.reputation.record_error(parsed.provider)
-                        who = parsed.provider[:12]
-                        detail = "; ".join(x for x in (parsed.extra, parsed.content) if x) or "no details"
-                        raise JobFailed(f"provider {who}… reported an error for job {job_id[:12]}…: {detail}")
+                        errors[parsed.provider] = "; ".join(x for x in (parsed.extra, parsed.content) if x)
+                        # One target: its error is final. Several targets: final once all said so.
+                        # A broadcast: another provider may still answer; wait for it.
+                        if request.providers and set(request.providers) <= set(errors):
+                            raise JobFailed(f"job {job_id[:12]}… failed: {_describe(errors)}")
                     log.debug("job %s: %s from %s", job_id[:12], parsed.status, parsed.provider[:12])
                 elif isinstance(parsed, JobResult):
                     latency_ms = (time.perf_counter() - started) * 1000
@@ -152,6 +155,11 @@ class SwarmCustomer:
                 for provider in set(request.providers) | {f.provider for f in feedback if f.status == "processing"}:
                     self.reputation.record_timeout(provider)
             await self._cancel(client, job_id, request.kind)
+            if errors:
+                raise JobFailed(
+                    f"no result for job {job_id[:12]}… within {timeout:g} s, only errors: {_describe(errors)}; "
+                    "the job was cancelled"
+                ) from None
             seen = ", ".join(sorted({f"{f.status} from {f.provider[:12]}…" for f in feedback})) or "no feedback"
             raise SwarmTimeout(
                 f"no valid result for job {job_id[:12]}… within {timeout:g} s ({seen}); the job was cancelled"
@@ -171,3 +179,7 @@ class SwarmCustomer:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _describe(errors: dict[str, str]) -> str:
+    return "; ".join(f"provider {who[:12]}… reported an error: {why or 'no details'}" for who, why in errors.items())

@@ -21,6 +21,9 @@ class JobsDB:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL stays consistent across crashes and skips an fsync per commit
+        # (~0.2 ms each); losing the last commit on power loss only re-runs or forgets a stat.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, customer TEXT NOT NULL, kind INTEGER NOT NULL,"
             " received_at REAL NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')"

@@ -198,7 +198,8 @@ class ProviderNode:
         except (MalformedEvent, PylonError) as exc:
             await self._refuse(job.id, job.customer, str(exc))
             return
-        await self._feedback(job, "processing")
+        # Not awaited: inference need not wait for the relay's OK on a status message.
+        self._spawn(self._feedback(job, "processing"))
         try:
             _, client = self.router.resolve()
             response = await client.acomplete(request, route)

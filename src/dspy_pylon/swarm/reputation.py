@@ -48,6 +48,9 @@ class Reputation:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL stays consistent across crashes and skips an fsync per commit
+        # (~0.2 ms each); losing the last commit on power loss only re-runs or forgets a stat.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS providers (pubkey TEXT PRIMARY KEY, successes INTEGER NOT NULL DEFAULT 0,"
             " errors INTEGER NOT NULL DEFAULT 0, timeouts INTEGER NOT NULL DEFAULT 0,"
