@@ -6,10 +6,11 @@ inserts the job id and reports whether this call was the first.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from dspy_pylon.sqlite_store import open_store
 
 
 class JobsDB:
@@ -17,16 +18,11 @@ class JobsDB:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL stays consistent across crashes and skips an fsync per commit
-        # (~0.2 ms each); losing the last commit on power loss only re-runs or forgets a stat.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
+        self._db = open_store(
+            self.path,
             "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, customer TEXT NOT NULL, kind INTEGER NOT NULL,"
-            " received_at REAL NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')"
+            " received_at REAL NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')",
         )
 
     def claim(self, job_id: str, customer: str, kind: int) -> bool:

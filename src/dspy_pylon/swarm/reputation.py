@@ -7,10 +7,11 @@ Manifests use it later (``min_provider_reputation``).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from dspy_pylon.sqlite_store import open_store
 
 
 @dataclass(frozen=True)
@@ -44,17 +45,12 @@ class Reputation:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL stays consistent across crashes and skips an fsync per commit
-        # (~0.2 ms each); losing the last commit on power loss only re-runs or forgets a stat.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
+        self._db = open_store(
+            self.path,
             "CREATE TABLE IF NOT EXISTS providers (pubkey TEXT PRIMARY KEY, successes INTEGER NOT NULL DEFAULT 0,"
             " errors INTEGER NOT NULL DEFAULT 0, timeouts INTEGER NOT NULL DEFAULT 0,"
-            " total_latency_ms REAL NOT NULL DEFAULT 0)"
+            " total_latency_ms REAL NOT NULL DEFAULT 0)",
         )
 
     def _add(self, pubkey: str, column: str, latency_ms: float = 0.0) -> None:
