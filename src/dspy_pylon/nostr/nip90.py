@@ -61,6 +61,17 @@ def _hex_tag(raw: RawEvent, name: str, what: str) -> str:
     return str(value)
 
 
+def _amount(raw: RawEvent) -> tuple[int | None, str | None]:
+    """The ``["amount", msats, bolt11?]`` tag of a result or feedback event."""
+    tag = raw.tag("amount")
+    msats = _msats(tag[1] if tag and len(tag) > 1 else None, "amount")
+    return msats, tag[2] if tag and len(tag) > 2 and tag[2] else None
+
+
+def _amount_tag(msats: int | None, bolt11: str | None) -> list[list[str]]:
+    return [] if msats is None else [["amount", str(msats), *([bolt11] if bolt11 else [])]]
+
+
 def _norm_param(name: str) -> str:
     return name.replace("-", "_")
 
@@ -255,8 +266,7 @@ class JobResult:
         if not self.encrypted:
             tags += [i.as_tag() for i in self.inputs]
         tags.append(["p", self.customer])
-        if self.amount_msats is not None:
-            tags.append(["amount", str(self.amount_msats), *([self.bolt11] if self.bolt11 else [])])
+        tags += _amount_tag(self.amount_msats, self.bolt11)
         if self.model:
             tags.append(["model", self.model])
         if self.prompt_tokens is not None and self.completion_tokens is not None:
@@ -278,7 +288,7 @@ class JobResult:
         customer = _hex_tag(raw, "p", "job result")
         encrypted = raw.tag("encrypted") is not None
         content = _decrypt(raw, keys) if encrypted else raw.content
-        amount = raw.tag("amount")
+        amount_msats, bolt11 = _amount(raw)
         usage = raw.tag("usage")
         prompt_tokens = completion_tokens = None
         if usage is not None:
@@ -293,8 +303,8 @@ class JobResult:
             kind=raw.kind,
             request_json=raw.value("request"),
             inputs=_inputs_and_params(raw.tags_named("i"))[0],
-            amount_msats=_msats(amount[1] if amount and len(amount) > 1 else None, "amount"),
-            bolt11=amount[2] if amount and len(amount) > 2 and amount[2] else None,
+            amount_msats=amount_msats,
+            bolt11=bolt11,
             encrypted=encrypted,
             relay_hint=e_tag[2] if len(e_tag) > 2 else "",
             model=raw.value("model"),
@@ -328,8 +338,7 @@ class JobFeedback:
         if self.status not in STATUSES:
             raise ValueError(f"feedback status must be one of {STATUSES}, got {self.status!r}")
         tags: list[list[str]] = [["status", self.status, *([self.extra] if self.extra else [])]]
-        if self.amount_msats is not None:
-            tags.append(["amount", str(self.amount_msats), *([self.bolt11] if self.bolt11 else [])])
+        tags += _amount_tag(self.amount_msats, self.bolt11)
         tags += [["e", self.request_id], ["p", self.customer]]
         return sign(FEEDBACK_KIND, self.content, tags, keys)
 
@@ -341,14 +350,14 @@ class JobFeedback:
         status_tag = raw.tag("status")
         if status_tag is None or len(status_tag) < 2 or status_tag[1] not in STATUSES:
             raise MalformedEvent(f"feedback needs a 'status' tag with one of {', '.join(STATUSES)}")
-        amount = raw.tag("amount")
+        amount_msats, bolt11 = _amount(raw)
         return cls(
             request_id=_hex_tag(raw, "e", "job feedback"),
             customer=_hex_tag(raw, "p", "job feedback"),
             status=status_tag[1],
             extra=status_tag[2] if len(status_tag) > 2 else "",
-            amount_msats=_msats(amount[1] if amount and len(amount) > 1 else None, "amount"),
-            bolt11=amount[2] if amount and len(amount) > 2 and amount[2] else None,
+            amount_msats=amount_msats,
+            bolt11=bolt11,
             content=raw.content,
             id=raw.id,
             provider=raw.pubkey,
