@@ -129,3 +129,58 @@ class InvalidMnemonic(IdentityError):
 
 
 __all__ += ["IdentityError", "IdentityMissing", "InvalidMnemonic"]
+
+
+class BudgetExceeded(PylonError, lm15.BillingError):
+    """The call's bid does not fit in what is left of the budget; nothing was published (never retried)."""
+
+
+class PaymentRefused(PylonError, lm15.BillingError):
+    """An invoice failed a check (amount, bid, budget, expiry, job) and was not paid; the job was
+    cancelled and the reason recorded in the spend ledger (never retried)."""
+
+
+class PaymentRequired(PylonError, lm15.BillingError):
+    """A provider asks to be paid and ``auto_pay`` is off: approve with :func:`dspy_pylon.pay`.
+
+    Carries ``job_id``, ``provider``, ``amount_msats`` and ``bolt11``.
+    """
+
+    def __init__(self, message: str, *, job_id: str, provider: str, amount_msats: int, bolt11: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.provider = provider
+        self.amount_msats = amount_msats
+        self.bolt11 = bolt11
+
+    def __reduce__(self) -> Any:
+        # Keyword-only fields: rebuild with them (DSPy and multiprocessing may pickle errors).
+        return (_payment_required, (str(self), self.job_id, self.provider, self.amount_msats, self.bolt11))
+
+
+def _payment_required(message: str, job_id: str, provider: str, amount_msats: int, bolt11: str) -> PaymentRequired:
+    return PaymentRequired(message, job_id=job_id, provider=provider, amount_msats=amount_msats, bolt11=bolt11)
+
+
+class PaymentFailed(PylonError, lm15.BillingError):
+    """The wallet did not pay (insufficient balance, route failure, wallet unreachable); never retried.
+
+    If the outcome is unknown the ledger keeps the job as ``paying`` until it is looked up.
+    """
+
+
+class WalletError(PylonError):
+    """A Nostr Wallet Connect request failed: the wallet's error code and message, or no answer.
+
+    ``code`` is the NIP-47 error code (``INSUFFICIENT_BALANCE``, ``NOT_FOUND``...) or ``TIMEOUT``.
+    """
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> Any:
+        return (WalletError, (str(self), self.code))
+
+
+__all__ += ["BudgetExceeded", "PaymentFailed", "PaymentRefused", "PaymentRequired", "WalletError"]

@@ -1,0 +1,1 @@
+"""Payments: NWC wallets, the development wallet, invoice checks and the spend ledger."""
