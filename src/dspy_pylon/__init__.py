@@ -18,6 +18,7 @@ from dspy_pylon.errors import (
     BackendRequestError,
     BackendServerError,
     BackendTimeout,
+    BudgetExceeded,
     ConfigError,
     ContextTooLong,
     EmbeddedUnavailable,
@@ -28,12 +29,16 @@ from dspy_pylon.errors import (
     JobFailed,
     MalformedEvent,
     NoLocalBackend,
+    PaymentFailed,
+    PaymentRefused,
+    PaymentRequired,
     PylonError,
     RelayUnavailable,
     ResultTooLarge,
     SwarmTimeout,
     UnknownModel,
     UnsupportedRequest,
+    WalletError,
 )
 from dspy_pylon.identity import (
     Identity,
@@ -45,23 +50,32 @@ from dspy_pylon.identity import (
     resolve_keys,
     validate_mnemonic,
 )
-from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string
+from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string, pay
 from dspy_pylon.local.embedded import EmbeddedLlama
+from dspy_pylon.pay.billing import Approver, PaymentRequest
+from dspy_pylon.pay.invoice import Bill, BillCheck, Invoice, check_bill, decode_invoice
+from dspy_pylon.pay.ledger import LedgerEntry, SpendLedger, SpendRow
+from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet, PaymentResult, load_nwc_uri, save_nwc_uri
 from dspy_pylon.route import Route
 from dspy_pylon.swarm.discovery import ProviderRecord, discover
 from dspy_pylon.swarm.reputation import ProviderStats, Reputation
-from dspy_pylon.usage import LmUsage, msats_to_sats
+from dspy_pylon.usage import Budget, LmUsage, Reservation, msats_to_sats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
     "LM",
+    "Approver",
     "AsyncPylonEngine",
     "BackendConnectionError",
     "BackendRequestError",
     "BackendServerError",
     "BackendTimeout",
+    "Bill",
+    "BillCheck",
+    "Budget",
+    "BudgetExceeded",
     "ConfigError",
     "ContextTooLong",
     "EmbeddedLlama",
@@ -72,12 +86,22 @@ __all__ = [
     "IdentityMissing",
     "InvalidMnemonic",
     "InvalidModelString",
+    "Invoice",
+    "InvoiceStatus",
     "JobFailed",
+    "LedgerEntry",
     "LmUsage",
     "Local",
+    "MadeInvoice",
     "MalformedEvent",
     "ModelSpec",
     "NoLocalBackend",
+    "NwcWallet",
+    "PaymentFailed",
+    "PaymentRefused",
+    "PaymentRequest",
+    "PaymentRequired",
+    "PaymentResult",
     "ProviderRecord",
     "ProviderStats",
     "PylonConfig",
@@ -86,21 +110,30 @@ __all__ = [
     "PylonLM",
     "RelayUnavailable",
     "Reputation",
+    "Reservation",
     "ResultTooLarge",
     "Route",
+    "SpendLedger",
+    "SpendRow",
     "Swarm",
     "SwarmTimeout",
     "UnknownModel",
     "UnsupportedRequest",
+    "WalletError",
+    "check_bill",
+    "decode_invoice",
     "discover",
     "generate_mnemonic",
     "init_identity",
     "keys_from_mnemonic",
     "load_identity",
+    "load_nwc_uri",
     "model_string",
     "msats_to_sats",
     "parse_model_string",
+    "pay",
     "pylon_home",
     "resolve_keys",
+    "save_nwc_uri",
     "validate_mnemonic",
 ]

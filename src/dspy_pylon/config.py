@@ -34,6 +34,12 @@ def _check_msats(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be a non-negative integer number of millisatoshis, got {value!r}")
 
 
+def _check_flags(**flags: object) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Local:
     """Run every call on a local model server.
@@ -64,13 +70,17 @@ class Swarm:
     """Run every call as a paid NIP-90 job on providers reached through Nostr relays.
 
     ``providers`` targets one provider (the job is then encrypted to it), a set, or,
-    when empty, broadcasts to any provider.
+    when empty, broadcasts to any provider. ``bid_msats`` is the most one job may cost.
+    With ``auto_pay`` a provider's invoice is paid through the wallet once it passes the
+    checks; otherwise the call raises :class:`~dspy_pylon.errors.PaymentRequired`.
+    ``pay_on_result`` also pays invoices that arrive with the result (billed after delivery).
     """
 
     relays: tuple[str, ...] = DEFAULT_RELAYS
     bid_msats: int = DEFAULT_BID_MSATS
     auto_pay: bool = False
     providers: tuple[str, ...] = ()
+    pay_on_result: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relays", tuple(self.relays))
@@ -78,17 +88,22 @@ class Swarm:
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
         _check_providers(self.providers)
+        _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)
 
 
 @dataclass(frozen=True)
 class Hybrid:
-    """Local first; on no local backend, a local error or a local timeout, the swarm."""
+    """Local first; on no local backend, a local error or a local timeout, the swarm.
+
+    The swarm fields mean what they mean on :class:`Swarm`.
+    """
 
     backend: BackendName = "auto"
     relays: tuple[str, ...] = DEFAULT_RELAYS
     bid_msats: int = DEFAULT_BID_MSATS
     auto_pay: bool = False
     providers: tuple[str, ...] = ()
+    pay_on_result: bool = True
 
     def __post_init__(self) -> None:
         _check_backend(self.backend)
@@ -97,6 +112,7 @@ class Hybrid:
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
         _check_providers(self.providers)
+        _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)
 
 
 Venue: TypeAlias = Local | Swarm | Hybrid
@@ -242,6 +258,7 @@ def config_to_dict(config: PylonConfig) -> dict[str, Any]:
             "bid_msats": venue.bid_msats,
             "auto_pay": venue.auto_pay,
             "providers": list(venue.providers),
+            "pay_on_result": venue.pay_on_result,
         }
         if isinstance(venue, Hybrid):
             venue_data["backend"] = venue.backend

@@ -19,9 +19,12 @@ from dspy import lm15
 from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
 from dspy_pylon.errors import ConfigError, PylonError, UnsupportedRequest
 from dspy_pylon.local.backends import LocalRouter
+from dspy_pylon.pay.billing import Approver, Payer
+from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.swarm.venue import SwarmVenue
-from dspy_pylon.usage import LmUsage, UsageTotals, cost_of
+from dspy_pylon.usage import Budget, LmUsage, UsageTotals, cost_of
 
 
 def model_string(config: PylonConfig) -> str:
@@ -37,6 +40,15 @@ def model_string(config: PylonConfig) -> str:
 
 
 KeySource = Callable[[], Any]
+WalletSource = Callable[[], NwcWallet | None]
+
+
+def _default_wallet() -> NwcWallet | None:
+    from dspy_pylon.pay.nwc import load_nwc_uri
+
+    uri = load_nwc_uri()
+    return None if uri is None else NwcWallet(uri)
+
 
 # What sends a hybrid call on to the swarm: no local backend, a local failure or timeout.
 # Not a request the swarm could not carry either (UnsupportedRequest) nor a config error.
@@ -59,10 +71,21 @@ class PylonRuntime:
     first needed (at once for the swarm venue, on the first fallback for hybrid).
     """
 
-    def __init__(self, config: PylonConfig, keys: KeySource | None = None) -> None:
+    def __init__(
+        self,
+        config: PylonConfig,
+        keys: KeySource | None = None,
+        wallet: WalletSource | None = None,
+        approve: Approver | None = None,
+    ) -> None:
         self.config = config
         self.totals = UsageTotals()
+        # One budget for the LM and all its copies: deep copies share this runtime.
+        self.budget = Budget(config.budget_msats)
         self._keys = keys
+        self._wallet = wallet or _default_wallet
+        self._approve = approve
+        self.ledger: SpendLedger | None = None
         self._swarm: SwarmVenue | None = None
         self._swarm_lock = threading.Lock()
         venue = config.venue
@@ -87,8 +110,23 @@ class PylonRuntime:
                     raise ConfigError(
                         "a swarm venue needs Nostr keys: pass mnemonic= or private_key=, or run `pylon init`"
                     )
-                self._swarm = SwarmVenue(venue, self._keys(), self.config.model, self.config.timeout)
+                from dspy_pylon.identity import pylon_home
+
+                self.ledger = SpendLedger(pylon_home() / "ledger.sqlite")
+                payer = Payer(
+                    ledger=self.ledger,
+                    budget=self.budget,
+                    wallet=self._wallet,
+                    auto_pay=venue.auto_pay,
+                    approve=self._approve,
+                    pay_on_result=venue.pay_on_result,
+                )
+                self._swarm = SwarmVenue(venue, self._keys(), self.config.model, self.config.timeout, payer)
             return self._swarm
+
+    def pay(self, job_id: str, timeout: float | None = None) -> lm15.Response:
+        """Approve and pay a job that raised PaymentRequired; returns its response once it arrives."""
+        return self._record(self.swarm().pay(job_id, timeout))
 
     def route(self) -> Route:
         """The route the next call will take (probes local servers if not yet resolved)."""
@@ -268,6 +306,12 @@ class PylonLM(dspy.LM):
         embedded_fallback: bool | None = None,
         mnemonic: str | None = None,
         private_key: str | None = None,
+        relays: list[str] | tuple[str, ...] | None = None,
+        bid_msats: int | None = None,
+        auto_pay: bool | None = None,
+        providers: list[str] | tuple[str, ...] | None = None,
+        nwc_uri: str | None = None,
+        approve_payment: Approver | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
         cache: bool = True,
@@ -282,16 +326,37 @@ class PylonLM(dspy.LM):
                 if not isinstance(venue, Local):
                     raise ConfigError("embedded_fallback applies to the local venue only")
                 venue = Local(backend=venue.backend, embedded_fallback=embedded_fallback)
+            swarm_fields: dict[str, Any] = {
+                name: value
+                for name, value in (
+                    ("relays", None if relays is None else tuple(relays)),
+                    ("bid_msats", bid_msats),
+                    ("auto_pay", auto_pay),
+                    ("providers", None if providers is None else tuple(providers)),
+                )
+                if value is not None
+            }
+            if swarm_fields:
+                if isinstance(venue, Local):
+                    raise ConfigError(f"{', '.join(swarm_fields)} apply to the swarm and hybrid venues only")
+                venue = replace(venue, **swarm_fields)
             config = PylonConfig(
                 venue=venue,
                 model=spec.model,
                 timeout=60.0 if timeout is None else timeout,
                 budget_sats=0 if budget_sats is None else budget_sats,
             )
-        elif timeout is not None or budget_sats is not None or embedded_fallback is not None:
-            raise ConfigError("pass timeout, budget_sats and embedded_fallback inside config=, not beside it")
+        elif any(
+            x is not None for x in (timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay, providers)
+        ):
+            raise ConfigError(
+                "pass timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay and providers inside "
+                "config=, not beside it"
+            )
         self.config = config
-        self.runtime = PylonRuntime(config, _key_source(mnemonic, private_key))
+        self.runtime = PylonRuntime(
+            config, _key_source(mnemonic, private_key), _wallet_source(nwc_uri), approve_payment
+        )
         super().__init__(
             model=model,
             temperature=temperature,
@@ -330,13 +395,24 @@ class PylonLM(dspy.LM):
         return self.runtime.totals.total
 
     def total_spent_msats(self) -> int:
-        """Millisatoshis spent by this LM and its copies so far (0 on the local venue)."""
-        return self.runtime.totals.total.cost_msats
+        """Millisatoshis paid by this LM and its copies so far, fees included (0 on the local venue).
+
+        Includes jobs that were paid but never answered, so it can exceed the sum of
+        the history's ``cost`` entries; the spend ledger explains every payment.
+        """
+        return self.runtime.budget.spent_msats
 
     def remaining_budget_msats(self) -> int | None:
-        """Millisatoshis left in the budget, or None when the budget is unlimited."""
-        budget = self.config.budget_msats
-        return None if budget == 0 else max(0, budget - self.total_spent_msats())
+        """Millisatoshis neither spent nor reserved by calls in flight; None when unlimited."""
+        return self.runtime.budget.remaining_msats()
+
+    def pay(self, job_id: str, timeout: float | None = None) -> lm15.Response:
+        """Approve the bill of a job that raised :class:`~dspy_pylon.errors.PaymentRequired`.
+
+        The bill is checked again (expiry, budget), paid, and the job's response returned
+        once the provider delivers it (waiting up to ``timeout`` s, default the LM's).
+        """
+        return self.runtime.pay(job_id, timeout)
 
     def update_history(self, entry: dict[str, Any]) -> None:
         """Fill ``cost`` (integer msats) before DSPy records the entry.
@@ -376,6 +452,20 @@ class PylonLM(dspy.LM):
         super().close()
 
 
+def _wallet_source(nwc_uri: str | None) -> WalletSource | None:
+    if nwc_uri is None:
+        return None
+    from dspy_pylon.pay.nwc import parse_nwc_uri
+
+    parse_nwc_uri(nwc_uri)  # a malformed URI fails now, with a message that does not repeat it
+
+    # Like the keys, the URI (it holds a spending secret) stays in this closure only.
+    def wallet() -> NwcWallet:
+        return NwcWallet(nwc_uri)
+
+    return wallet
+
+
 def _key_source(mnemonic: str | None, private_key: str | None) -> KeySource:
     # The secret stays in this closure: never in the LM's kwargs, history or saved state.
     def keys() -> Any:
@@ -394,3 +484,15 @@ def LM(model: str = "pylon:local", **kwargs: Any) -> PylonLM:  # noqa: N802 - mi
     ``timeout``, ``budget_sats``, ``embedded_fallback`` and DSPy LM settings.
     """
     return PylonLM(model, **kwargs)
+
+
+def pay(job_id: str, lm: PylonLM | None = None, timeout: float | None = None) -> lm15.Response:
+    """Approve and pay the bill of a job that raised :class:`~dspy_pylon.errors.PaymentRequired`.
+
+    ``lm`` defaults to the LM configured in DSPy (``dspy.configure(lm=...)``). Returns the
+    job's response (``.text``) once the provider delivers it.
+    """
+    target = lm if lm is not None else dspy.settings.lm
+    if not isinstance(target, PylonLM):
+        raise ConfigError("pay() needs the PylonLM that ran the job: pass lm= or dspy.configure(lm=...) first")
+    return target.pay(job_id, timeout)

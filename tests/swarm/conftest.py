@@ -71,13 +71,14 @@ def start_provider(
 
     def start(**overrides: Any) -> RunningProvider:
         keys = overrides.pop("keys", None) or nostr_sdk.Keys.generate()
+        wallet = overrides.pop("wallet", None)
         settings = ProviderSettings(
             relays=overrides.pop("relays", (relay_url,)),
             state_dir=overrides.pop("state_dir", tmp_path / f"provider-{len(started)}"),
             backend="llamacpp",
             **overrides,
         )
-        node = ProviderNode(keys, settings)
+        node = ProviderNode(keys, settings, wallet=wallet)
         relay_loop.run(node.start(), timeout=30)
         running = RunningProvider(relay_loop, node)
         started.append(running)
@@ -99,10 +100,65 @@ def customer_keys() -> Any:
 def swarm_lm(relay_url: str, customer_keys: Any) -> Callable[..., pylon.PylonLM]:
     """Build a ``pylon:swarm`` LM on the test relay with the customer keys."""
 
-    def make(*, providers: tuple[str, ...] = (), timeout: float = 10.0, **kwargs: Any) -> pylon.PylonLM:
+    def make(
+        *,
+        providers: tuple[str, ...] = (),
+        timeout: float = 10.0,
+        bid_msats: int = pylon.config.DEFAULT_BID_MSATS,
+        auto_pay: bool = False,
+        pay_on_result: bool = True,
+        budget_sats: int = 0,
+        **kwargs: Any,
+    ) -> pylon.PylonLM:
         kwargs.setdefault("cache", False)
         kwargs.setdefault("num_retries", 0)
-        config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,), providers=providers), timeout=timeout)
+        venue = pylon.Swarm(
+            relays=(relay_url,),
+            providers=providers,
+            bid_msats=bid_msats,
+            auto_pay=auto_pay,
+            pay_on_result=pay_on_result,
+        )
+        config = pylon.PylonConfig(venue=venue, timeout=timeout, budget_sats=budget_sats)
         return pylon.PylonLM.swarm(customer_keys.secret_key().to_hex(), config, **kwargs)
 
     return make
+
+
+class DevWallet:
+    """The development wallet service on the test relay, with helpers to open accounts."""
+
+    def __init__(self, loop: NostrLoop, relay_url: str, path: Path) -> None:
+        from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
+
+        self.loop = loop
+        self.relay_url = relay_url
+        self.store = DevWalletStore(path)
+        self.service = loop.run(DevWalletService(self.store, (relay_url,)).start(), timeout=30)
+
+    def account(self, name: str, fund_msats: int = 0) -> str:
+        """Create (or top up) an account; returns its NWC URI."""
+        self.store.create_account(name, fund_msats)
+        return self.store.nwc_uri(name, (self.relay_url,))
+
+    def wallet(self, name: str, fund_msats: int = 0) -> Any:
+        """An :class:`~dspy_pylon.pay.nwc.NwcWallet` for a (new) account."""
+        from dspy_pylon.pay.nwc import NwcWallet
+
+        return NwcWallet(self.account(name, fund_msats), timeout=10)
+
+    def balance(self, name: str) -> int:
+        """An account's balance in msats."""
+        return int(self.store.balance(name))
+
+    def close(self) -> None:
+        self.loop.run(self.service.stop(), timeout=30)
+        self.store.close()
+
+
+@pytest.fixture
+def dev_wallet(relay_loop: NostrLoop, relay_url: str, tmp_path: Path) -> Iterator[DevWallet]:
+    """The development wallet (NIP-47 over the test relay, SQLite in tmp_path)."""
+    wallet = DevWallet(relay_loop, relay_url, tmp_path / "dev-wallet.sqlite")
+    yield wallet
+    wallet.close()

@@ -119,6 +119,11 @@ class RelayClient:
         )
         accepted = tuple(str(url) for url in output.success)
         failed = {str(url): str(why) for url, why in output.failed.items()}
+        # NIP-01: "duplicate:" means the relay already holds this very event - it is delivered.
+        duplicates = tuple(url for url, why in failed.items() if why.strip().lower().startswith("duplicate"))
+        if duplicates:
+            accepted += duplicates
+            failed = {url: why for url, why in failed.items() if url not in duplicates}
         if not accepted:
             reasons = "; ".join(f"{url}: {why}" for url, why in failed.items()) or "no relay connected"
             if _too_large(list(failed.values())):

@@ -51,7 +51,7 @@ def decode_invoice(bolt11: str) -> Invoice:
     import bolt11 as bolt11_lib
 
     if not isinstance(bolt11, str) or not bolt11 or len(bolt11) > MAX_INVOICE_CHARS:
-        raise MalformedEvent("invoice is empty or too long to be a BOLT11 invoice")
+        raise MalformedEvent("no invoice, or one too long to be a BOLT11 invoice (pylon pays only BOLT11 invoices)")
     text = bolt11.strip()
     if text.lower().startswith("lightning:"):
         text = text[len("lightning:") :]

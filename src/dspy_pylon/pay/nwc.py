@@ -31,19 +31,6 @@ log = logging.getLogger("dspy_pylon.pay")
 URI_ENV = "PYLON_NWC_URI"
 URI_FILE = "nwc.uri"
 NOTIFICATION_KINDS = (23196, 23197)
-# NIP-47 error codes, longest first so that e.g. PAYMENT_FAILED is not read as another code.
-_CODES = (
-    "INSUFFICIENT_BALANCE",
-    "QUOTA_EXCEEDED",
-    "PAYMENT_FAILED",
-    "NOT_IMPLEMENTED",
-    "UNAUTHORIZED",
-    "RATE_LIMITED",
-    "RESTRICTED",
-    "NOT_FOUND",
-    "INTERNAL",
-    "OTHER",
-)
 
 
 @dataclass(frozen=True)
@@ -81,12 +68,13 @@ class InvoiceStatus:
         return self.state == "settled"
 
 
-def _code(message: str) -> str:
-    upper = message.upper()
-    for code in _CODES:
-        if code in upper or code.replace("_", " ") in upper:
-            return code
-    return "TIMEOUT" if "timeout" in message.lower() or "timed out" in message.lower() else "INTERNAL"
+def _wallet_error(what: str, exc: Exception) -> WalletError:
+    from dspy_pylon.pay import nip47
+
+    text = nip47.sdk_error_text(exc)
+    if "response not received" in text.lower() or "timeout" in text.lower():
+        return WalletError(f"wallet {what}: no answer from the wallet ({text})"[:500], "TIMEOUT")
+    return WalletError(f"wallet {what} failed: {text}"[:500], nip47.sdk_error_code(text) or "INTERNAL")
 
 
 def load_nwc_uri(home: Path | None = None) -> str | None:
@@ -176,8 +164,7 @@ class NwcWallet:
         try:
             return await coro_factory(self._nwc())
         except Exception as exc:  # nostr-sdk raises one error type; its text carries the NIP-47 code
-            message = str(exc)
-            raise WalletError(f"wallet {what} failed: {message}"[:500], _code(message)) from None
+            raise _wallet_error(what, exc) from None
 
     async def pay_invoice(self, bolt11: str) -> PaymentResult:
         """Pay ``bolt11``; :class:`WalletError` if the wallet refused or did not answer."""

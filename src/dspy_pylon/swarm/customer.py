@@ -16,10 +16,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from dspy_pylon.errors import JobFailed, MalformedEvent, SwarmTimeout
+from dspy_pylon.errors import JobFailed, MalformedEvent, PaymentFailed, PaymentRefused, PaymentRequired, SwarmTimeout
 from dspy_pylon.nostr.events import RawEvent, sign
 from dspy_pylon.nostr.nip90 import DELETION_KIND, FEEDBACK_KIND, JobFeedback, JobRequest, JobResult, deletion_tags
-from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.nostr.relay_client import Published, RelayClient
+from dspy_pylon.pay.billing import JobBill, Payer
+from dspy_pylon.pay.invoice import Bill
 from dspy_pylon.swarm.reputation import Reputation
 
 log = logging.getLogger("dspy_pylon.swarm")
@@ -39,13 +41,21 @@ class JobOutcome:
     feedback: list[JobFeedback] = field(default_factory=list)
     published_to: tuple[str, ...] = ()
     failed_relays: dict[str, str] = field(default_factory=dict)
+    cost_msats: int = 0
 
 
 class _Job:
-    def __init__(self, request: JobRequest, job_id: str) -> None:
+    def __init__(self, request: JobRequest, job_id: str, bill: JobBill | None = None) -> None:
         self.request = request
         self.job_id = job_id
+        self.bill = bill
         self.events: asyncio.Queue[tuple[RawEvent, str]] = asyncio.Queue()
+        self.feedback: list[JobFeedback] = []
+        self.published: Published | None = None
+        self.started = time.perf_counter()
+        # A result that came with a bill still to approve (auto_pay off).
+        self.result: JobResult | None = None
+        self.result_relay = ""
 
 
 class SwarmCustomer:
@@ -59,7 +69,11 @@ class SwarmCustomer:
         self.ignored: Counter[str] = Counter()
         self._client: RelayClient | None = None
         self._jobs: dict[str, _Job] = {}
+        # Jobs whose bill waits for the user's approval (PaymentRequired raised).
+        self._awaiting: dict[str, _Job] = {}
         self._started = asyncio.Lock()
+        self._recovering = asyncio.Lock()
+        self._recovered = False
 
     async def _ready(self) -> RelayClient:
         async with self._started:
@@ -106,19 +120,121 @@ class SwarmCustomer:
             return None
         return parsed
 
-    async def run(self, request: JobRequest, timeout: float) -> JobOutcome:
-        """Publish ``request`` and wait for the first valid result (or an ``error``, or the timeout)."""
+    async def run(self, request: JobRequest, timeout: float, payer: Payer | None = None) -> JobOutcome:
+        """Publish ``request`` and wait for the first valid result (or an ``error``, or the timeout).
+
+        With a ``payer`` the bid is reserved before publishing (:class:`BudgetExceeded`
+        otherwise) and bills are checked and paid as they arrive.
+        """
         client = await self._ready()
+        if payer is not None:
+            await self._recover(payer)
         event = request.to_event(self.keys)
         job_id = event.id().to_hex()
-        job = _Job(request, job_id)
+        bill = None
+        if payer is not None:
+            bill = payer.open(
+                job_id,
+                providers=request.providers,
+                bid_msats=request.bid_msats or 0,
+                model=request.param("model") or "",
+            )
+        job = _Job(request, job_id, bill)
         self._jobs[job_id] = job  # registered before publishing: no result can slip past
-        started = time.perf_counter()
         deadline = time.monotonic() + timeout
-        feedback: list[JobFeedback] = []
+        awaiting = False
+        try:
+            try:
+                job.published = await client.publish(event)
+            except BaseException as exc:
+                if bill is not None:
+                    bill.finish(answered=False, reason=f"not published: {exc}"[:300])
+                raise
+            return await self._wait(client, job, deadline, timeout)
+        except PaymentRequired:
+            awaiting = True
+            self._awaiting[job_id] = job
+            raise
+        finally:
+            if not awaiting:
+                self._jobs.pop(job_id, None)
+
+    async def _recover(self, payer: Payer) -> None:
+        async with self._recovering:
+            if not self._recovered:
+                self._recovered = True
+                if payer.ledger.entries("spent", "paying"):
+                    resolved = await payer.recover()
+                    log.info("resolved %d payments interrupted by a restart", resolved)
+
+    async def pay(self, job_id: str, timeout: float) -> JobOutcome:
+        """Pay the bill of a job that raised :class:`PaymentRequired`, then wait for its result."""
+        job = self._awaiting.pop(job_id, None)
+        if job is None or job.bill is None or job.bill.pending is None:
+            raise PaymentRefused(f"job {job_id[:12]}… is not waiting for a payment approval in this process")
+        client = await self._ready()
+        bill = job.bill
+        pending = bill.pending
+        assert pending is not None
+        try:
+            bill.reservation = bill.payer.budget.reserve(bill.bid_msats)
+        except BaseException:
+            self._awaiting[job_id] = job
+            raise
+        self._jobs[job_id] = job
+        try:
+            await self._pay(client, job, pending)
+            if job.result is not None:
+                return self._accept(job, job.result, job.result_relay)
+            return await self._wait(client, job, time.monotonic() + timeout, timeout)
+        finally:
+            self._jobs.pop(job_id, None)
+
+    async def _pay(self, client: RelayClient, job: _Job, bill: Bill) -> None:
+        """Check and pay ``bill``; on refusal or failure cancel the job and close its ledger row."""
+        assert job.bill is not None
+        try:
+            if bill is job.bill.pending:
+                job.bill.pending = None
+                await job.bill.pay(bill, job.bill.check(bill))
+            else:
+                await job.bill.handle(bill)
+        except PaymentRequired:
+            job.bill.payer.budget.release(job.bill.reservation)
+            raise
+        except (PaymentRefused, PaymentFailed) as exc:
+            await self._cancel(client, job.job_id, job.request.kind, "payment refused")
+            job.bill.finish(answered=False, reason=str(exc))
+            raise
+
+    def _accept(self, job: _Job, result: JobResult, relay: str) -> JobOutcome:
+        latency_ms = (time.perf_counter() - job.started) * 1000
+        if self.reputation is not None:
+            self.reputation.record_success(result.provider, latency_ms)
+        if job.bill is not None:
+            job.bill.finish(
+                answered=True,
+                provider=result.provider,
+                model=result.model or "",
+                prompt_tokens=result.prompt_tokens or 0,
+                completion_tokens=result.completion_tokens or 0,
+                latency_ms=round(latency_ms, 3),
+            )
+        return JobOutcome(
+            result=result,
+            job_id=job.job_id,
+            relay=relay,
+            latency_ms=latency_ms,
+            feedback=job.feedback,
+            published_to=job.published.accepted if job.published else (),
+            failed_relays=job.published.failed if job.published else {},
+            cost_msats=job.bill.paid_msats if job.bill is not None else 0,
+        )
+
+    async def _wait(self, client: RelayClient, job: _Job, deadline: float, timeout: float) -> JobOutcome:
+        request, job_id, feedback = job.request, job.job_id, job.feedback
         errors: dict[str, str] = {}
         try:
-            published = await client.publish(event)
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -127,7 +243,14 @@ class SwarmCustomer:
                 parsed = self._check(job, raw)
                 if isinstance(parsed, JobFeedback):
                     feedback.append(parsed)
-                    if parsed.status == "error":
+                    if parsed.status == "payment-required" and job.bill is not None:
+                        if parsed.bolt11 is None and not request.providers:
+                            # A broadcast: another provider may still bill properly or answer.
+                            job.bill.payer.ledger.note(job_id, f"bill without an invoice from {parsed.provider[:12]}…")
+                            continue
+                        billed = Bill(job_id, parsed.provider, parsed.amount_msats, parsed.bolt11 or "")
+                        await self._pay(client, job, billed)
+                    elif parsed.status == "error":
                         if self.reputation is not None:
                             self.reputation.record_error(parsed.provider)
                         errors[parsed.provider] = "; ".join(x for x in (parsed.extra, parsed.content) if x)
@@ -137,24 +260,33 @@ class SwarmCustomer:
                             raise JobFailed(f"job {job_id[:12]}… failed: {_describe(errors)}")
                     log.debug("job %s: %s from %s", job_id[:12], parsed.status, parsed.provider[:12])
                 elif isinstance(parsed, JobResult):
-                    latency_ms = (time.perf_counter() - started) * 1000
-                    if self.reputation is not None:
-                        self.reputation.record_success(parsed.provider, latency_ms)
-                    return JobOutcome(
-                        result=parsed,
-                        job_id=job_id,
-                        relay=relay,
-                        latency_ms=latency_ms,
-                        feedback=feedback,
-                        published_to=published.accepted,
-                        failed_relays=published.failed,
-                    )
+                    bill = job.bill
+                    if (
+                        bill is not None
+                        and not bill.paid
+                        and not bill.paying
+                        and parsed.bolt11
+                        and (parsed.amount_msats or 0) > 0
+                        and bill.payer.pay_on_result
+                    ):
+                        # Billed after delivery: the same checks, then pay before accepting.
+                        job.result, job.result_relay = parsed, relay
+                        billed = Bill(job_id, parsed.provider, parsed.amount_msats, parsed.bolt11 or "")
+                        await self._pay(client, job, billed)
+                    return self._accept(job, parsed, relay)
         except TimeoutError:
             if self.reputation is not None:
                 # Who let us down: the providers we named, and any that took the job.
                 for provider in set(request.providers) | {f.provider for f in feedback if f.status == "processing"}:
                     self.reputation.record_timeout(provider)
-            await self._cancel(client, job_id, request.kind)
+            await self._cancel(client, job_id, request.kind, "timed out")
+            if job.bill is not None:
+                job.bill.finish(answered=False, reason=f"no result within {timeout:g} s")
+                if job.bill.paid or job.bill.paying:
+                    raise JobFailed(
+                        f"paid {job.bill.paid_msats} msats for job {job_id[:12]}… but no result arrived within "
+                        f"{timeout:g} s; the ledger records it as paid without a result"
+                    ) from None
             if errors:
                 raise JobFailed(
                     f"no result for job {job_id[:12]}… within {timeout:g} s, only errors: {_describe(errors)}; "
@@ -164,11 +296,13 @@ class SwarmCustomer:
             raise SwarmTimeout(
                 f"no valid result for job {job_id[:12]}… within {timeout:g} s ({seen}); the job was cancelled"
             ) from None
-        finally:
-            self._jobs.pop(job_id, None)
+        except JobFailed as exc:
+            if job.bill is not None:
+                job.bill.finish(answered=False, reason=str(exc))
+            raise
 
-    async def _cancel(self, client: RelayClient, job_id: str, kind: int) -> None:
-        tags, reason = deletion_tags(job_id, kind, "timed out")
+    async def _cancel(self, client: RelayClient, job_id: str, kind: int, why: str) -> None:
+        tags, reason = deletion_tags(job_id, kind, why)
         try:
             await client.publish(sign(DELETION_KIND, reason, tags, self.keys), ok_timeout=1.0)
         except Exception as exc:  # cancelling is best effort; the timeout is what the caller needs

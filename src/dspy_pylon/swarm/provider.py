@@ -20,12 +20,15 @@ from typing import Any
 from dspy import lm15
 
 from dspy_pylon.config import BackendName, Local
-from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge
+from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge, WalletError
 from dspy_pylon.local.backends import LocalRouter, match_model
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
 from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest, JobResult
 from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.pay.invoice import invoice_description
+from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.swarm.chat_job import request_from_job
 from dspy_pylon.swarm.jobs_db import JobsDB
@@ -53,6 +56,24 @@ class ProviderSettings:
     max_result_bytes: int = 65_536
     announce: bool = True
     identifier: str = "pylon-5050"
+    # Per-model prices (msats) overriding ``price_msats`` for jobs that ask for that model.
+    prices: dict[str, int] = field(default_factory=dict)
+    # How long a customer has to pay an invoice before the job is dropped.
+    invoice_expiry_s: int = 300
+
+    def __post_init__(self) -> None:
+        for name, value in (("price_msats", self.price_msats), *self.prices.items()):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"price for {name!r} must be a non-negative integer of msats, got {value!r}")
+        if isinstance(self.invoice_expiry_s, bool) or not isinstance(self.invoice_expiry_s, int):
+            raise ConfigError(f"invoice_expiry_s must be an integer of seconds, got {self.invoice_expiry_s!r}")
+        if self.invoice_expiry_s < 10:
+            raise ConfigError("invoice_expiry_s must be at least 10 seconds: customers need time to pay")
+
+    @property
+    def priced(self) -> bool:
+        """Whether any job can cost money here."""
+        return self.price_msats > 0 or any(self.prices.values())
 
 
 @dataclass
@@ -68,14 +89,24 @@ class ProviderStats:
 class ProviderNode:
     """A NIP-90 provider. Create, then ``await start()`` and ``await serve()`` on one event loop."""
 
-    def __init__(self, keys: Any, settings: ProviderSettings, router: LocalRouter | None = None) -> None:
+    def __init__(
+        self, keys: Any, settings: ProviderSettings, router: LocalRouter | None = None, wallet: NwcWallet | None = None
+    ) -> None:
+        if settings.priced and wallet is None:
+            raise ConfigError(
+                "a priced provider needs a wallet to invoice through: set PYLON_NWC_URI or write an NWC URI to "
+                "$PYLON_HOME/nwc.uri (chmod 600)"
+            )
         self.keys = keys
+        self.wallet = wallet
         self.pubkey = keys.public_key().to_hex()
         self.settings = settings
         self.router = router or LocalRouter(
             Local(backend=settings.backend, embedded_fallback=False), None, settings.timeout, settings.backend_url
         )
         self.jobs = JobsDB(settings.state_dir / "provider-jobs.sqlite")
+        self.ledger = SpendLedger(settings.state_dir / "ledger.sqlite")
+        self._billing: set[asyncio.Task[None]] = set()
         self.stats = ProviderStats()
         self.models: list[str] = []
         self._route: Route | None = None
@@ -100,6 +131,8 @@ class ProviderNode:
         self._route = (await asyncio.to_thread(self.router.resolve))[0]
         self.models = await asyncio.to_thread(self.router.served_models)
         self._client = await RelayClient(self.settings.relays).start()
+        if self.wallet is not None:
+            await self.wallet.start_listening()
         # Only jobs from now on: stored requests were meant for whoever was online then.
         since = nostr_sdk.Timestamp.now()
         await self._client.subscribe(
@@ -156,8 +189,14 @@ class ProviderNode:
         if not self.jobs.claim(job.id, job.customer, job.kind):
             self.stats.ignored["duplicate"] += 1
             return
-        if self.settings.price_msats and (job.bid_msats or 0) < self.settings.price_msats:
-            self._spawn(self._refuse(job.id, job.customer, f"bid below price of {self.settings.price_msats} msats"))
+        price = self.price_for(job)
+        if price and (job.bid_msats or 0) < price:
+            self._spawn(self._refuse(job.id, job.customer, f"bid below price of {price} msats"))
+            return
+        if price:
+            task = asyncio.get_running_loop().create_task(self._bill(job, price))
+            self._billing.add(task)
+            task.add_done_callback(self._billing.discard)
             return
         try:
             self._queue.put_nowait(job)
@@ -168,6 +207,49 @@ class ProviderNode:
         task = asyncio.get_running_loop().create_task(coro)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+
+    def price_for(self, job: JobRequest) -> int:
+        """What ``job`` costs here (msats): the price of the model it asks for, else the default."""
+        wanted = job.param("model")
+        if wanted and self.settings.prices:
+            for model, price in self.settings.prices.items():
+                if model == wanted or model.lower() == wanted.lower():
+                    return price
+        return self.settings.price_msats
+
+    async def _bill(self, job: JobRequest, price: int) -> None:
+        """Invoice the job, wait until it is paid (or the invoice expires), then queue it."""
+        assert self.wallet is not None
+        try:
+            invoice = await self.wallet.make_invoice(price, invoice_description(job.id), self.settings.invoice_expiry_s)
+        except (WalletError, MalformedEvent) as exc:
+            await self._refuse(job.id, job.customer, f"could not create an invoice: {exc}")
+            return
+        self.ledger.record_invoice(
+            job.id,
+            customer=job.customer,
+            model=job.param("model") or "",
+            bid_msats=job.bid_msats or 0,
+            invoice_msats=price,
+            bolt11=invoice.bolt11,
+            payment_hash=invoice.payment_hash,
+        )
+        self.jobs.finish(job.id, "awaiting_payment")
+        await self._feedback(job, "payment-required", amount_msats=price, bolt11=invoice.bolt11)
+        try:
+            status = await self.wallet.wait_settled(invoice.payment_hash, invoice.expires_at)
+        except asyncio.CancelledError:
+            self.ledger.earning_finished(job.id, "failed", "provider stopped before the invoice was paid")
+            self.jobs.finish(job.id, "dropped", "provider stopped before the invoice was paid")
+            raise
+        if status is None:
+            self.ledger.earning_finished(job.id, "expired", "invoice expired unpaid")
+            await self._refuse(job.id, job.customer, "invoice expired unpaid; the job was dropped", status="expired")
+            return
+        self.ledger.earning_settled(job.id, preimage=status.preimage)
+        self.jobs.finish(job.id, "running")
+        # Paid work is never turned away: wait for a queue slot instead of answering "busy".
+        await self._queue.put(job)
 
     # ─── work ───
 
@@ -214,7 +296,7 @@ class ProviderNode:
             kind=job.kind + 1000,
             request_json=None if job.encrypted else job.event_json or None,
             inputs=() if job.encrypted else job.inputs,
-            amount_msats=self.settings.price_msats,
+            amount_msats=self.price_for(job),
             encrypted=job.encrypted,
             model=route.model,
             prompt_tokens=response.usage.input_tokens or 0,
@@ -238,17 +320,33 @@ class ProviderNode:
             self._count(error=True)
             return
         self.jobs.finish(job.id, "done")
+        if self.price_for(job):
+            self.ledger.earning_finished(
+                job.id,
+                "done",
+                prompt_tokens=result.prompt_tokens or 0,
+                completion_tokens=result.completion_tokens or 0,
+            )
         self._count(error=False)
 
-    async def _feedback(self, job: JobRequest, status: str, extra: str = "") -> None:
+    async def _feedback(
+        self, job: JobRequest, status: str, extra: str = "", amount_msats: int | None = None, bolt11: str | None = None
+    ) -> None:
         assert self._client is not None
-        feedback = JobFeedback(request_id=job.id, customer=job.customer, status=status, extra=extra)
+        feedback = JobFeedback(
+            request_id=job.id,
+            customer=job.customer,
+            status=status,
+            extra=extra,
+            amount_msats=amount_msats,
+            bolt11=bolt11,
+        )
         try:
             await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
         except PylonError as exc:
             log.info("feedback %s for job %s not delivered: %s", status, job.id[:12], exc)
 
-    async def _refuse(self, job_id: str, customer: str, why: str) -> None:
+    async def _refuse(self, job_id: str, customer: str, why: str, status: str = "refused") -> None:
         assert self._client is not None
         log.info("job %s refused: %s", job_id[:12], why)
         feedback = JobFeedback(request_id=job_id, customer=customer, status="error", extra=why[:1000])
@@ -256,7 +354,9 @@ class ProviderNode:
             await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
         except PylonError as exc:
             log.info("error feedback for job %s not delivered: %s", job_id[:12], exc)
-        self.jobs.finish(job_id, "refused", why)
+        self.jobs.finish(job_id, status, why)
+        if self.ledger.entry(job_id, "earned") is not None and status == "refused":
+            self.ledger.earning_finished(job_id, "failed", why)
         self._count(error=True)
 
     def _count(self, *, error: bool) -> None:
@@ -286,6 +386,9 @@ class ProviderNode:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking jobs, finish those queued and in flight (up to ``grace`` s), disconnect."""
         self._accepting = False
+        # Jobs still waiting for their invoice to be paid are dropped (and recorded as such).
+        for task in list(self._billing):
+            task.cancel()
         try:
             await asyncio.wait_for(self._queue.join(), grace)
             if self._in_flight:
@@ -298,13 +401,17 @@ class ProviderNode:
             await self._client.close()
             self._client = None
         self.jobs.close()
+        self.ledger.close()
+        if self.wallet is not None:
+            await self.wallet.close()
 
 
 def load_provider_file(path: Path) -> dict[str, Any]:
     """Settings from a provider TOML file (``$PYLON_HOME/provider.toml``); missing file = {}.
 
     Keys: ``relays`` (list), ``backend``, ``name``, ``about``, ``price_msats``, ``concurrency``,
-    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``announce``.
+    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``announce``, ``invoice_expiry_s`` and a
+    ``[prices]`` table of per-model prices in msats (``"llama3.2" = 2000``).
     """
     import tomllib
 
@@ -320,6 +427,8 @@ def load_provider_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unknown settings {sorted(unknown)}; allowed: {sorted(allowed)}")
     if "relays" in data:
         data["relays"] = tuple(data["relays"])
+    if "prices" in data and not isinstance(data["prices"], dict):
+        raise ConfigError(f"{path}: prices must be a table of model = msats")
     return data
 
 
@@ -328,11 +437,12 @@ async def run_provider(
     settings: ProviderSettings,
     once: int | None = None,
     on_started: Callable[[ProviderNode], None] | None = None,
+    wallet: NwcWallet | None = None,
 ) -> ProviderNode:
     """Start a node and serve until SIGINT/SIGTERM (or ``once`` jobs); returns the stopped node."""
     import signal
 
-    node = ProviderNode(keys, settings)
+    node = ProviderNode(keys, settings, wallet=wallet)
     await node.start()
     if on_started is not None:
         on_started(node)

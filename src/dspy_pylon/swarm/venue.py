@@ -8,6 +8,7 @@ from dspy import lm15
 
 from dspy_pylon.config import Hybrid, Swarm
 from dspy_pylon.nostr.loop import NostrLoop
+from dspy_pylon.pay.billing import Payer
 from dspy_pylon.swarm.chat_job import chat_job
 from dspy_pylon.swarm.customer import JobOutcome, SwarmCustomer
 from dspy_pylon.swarm.reputation import Reputation
@@ -27,7 +28,10 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None) -> l
     """The lm15 response for a finished job, with the swarm route in ``provider_data["pylon"]``."""
     result = outcome.result
     model = result.model or requested_model or "unknown"
-    usage = lm15.Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
+    # Always numbers (0 when the provider reported none): DSPy tells a cache hit by its empty
+    # usage, and a live paid call must never look like one, or its cost would read 0.
+    prompt, completion = result.prompt_tokens or 0, result.completion_tokens or 0
+    usage = lm15.Usage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
     pylon = {
         "venue": "swarm",
         "backend": "nip90",
@@ -37,7 +41,7 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None) -> l
         "job_id": outcome.job_id,
         "relay": outcome.relay,
         "latency_ms": round(outcome.latency_ms, 3),
-        "cost_msats": 0,
+        "cost_msats": outcome.cost_msats,
         "amount_msats": result.amount_msats,
         "published_to": list(outcome.published_to),
         "failed_relays": outcome.failed_relays,
@@ -56,8 +60,11 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None) -> l
 class SwarmVenue:
     """Runs chat requests as NIP-90 jobs for one key on the venue's relays."""
 
-    def __init__(self, venue: Swarm | Hybrid, keys: Any, model: str | None, timeout: float) -> None:
+    def __init__(
+        self, venue: Swarm | Hybrid, keys: Any, model: str | None, timeout: float, payer: Payer | None = None
+    ) -> None:
         self.venue = venue
+        self.payer = payer
         self.model = model
         self.timeout = timeout
         self.providers = tuple(_hex_pubkey(p) for p in venue.providers)
@@ -76,8 +83,16 @@ class SwarmVenue:
             providers=self.providers,
             encrypted=len(self.providers) == 1,
         )
-        outcome = await self.customer.run(job, self.timeout)
+        outcome = await self.customer.run(job, self.timeout, self.payer)
         return response_from_outcome(outcome, self.model)
+
+    async def _pay(self, job_id: str, timeout: float | None) -> lm15.Response:
+        outcome = await self.customer.pay(job_id, self.timeout if timeout is None else timeout)
+        return response_from_outcome(outcome, self.model)
+
+    def pay(self, job_id: str, timeout: float | None = None) -> lm15.Response:
+        """Pay a job that raised PaymentRequired and wait for its result, blocking."""
+        return self.loop.run(self._pay(job_id, timeout), (self.timeout if timeout is None else timeout) + 40)
 
     def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call as a job, blocking the calling thread (never the Nostr loop)."""

@@ -1,0 +1,75 @@
+"""Paid swarm jobs end to end: a priced provider, the development wallet over NIP-47, a real relay.
+
+Customer and provider each have a dev-wallet account; money moves only through the NWC
+protocol (nostr-sdk's client against the development wallet service).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from dspy.utils import exceptions as dspy_errors
+
+import dspy_pylon as pylon
+from dspy_pylon.identity import pylon_home
+from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.usage import pylon_data
+from tests.helpers import pylon_cause
+from tests.swarm.conftest import DevWallet, eventually
+
+PRICE = 1_234
+
+
+def test_priced_job_moves_exactly_the_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
+    customer_uri = dev_wallet.account("customer", 100_000)
+    lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=customer_uri, auto_pay=True, bid_msats=5_000)
+
+    out = lm("Say hi", max_tokens=8)
+
+    assert out and isinstance(out[0], str)
+    assert dev_wallet.balance("customer") == 100_000 - PRICE
+    assert dev_wallet.balance("provider") == PRICE
+    entry = lm.history[-1]
+    assert entry["cost"] == PRICE
+    data = pylon_data(entry["response"].provider_data)
+    assert data["cost_msats"] == PRICE and data["provider"] == provider.pubkey
+    assert lm.total_spent_msats() == PRICE
+    ledger = SpendLedger(pylon_home() / "ledger.sqlite")
+    [row] = ledger.entries("spent")
+    assert (row.state, row.paid_msats, row.invoice_msats, row.bid_msats) == ("done", PRICE, PRICE, 5_000)
+    assert row.preimage and row.payment_hash and row.job_id == data["job_id"]
+    import hashlib
+
+    assert hashlib.sha256(bytes.fromhex(row.preimage)).hexdigest() == row.payment_hash
+    eventually(lambda: provider.node.ledger.entry(row.job_id, "earned") is not None)
+    eventually(lambda: provider.node.ledger.entry(row.job_id, "earned").state == "done")  # type: ignore[union-attr]
+    assert provider.node.ledger.total_paid_msats("earned") == PRICE
+
+
+def test_auto_pay_off_raises_payment_required_then_pay_delivers(
+    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+) -> None:
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
+    lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
+
+    with pytest.raises(dspy_errors.LMBillingError) as caught:
+        lm("Say hi", max_tokens=8)
+    error = pylon_cause(caught.value, pylon.PaymentRequired)
+    assert (error.amount_msats, error.provider) == (PRICE, provider.pubkey)
+    assert dev_wallet.balance("customer") == 10_000  # nothing paid without approval
+
+    response = pylon.pay(error.job_id, lm=lm)
+    assert response.text
+    assert dev_wallet.balance("customer") == 10_000 - PRICE
+    assert lm.total_spent_msats() == PRICE
+
+
+def test_budget_exceeded_before_publishing(swarm_lm: Any, dev_wallet: DevWallet) -> None:
+    lm = swarm_lm(nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000, auto_pay=True, budget_sats=1)
+    with pytest.raises(dspy_errors.LMBillingError, match="nothing was published") as caught:
+        lm.forward(prompt="hi")
+    pylon_cause(caught.value, pylon.BudgetExceeded)
+    assert SpendLedger(pylon_home() / "ledger.sqlite").entries("spent") == []
+    assert lm.remaining_budget_msats() == 1_000
