@@ -131,9 +131,15 @@ def parse_nwc_uri(uri: str) -> Any:
 class NwcWallet:
     """A wallet reached through NIP-47. Create anywhere; use its coroutines on the NostrLoop."""
 
+    #: Requests in flight at once. nostr-sdk's client opens one relay subscription per
+    #: request, and relays cap subscriptions per connection (nostr-relay: 32); past the cap
+    #: the relay closes the subscription and the answer is lost.
+    MAX_IN_FLIGHT = 8
+
     def __init__(self, uri: str, *, timeout: float = 30.0) -> None:
         self._uri = parse_nwc_uri(uri)
         self.timeout = timeout
+        self._slots: asyncio.Semaphore | None = None
         self.wallet_pubkey = str(self._uri.public_key().to_hex())
         self.relays = tuple(str(url) for url in self._uri.relays())
         self._client: Any = None
@@ -161,8 +167,11 @@ class NwcWallet:
         return self._client
 
     async def _call(self, what: str, coro_factory: Any) -> Any:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.MAX_IN_FLIGHT)
         try:
-            return await coro_factory(self._nwc())
+            async with self._slots:
+                return await coro_factory(self._nwc())
         except Exception as exc:  # nostr-sdk raises one error type; its text carries the NIP-47 code
             raise _wallet_error(what, exc) from None
 
@@ -171,7 +180,18 @@ class NwcWallet:
         import nostr_sdk
 
         request = nostr_sdk.PayInvoiceRequest(id=None, invoice=bolt11, amount=None)
-        response = await self._call("pay_invoice", lambda nwc: nwc.pay_invoice(request))
+        try:
+            response = await self._call("pay_invoice", lambda nwc: nwc.pay_invoice(request))
+        except WalletError as exc:
+            if exc.code != "TIMEOUT":
+                raise
+            # The answer was lost, not necessarily the payment: ask the wallet what happened.
+            from dspy_pylon.pay.invoice import decode_invoice
+
+            status = await self._lookup_quietly(decode_invoice(bolt11).payment_hash)
+            if status is None or not status.settled or not status.preimage:
+                raise
+            return PaymentResult(status.preimage, status.fees_msats)
         return PaymentResult(str(response.preimage), int(response.fees_paid or 0))
 
     async def make_invoice(self, amount_msats: int, description: str, expiry_s: int) -> MadeInvoice:
