@@ -20,6 +20,7 @@ Provider states (``direction = 'earned'``): ``invoiced``, ``paid``, ``done``, ``
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -64,6 +65,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     paid_at REAL,
+    pid INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, direction),
     UNIQUE (payment_hash, direction)
 )
@@ -110,6 +112,18 @@ class SpendRow:
     completion_tokens: int
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 class SpendLedger:
     """The ledger at ``path`` (WAL SQLite). Thread-safe; several processes may share it."""
 
@@ -132,8 +146,8 @@ class SpendLedger:
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO ledger (job_id, direction, provider, model, bid_msats, state, created_at,"
-                " updated_at) VALUES (?, 'spent', ?, ?, ?, 'published', ?, ?)",
-                (job_id, provider, model, bid_msats, now, now),
+                " updated_at, pid) VALUES (?, 'spent', ?, ?, ?, 'published', ?, ?, ?)",
+                (job_id, provider, model, bid_msats, now, now, os.getpid()),
             )
 
     def await_approval(self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str, payment_hash: str) -> None:
@@ -242,6 +256,22 @@ class SpendLedger:
                     " WHERE job_id = ? AND direction = 'spent'",
                     (reason[:500], reason[:500], now, job_id),
                 )
+
+    def close_orphans(self) -> int:
+        """Close jobs whose process died mid-call: unpaid ones become ``failed`` and paid ones
+        ``paid_no_result``, with the reason "interrupted". Payments of unknown outcome
+        (``paying``) are left for :meth:`resolve`.
+
+        Jobs of live processes (several may share the ledger) are left alone.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job_id, pid FROM ledger WHERE direction = 'spent' AND state IN (?, ?, 'paid')", PAYABLE_STATES
+            ).fetchall()
+        orphans = [job_id for job_id, pid in rows if pid != os.getpid() and not _alive(pid)]
+        for job_id in orphans:
+            self.finish(job_id, answered=False, reason="interrupted: the process making the call stopped")
+        return len(orphans)
 
     def resolve(self, job_id: str, *, settled: bool, preimage: str | None = None, fees_msats: int = 0) -> None:
         """Settle a job left ``paying`` (a crash mid-payment) from what the wallet reports."""

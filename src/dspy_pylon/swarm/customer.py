@@ -163,9 +163,12 @@ class SwarmCustomer:
         async with self._recovering:
             if not self._recovered:
                 self._recovered = True
+                orphans = payer.ledger.close_orphans()
                 if payer.ledger.entries("spent", "paying"):
                     resolved = await payer.recover()
                     log.info("resolved %d payments interrupted by a restart", resolved)
+                if orphans:
+                    log.info("closed %d unpaid jobs of a process that stopped mid-call", orphans)
 
     async def pay(self, job_id: str, timeout: float) -> JobOutcome:
         """Pay the bill of a job that raised :class:`PaymentRequired`, then wait for its result."""
