@@ -17,7 +17,7 @@ def _pylon(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "160", **(env or {})},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
 
@@ -59,5 +59,11 @@ def test_demo_runs_end_to_end() -> None:
     assert "relay at ws://127.0.0.1:" in out and "serving kind 5050" in out
     assert out.count("swarm/nip90") == 10  # the swarm part and the hybrid part
     assert out.count("local failed: NoLocalBackend") == 5
-    assert "0 msat" in out and out.count("spent 0 msats") == 3
     assert out.count("5 calls") == 3
+    # Local calls are free; every swarm call (hybrid included) paid the priced provider.
+    assert out.count("spent 0 msats") == 1 and out.count("spent 7500 msats") == 2
+    assert out.count("1500 msat") >= 20  # the cost column and the spend ledger's paid column
+    assert "development wallet — no real money" in out
+    assert "BudgetExceeded: a bid of 2000 msats does not fit in the" in out
+    assert "spend ledger — 10 jobs, 15000 msats paid" in out
+    assert "customer 85000 msats" in out and "provider 15000 msats" in out

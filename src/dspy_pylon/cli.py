@@ -433,14 +433,16 @@ def wallet_dev(
     Invoices are real-format BOLT11 on regtest; payments settle instantly between accounts.
     """
     import asyncio
-    import os
 
     from dspy_pylon.identity import pylon_home
     from dspy_pylon.nostr.relay_server import start_embedded_relay
     from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletService, DevWalletStore
+    from dspy_pylon.pay.nwc import write_private
 
     if len(funds) > len(accounts):
         raise click.UsageError("each --fund needs an --account before it")
+    if no_serve and show_uri and not relays:
+        raise click.UsageError("--show-uri with --no-serve needs --relay: an NWC URI names the wallet's relays")
     folder = pylon_home() / "dev-wallet"
 
     async def main_async() -> None:
@@ -457,14 +459,12 @@ def wallet_dev(
             if urls:
                 uri = store.nwc_uri(name, urls)
                 path = folder / f"{name}.nwc"
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(uri + "\n")
+                write_private(path, uri + "\n")
                 click.echo(f"account {name}: {store.balance(name)} msats; NWC URI in {path}")
                 if show_uri:
                     click.echo(uri)
             else:
-                click.echo(f"account {name}: {store.balance(name)} msats")
+                click.echo(f"account {name}: {store.balance(name)} msats (no --relay given: no NWC URI written)")
         if no_serve:
             store.close()
             return

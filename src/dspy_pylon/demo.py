@@ -1,9 +1,12 @@
 """``pylon demo``: one small DSPy program on ``pylon:local``, ``pylon:swarm`` and ``pylon:hybrid``.
 
 Everything is embedded and ephemeral: llama.cpp with the bundled SmolLM2-135M-Instruct,
-a nostr-sdk relay on a free loopback port, a provider node with its own llama.cpp, and
-throw-away keys (the user's identity and reputation files are not touched). The hybrid
-part stops the local server first, so every call falls back to the swarm.
+a nostr-sdk relay on a free loopback port, the development wallet (NIP-47, no real
+money) with a funded customer account, a priced provider node with its own llama.cpp,
+and throw-away keys (the user's identity, ledger and reputation files are not touched).
+Swarm calls are paid over Nostr Wallet Connect within a budget. The hybrid part stops
+the local server first, so every call falls back to the (paid) swarm. It ends with the
+spend ledger, one row per paid call, and both wallet balances.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+#: What the demo provider charges per job, the customer's bid, funds and budget.
+PRICE_MSATS = 1_500
+BID_MSATS = 2_000
+CUSTOMER_FUNDS_MSATS = 100_000
+BUDGET_SATS = 50
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -164,68 +173,108 @@ def run_local_demo(
 
 
 class DemoSwarm:
-    """An embedded relay and one provider node with its own llama.cpp server, on their own loops."""
+    """An embedded relay, the development wallet and one priced provider node with its own
+    llama.cpp server, on their own loop."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, price_msats: int = PRICE_MSATS) -> None:
         import nostr_sdk
 
         from dspy_pylon.local.embedded import EmbeddedLlama
         from dspy_pylon.nostr.loop import NostrLoop
         from dspy_pylon.nostr.relay_server import start_embedded_relay
+        from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
+        from dspy_pylon.pay.nwc import NwcWallet
         from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
 
         self.loop = NostrLoop("pylon-demo")
         self.relay, self.url = self.loop.run(start_embedded_relay())
+        self.wallet_store = DevWalletStore(state_dir / "dev-wallet.sqlite")
+        self.wallet_store.create_account("provider")
+        self.wallet_store.create_account("customer", CUSTOMER_FUNDS_MSATS)
+        self.wallet = self.loop.run(DevWalletService(self.wallet_store, (self.url,)).start(), 60)
         self.llama = EmbeddedLlama().start()
         settings = ProviderSettings(
             relays=(self.url,),
-            state_dir=state_dir,
+            state_dir=state_dir / "provider",
             backend="llamacpp",
             backend_url=self.llama.url,
             name="pylon demo provider",
+            price_msats=price_msats,
         )
-        self.node = ProviderNode(nostr_sdk.Keys.generate(), settings)
+        provider_wallet = NwcWallet(self.wallet_store.nwc_uri("provider", (self.url,)))
+        self.node = ProviderNode(nostr_sdk.Keys.generate(), settings, wallet=provider_wallet)
         self.loop.run(self.node.start(), 60)
         self.serving = self.loop.submit(self.node.serve())
 
+    def customer_uri(self) -> str:
+        """The NWC URI of the funded customer account."""
+        return str(self.wallet_store.nwc_uri("customer", (self.url,)))
+
     def close(self) -> None:
-        """Stop the provider (finishing jobs in flight), its llama.cpp and the relay."""
+        """Stop the provider (finishing jobs in flight), its llama.cpp, the wallet and the relay."""
         self.loop.loop.call_soon_threadsafe(self.node.request_stop)
         self.serving.result(60)
         self.llama.stop()
+        self.loop.run(self.wallet.stop(), 30)
+        self.wallet_store.close()
         self.relay.shutdown()
         self.loop.stop()
 
 
 def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> tuple[list[CallRow], list[CallRow]]:
-    """The swarm part (``pylon:swarm``) and the hybrid part with the local server stopped."""
+    """The paid swarm part (``pylon:swarm``), then hybrid with the local server stopped; the spend."""
     import nostr_sdk
 
     import dspy_pylon as pylon
     from dspy_pylon.local.embedded import shared_embedded
+    from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL
 
     with tempfile.TemporaryDirectory(prefix="pylon-demo-") as tmp:
         previous_home = os.environ.get("PYLON_HOME")
-        os.environ["PYLON_HOME"] = tmp  # reputation of throw-away providers stays out of the user's home
+        os.environ["PYLON_HOME"] = tmp  # the demo's ledger and reputation stay out of the user's home
         started = time.perf_counter()
-        with console.status("starting an embedded relay and a provider node..."):
-            swarm = DemoSwarm(Path(tmp) / "provider")
+        with console.status("starting an embedded relay, the development wallet and a priced provider..."):
+            swarm = DemoSwarm(Path(tmp))
         _started(console, f"relay at {swarm.url}; provider {swarm.node.pubkey[:12]}… serving kind 5050", started)
+        console.print(
+            f"[green]✓[/] {DEV_WALLET_LABEL}: customer funded with {CUSTOMER_FUNDS_MSATS} msats; "
+            f"provider price {PRICE_MSATS} msats per job; customer bid {BID_MSATS} msats, budget {BUDGET_SATS} sats"
+        )
         try:
             customer = nostr_sdk.Keys.generate().secret_key().to_hex()
-            config = pylon.PylonConfig(venue=pylon.Swarm(relays=(swarm.url,)), timeout=60)
-            swarm_lm = pylon.PylonLM.swarm(customer, config, max_tokens=48, temperature=0.0, cache=False)
+            config = pylon.PylonConfig(
+                venue=pylon.Swarm(relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True),
+                timeout=60,
+                budget_sats=BUDGET_SATS,
+            )
+            swarm_lm = pylon.PylonLM.swarm(
+                customer, config, nwc_uri=swarm.customer_uri(), max_tokens=48, temperature=0.0, cache=False
+            )
             with _quiet_dspy():
                 swarm_rows = run_program(console, "pylon:swarm", swarm_lm, questions)
+            console.print(f"budget left: {swarm_lm.remaining_budget_msats()} msats")
+            _show_budget_refusal(console, swarm.url, customer, swarm.customer_uri())
 
             local = shared_embedded()
             os.environ["LLAMACPP_URL"] = local.url
             local.stop()
             console.print(f"[yellow]■[/] local llama.cpp at {local.url} stopped: pylon:hybrid must fall back")
-            hybrid = pylon.PylonConfig(venue=pylon.Hybrid(backend="llamacpp", relays=(swarm.url,)), timeout=60)
-            hybrid_lm = pylon.PylonLM.swarm(customer, hybrid, max_tokens=48, temperature=0.0, cache=False)
+            hybrid = pylon.PylonConfig(
+                venue=pylon.Hybrid(backend="llamacpp", relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True),
+                timeout=60,
+                budget_sats=BUDGET_SATS,
+            )
+            hybrid_lm = pylon.PylonLM.swarm(
+                customer, hybrid, nwc_uri=swarm.customer_uri(), max_tokens=48, temperature=0.0, cache=False
+            )
             with _quiet_dspy():
                 hybrid_rows = run_program(console, "pylon:hybrid", hybrid_lm, questions)
+            console.print(spend_table(Path(tmp) / "ledger.sqlite"))
+            balances = {name: swarm.wallet_store.balance(name) for name in ("customer", "provider")}
+            console.print(
+                f"{DEV_WALLET_LABEL} — balances: customer {balances['customer']} msats "
+                f"(started with {CUSTOMER_FUNDS_MSATS}), provider {balances['provider']} msats"
+            )
         finally:
             swarm.close()
             if previous_home is None:
@@ -233,6 +282,50 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             else:
                 os.environ["PYLON_HOME"] = previous_home
     return swarm_rows, hybrid_rows
+
+
+def _show_budget_refusal(console: Console, relay: str, customer: str, nwc_uri: str) -> None:
+    """One call whose bid does not fit its budget: refused before anything is published."""
+    import dspy_pylon as pylon
+
+    config = pylon.PylonConfig(
+        venue=pylon.Swarm(relays=(relay,), bid_msats=BID_MSATS, auto_pay=True), timeout=60, budget_sats=1
+    )
+    lm = pylon.PylonLM.swarm(customer, config, nwc_uri=nwc_uri, cache=False, num_retries=0)
+    try:
+        lm("one more question")
+    except Exception as exc:  # DSPy wraps pylon's BudgetExceeded in its LMBillingError
+        cause = exc.__cause__ if isinstance(exc.__cause__, pylon.BudgetExceeded) else exc
+        console.print(f"[yellow]■[/] budget of 1 sat: {type(cause).__name__}: {cause}")
+    else:
+        raise AssertionError("a 2000 msat bid fitted in a 1 sat budget")
+
+
+def spend_table(ledger_path: Path) -> Table:
+    """The spend ledger as a table: one row per paid call."""
+    from dspy_pylon.pay.ledger import SpendLedger
+
+    ledger = SpendLedger(ledger_path)
+    try:
+        entries = ledger.entries("spent")
+        total = ledger.total_paid_msats()
+    finally:
+        ledger.close()
+    table = Table(title=f"spend ledger — {len(entries)} jobs, {total} msats paid", box=box.SIMPLE_HEAD)
+    for column in ("#", "job", "provider", "bid", "paid", "tokens\nin/out", "latency", "state"):
+        table.add_column(column, justify="left" if column in ("job", "provider", "state") else "right")
+    for i, entry in enumerate(entries, 1):
+        table.add_row(
+            str(i),
+            entry.job_id[:10] + "…",
+            entry.provider[:10] + "…" if entry.provider else "-",
+            f"{entry.bid_msats} msat",
+            f"{entry.paid_msats} msat",
+            f"{entry.prompt_tokens}/{entry.completion_tokens}",
+            "-" if entry.latency_ms is None else f"{entry.latency_ms:.0f} ms",
+            entry.state,
+        )
+    return table
 
 
 def run_demo(console: Console, backend: str = "embedded") -> None:

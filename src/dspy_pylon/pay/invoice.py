@@ -16,6 +16,8 @@ from dspy_pylon.errors import MalformedEvent
 _JOB_DESCRIPTION = re.compile(r"\bpylon job ([0-9a-f]{64})\b")
 # Invoices are short; a huge string is an attack on the decoder, not a bill.
 MAX_INVOICE_CHARS = 4096
+# The human-readable part: "ln" + currency + optional amount (digits + multiplier).
+_HRP_AMOUNT = re.compile(r"^ln[a-z]+?(\d+)([munp]?)$")
 
 
 def invoice_description(job_id: str) -> str:
@@ -55,6 +57,7 @@ def decode_invoice(bolt11: str) -> Invoice:
     text = bolt11.strip()
     if text.lower().startswith("lightning:"):
         text = text[len("lightning:") :]
+    _check_amount_text(text)
     try:
         decoded = bolt11_lib.decode(text)
         amount = None if decoded.amount_msat is None else int(decoded.amount_msat)
@@ -75,6 +78,20 @@ def decode_invoice(bolt11: str) -> Invoice:
         expires_at=created_at + expiry,
         payee=str(payee),
     )
+
+
+def _check_amount_text(text: str) -> None:
+    # The bolt11 library rounds a sub-millisatoshi amount ("...1p") down and accepts 0;
+    # BOLT11 says a reader must fail both, so they are refused before decoding.
+    hrp = text.lower().rsplit("1", 1)[0]
+    match = _HRP_AMOUNT.match(hrp)
+    if match is None:
+        return  # no amount, or not an invoice at all: the decoder says which
+    digits, multiplier = match.groups()
+    if int(digits) == 0:
+        raise MalformedEvent("the invoice amount is zero")
+    if multiplier == "p" and not digits.endswith("0"):
+        raise MalformedEvent("the invoice amount is not a whole number of millisatoshis")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,9 @@ class SpendLedger:
         self._lock = threading.Lock()
         self._db = open_store(self.path, _SCHEMA)
         self._db.execute("PRAGMA busy_timeout = 10000")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
+        if "pid" not in columns:  # ledgers written before jobs recorded their process
+            self._db.execute("ALTER TABLE ledger ADD COLUMN pid INTEGER NOT NULL DEFAULT 0")
         self._db.execute("CREATE INDEX IF NOT EXISTS ledger_state ON ledger (direction, state)")
 
     def _update(self, sql: str, args: tuple[object, ...]) -> int:

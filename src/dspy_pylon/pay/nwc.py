@@ -109,11 +109,27 @@ def save_nwc_uri(uri: str, home: Path | None = None) -> Path:
         home = pylon_home()
     home.mkdir(parents=True, exist_ok=True)
     path = home / URI_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(uri.strip() + "\n")
-    os.chmod(path, 0o600)
+    write_private(path, uri.strip() + "\n")
     return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (mode 0600), atomically.
+
+    A new file is written and renamed over the old one, so nobody who had the old file
+    open (perhaps with wider permissions) can read the new secret.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def parse_nwc_uri(uri: str) -> Any:
