@@ -41,6 +41,8 @@ def closed_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str
     # Identity, reputation and provider state of a test never touch the user's home.
     monkeypatch.setenv("PYLON_HOME", str(tmp_path / "pylon-home"))
     monkeypatch.delenv("PYLON_EMBEDDED", raising=False)
+    # A wallet configured in the developer's environment must never pay for a test.
+    monkeypatch.delenv("PYLON_NWC_URI", raising=False)
     dspy.configure(lm=None, adapter=None, callbacks=[])
     return urls
 

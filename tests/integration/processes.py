@@ -54,8 +54,10 @@ class RelayProcess:
 class ProviderProcess:
     """``pylon serve`` with its own identity (``pylon init`` in its own PYLON_HOME)."""
 
-    def __init__(self, home: Path, relay_url: str, backend_url: str, *extra: str) -> None:
-        self.env = {"PYLON_HOME": str(home)}
+    def __init__(
+        self, home: Path, relay_url: str, backend_url: str, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.env = {"PYLON_HOME": str(home), **(env or {})}
         init = subprocess.run(
             [sys.executable, "-m", "dspy_pylon.cli", "init"],
             capture_output=True,
@@ -81,3 +83,29 @@ class ProviderProcess:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=60)
         return out
+
+
+class DevWalletProcess:
+    """``pylon wallet dev`` serving on a relay, with accounts created (and funded) at start."""
+
+    def __init__(self, home: Path, relay_url: str, accounts: dict[str, int]) -> None:
+        self.home = home
+        self.env = {"PYLON_HOME": str(home)}
+        args = ["wallet", "dev", "--relay", relay_url]
+        for name, funds in accounts.items():
+            args += ["--account", name, "--fund", str(funds)]
+        self.proc = _pylon(args, self.env)
+        self.label = _first_line(self.proc, "development wallet")
+        assert self.proc.stdout is not None
+        for _ in accounts:
+            _first_line(self.proc, "account ")
+        _first_line(self.proc, "development wallet ")
+
+    def uri(self, account: str) -> str:
+        """The account's NWC URI, from the 0600 file the command wrote."""
+        return (self.home / "dev-wallet" / f"{account}.nwc").read_text().strip()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
