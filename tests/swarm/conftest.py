@@ -108,6 +108,7 @@ def swarm_lm(relay_url: str, customer_keys: Any) -> Callable[..., pylon.PylonLM]
         auto_pay: bool = False,
         pay_on_result: bool = True,
         budget_sats: int = 0,
+        model: str | None = None,
         **kwargs: Any,
     ) -> pylon.PylonLM:
         kwargs.setdefault("cache", False)
@@ -119,7 +120,7 @@ def swarm_lm(relay_url: str, customer_keys: Any) -> Callable[..., pylon.PylonLM]
             auto_pay=auto_pay,
             pay_on_result=pay_on_result,
         )
-        config = pylon.PylonConfig(venue=venue, timeout=timeout, budget_sats=budget_sats)
+        config = pylon.PylonConfig(venue=venue, timeout=timeout, budget_sats=budget_sats, model=model)
         return pylon.PylonLM.swarm(customer_keys.secret_key().to_hex(), config, **kwargs)
 
     return make

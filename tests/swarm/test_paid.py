@@ -73,3 +73,54 @@ def test_budget_exceeded_before_publishing(swarm_lm: Any, dev_wallet: DevWallet)
     pylon_cause(caught.value, pylon.BudgetExceeded)
     assert SpendLedger(pylon_home() / "ledger.sqlite").entries("spent") == []
     assert lm.remaining_budget_msats() == 1_000
+
+
+def test_bid_below_the_price_fails_at_once_without_paying(
+    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+) -> None:
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
+    lm = swarm_lm(
+        providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), auto_pay=True, bid_msats=1_000
+    )
+    with pytest.raises(dspy_errors.LMProviderError) as caught:
+        lm("Say hi")
+    assert f"bid below price of {PRICE} msats" in str(pylon_cause(caught.value, pylon.JobFailed))
+    assert dev_wallet.balance("customer") == 10_000 and dev_wallet.balance("provider") == 0
+    [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
+    assert row.state == "failed" and row.paid_msats == 0
+
+
+def test_per_model_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
+    model = provider.node.models[0]
+    provider.node.settings.prices[model] = 2_222  # the TOML [prices] table
+    lm = swarm_lm(
+        providers=(provider.pubkey,),
+        nwc_uri=dev_wallet.account("customer", 10_000),
+        auto_pay=True,
+        bid_msats=3_000,
+        model=model,
+    )
+    lm("Say hi")
+    assert lm.history[-1]["cost"] == 2_222
+    assert dev_wallet.balance("provider") == 2_222
+
+
+def test_unpaid_invoice_expires_and_the_job_is_dropped(
+    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+) -> None:
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), invoice_expiry_s=2)
+    lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
+    with pytest.raises(dspy_errors.LMBillingError) as caught:
+        lm("Say hi")
+    job_id = pylon_cause(caught.value, pylon.PaymentRequired).job_id
+    eventually(lambda: provider.node.jobs.status(job_id) == "expired", timeout=15)
+    earned = provider.node.ledger.entry(job_id, "earned")
+    assert earned is not None and earned.state == "expired" and earned.paid_msats == 0
+    # Approving too late: the invoice is checked again and refused; nothing is paid.
+    with pytest.raises(pylon.PaymentRefused, match="expired"):
+        pylon.pay(job_id, lm=lm)
+    assert dev_wallet.balance("customer") == 10_000
+    [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
+    assert row.state == "refused" and "expired" in row.reason
+    assert provider.node.stats.done == 0

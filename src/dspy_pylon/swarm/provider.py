@@ -67,8 +67,8 @@ class ProviderSettings:
                 raise ConfigError(f"price for {name!r} must be a non-negative integer of msats, got {value!r}")
         if isinstance(self.invoice_expiry_s, bool) or not isinstance(self.invoice_expiry_s, int):
             raise ConfigError(f"invoice_expiry_s must be an integer of seconds, got {self.invoice_expiry_s!r}")
-        if self.invoice_expiry_s < 10:
-            raise ConfigError("invoice_expiry_s must be at least 10 seconds: customers need time to pay")
+        if self.invoice_expiry_s < 1:
+            raise ConfigError("invoice_expiry_s must be at least 1 second: customers need time to pay")
 
     @property
     def priced(self) -> bool:
