@@ -341,3 +341,17 @@ def test_spend_by_job_lists_every_job(ledger_rows: SpendLedger) -> None:
         "0",
         "expired (invoice expired unpaid)",
     ]
+
+
+def test_spend_set_budget_writes_the_global_budget_and_spend_shows_it(home: Path, ledger_rows: SpendLedger) -> None:
+    from dspy_pylon.pay.billing import load_global_budget
+
+    result = _pylon("spend", "--set-budget", "25")
+    assert result.returncode == 0, result.stderr
+    assert load_global_budget(home) == 25_000
+    shown = _pylon("spend")
+    assert "global budget: 25000 msats" in shown.stdout
+    assert f"{ledger_rows.committed_msats()} paid or held by open jobs" in shown.stdout
+    (home / "budget.toml").write_text("global_budget_sats = -1\n")
+    broken = _pylon("spend")
+    assert broken.returncode == 1 and "non-negative" in broken.stderr and "Traceback" not in broken.stderr

@@ -297,12 +297,28 @@ def relay(host: str, port: int | None) -> None:
     help="Group by day, provider (customer with --earned), model, or list jobs [default: all three groupings].",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Jobs listed with --by job.")
-def spend(earned: bool, by: str | None, limit: int) -> None:
+@click.option(
+    "--set-budget",
+    "set_budget",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Set the global budget in sats: the most this PYLON_HOME may ever pay, all processes together (0 = none).",
+)
+def spend(earned: bool, by: str | None, limit: int, set_budget: int | None) -> None:
     """What swarm jobs cost (or earned): totals from the spend ledger in $PYLON_HOME."""
     from dspy_pylon.identity import pylon_home
+    from dspy_pylon.pay.billing import load_global_budget, save_global_budget
     from dspy_pylon.pay.ledger import SpendLedger
 
-    path = pylon_home() / "ledger.sqlite"
+    home = pylon_home()
+    if set_budget is not None:
+        click.echo(f"global budget set to {set_budget} sats in {save_global_budget(home, set_budget)}")
+        return
+    try:
+        global_budget = load_global_budget(home)
+    except PylonError as exc:
+        raise click.ClickException(str(exc)) from exc
+    path = home / "ledger.sqlite"
     if not path.is_file():
         click.echo(f"no spend ledger yet ({path})")
         return
@@ -317,6 +333,12 @@ def spend(earned: bool, by: str | None, limit: int) -> None:
         total = ledger.total_paid_msats(direction)
         word = "earned" if earned else "paid"
         console.print(f"total {word}: {total} msats ({dspy_pylon.msats_to_sats(total)} sats)")
+        if global_budget and not earned:
+            committed = ledger.committed_msats()
+            console.print(
+                f"global budget: {global_budget} msats; {committed} paid or held by open jobs, "
+                f"{max(0, global_budget - committed)} left"
+            )
         waiting = ledger.entries(direction, "paying") if not earned else []
         if waiting:
             console.print(f"[yellow]{len(waiting)} payment(s) of unknown outcome (interrupted); resolved on next use")

@@ -19,7 +19,7 @@ from dspy import lm15
 from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
 from dspy_pylon.errors import ConfigError, PylonError, UnsupportedRequest
 from dspy_pylon.local.backends import LocalRouter
-from dspy_pylon.pay.billing import Approver, Payer
+from dspy_pylon.pay.billing import Approver, Payer, load_global_budget
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
@@ -112,8 +112,10 @@ class PylonRuntime:
                     )
                 from dspy_pylon.identity import pylon_home
 
-                self.ledger = SpendLedger(pylon_home() / "ledger.sqlite")
+                home = pylon_home()
+                self.ledger = SpendLedger(home / "ledger.sqlite")
                 payer = Payer(
+                    global_limit_msats=load_global_budget(home),
                     ledger=self.ledger,
                     budget=self.budget,
                     wallet=self._wallet,

@@ -124,3 +124,32 @@ def test_unpaid_invoice_expires_and_the_job_is_dropped(
     [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
     assert row.state == "refused" and "expired" in row.reason
     assert provider.node.stats.done == 0
+
+
+def test_global_budget_holds_across_lms(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+    """Two LMs with their own (unlimited) budgets share the global one in $PYLON_HOME's ledger."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dspy_pylon.pay.billing import save_global_budget
+
+    save_global_budget(pylon_home(), 10)  # 10,000 msats for everyone
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), concurrency=4)
+    uri = dev_wallet.account("customer", 100_000)
+    lms = [swarm_lm(providers=(provider.pubkey,), nwc_uri=uri, auto_pay=True, bid_msats=2_000) for _ in range(2)]
+
+    def call(i: int) -> str:
+        try:
+            lms[i % 2](f"question {i}", max_tokens=4)
+            return "ok"
+        except dspy_errors.LMBillingError as exc:
+            assert "global budget" in str(pylon_cause(exc, pylon.BudgetExceeded))
+            return "budget"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(call, range(12)))
+    paid = 100_000 - dev_wallet.balance("customer")
+    assert paid <= 10_000 and outcomes.count("ok") * PRICE == paid
+    assert outcomes.count("budget") >= 12 - 10_000 // PRICE
+    assert sum(lm.total_spent_msats() for lm in lms) == paid
+    # Once the jobs closed, the ledger shows what remains: another bid fits only if 2,000 msats are left.
+    assert SpendLedger(pylon_home() / "ledger.sqlite").committed_msats() == paid

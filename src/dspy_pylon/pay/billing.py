@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dspy_pylon.errors import ConfigError, PaymentFailed, PaymentRefused, PaymentRequired, WalletError
 from dspy_pylon.pay.invoice import Bill, Invoice, check_bill
@@ -54,8 +55,10 @@ class Payer:
         auto_pay: bool,
         approve: Approver | None = None,
         pay_on_result: bool = True,
+        global_limit_msats: int = 0,
     ) -> None:
         self.ledger = ledger
+        self.global_limit_msats = global_limit_msats
         self.budget = budget
         self.auto_pay = auto_pay
         self.approve = approve
@@ -78,11 +81,16 @@ class Payer:
         return self._wallet
 
     def open(self, job_id: str, *, providers: tuple[str, ...], bid_msats: int, model: str) -> JobBill:
-        """Reserve the bid and record the job, before it is published (may raise BudgetExceeded)."""
+        """Reserve the bid and record the job, before it is published (may raise BudgetExceeded).
+
+        The LM's budget is checked first, then the global one in the ledger (if set).
+        """
         reservation = self.budget.reserve(bid_msats)
         try:
             provider = providers[0] if len(providers) == 1 else ""
-            self.ledger.open_job(job_id, provider=provider, model=model, bid_msats=bid_msats)
+            self.ledger.open_job(
+                job_id, provider=provider, model=model, bid_msats=bid_msats, global_limit_msats=self.global_limit_msats
+            )
         except BaseException:
             self.budget.release(reservation)
             raise
@@ -245,3 +253,33 @@ class JobBill:
         """The job is over: record it, and give back whatever of the reservation was not paid."""
         self.payer.budget.release(self.reservation)
         self.payer.ledger.finish(self.job_id, answered=answered, reason=reason, **details)  # type: ignore[arg-type]
+
+
+def load_global_budget(home: Path) -> int:
+    """The global budget in msats from ``<home>/budget.toml`` (``global_budget_sats = N``); 0 = none."""
+    import tomllib
+
+    path = home / "budget.toml"
+    if not path.is_file():
+        return 0
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    sats = data.get("global_budget_sats", 0)
+    if isinstance(sats, bool) or not isinstance(sats, int) or sats < 0:
+        raise ConfigError(f"{path}: global_budget_sats must be a non-negative integer, got {sats!r}")
+    unknown = set(data) - {"global_budget_sats"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}; allowed: ['global_budget_sats']")
+    return sats * 1000
+
+
+def save_global_budget(home: Path, sats: int) -> Path:
+    """Write ``<home>/budget.toml`` (0 removes the global budget)."""
+    path = home / "budget.toml"
+    home.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# Most this PYLON_HOME may ever pay, all processes together (0 = no limit).\nglobal_budget_sats = {sats}\n"
+    )
+    return path

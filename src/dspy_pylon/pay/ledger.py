@@ -143,15 +143,50 @@ class SpendLedger:
 
     # ─── customer side ───
 
-    def open_job(self, job_id: str, *, provider: str, model: str, bid_msats: int) -> None:
-        """Record a job about to be published (``published``)."""
+    def open_job(self, job_id: str, *, provider: str, model: str, bid_msats: int, global_limit_msats: int = 0) -> None:
+        """Record a job about to be published (``published``).
+
+        With ``global_limit_msats`` the job is recorded only if its bid fits in what every
+        process sharing this ledger has paid or holds for open jobs; otherwise
+        :class:`~dspy_pylon.errors.BudgetExceeded`. Check and insert are one transaction.
+        """
         now = time.time()
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO ledger (job_id, direction, provider, model, bid_msats, state, created_at,"
-                " updated_at, pid) VALUES (?, 'spent', ?, ?, ?, 'published', ?, ?, ?)",
-                (job_id, provider, model, bid_msats, now, now, os.getpid()),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if global_limit_msats:
+                    committed = self._committed_msats()
+                    if committed + bid_msats > global_limit_msats:
+                        from dspy_pylon.errors import BudgetExceeded
+
+                        raise BudgetExceeded(
+                            f"a bid of {bid_msats} msats does not fit in the global budget of {global_limit_msats} "
+                            f"msats ($PYLON_HOME/budget.toml): {committed} msats are paid or held by open jobs; "
+                            "nothing was published"
+                        )
+                self._db.execute(
+                    "INSERT OR IGNORE INTO ledger (job_id, direction, provider, model, bid_msats, state, created_at,"
+                    " updated_at, pid) VALUES (?, 'spent', ?, ?, ?, 'published', ?, ?, ?)",
+                    (job_id, provider, model, bid_msats, now, now, os.getpid()),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _committed_msats(self) -> int:
+        # Paid money, plus, for jobs still open, the most they may yet cost.
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN state IN ('published', 'approval', 'paying')"
+            " THEN MAX(bid_msats, COALESCE(invoice_msats, 0), paid_msats) ELSE paid_msats END), 0)"
+            " FROM ledger WHERE direction = 'spent'"
+        ).fetchone()
+        return int(row[0])
+
+    def committed_msats(self) -> int:
+        """What the global budget counts: everything paid plus what open jobs may still cost."""
+        with self._lock:
+            return self._committed_msats()
 
     def await_approval(self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str, payment_hash: str) -> None:
         """The provider billed the job and the user has to approve the payment."""
