@@ -83,7 +83,7 @@ def test_bid_below_the_price_fails_at_once_without_paying(
         providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), auto_pay=True, bid_msats=1_000
     )
     with pytest.raises(dspy_errors.LMProviderError) as caught:
-        lm("Say hi")
+        lm("Say hi", max_tokens=8)
     assert f"bid below price of {PRICE} msats" in str(pylon_cause(caught.value, pylon.JobFailed))
     assert dev_wallet.balance("customer") == 10_000 and dev_wallet.balance("provider") == 0
     [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
@@ -101,7 +101,7 @@ def test_per_model_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWall
         bid_msats=3_000,
         model=model,
     )
-    lm("Say hi")
+    lm("Say hi", max_tokens=8)
     assert lm.history[-1]["cost"] == 2_222
     assert dev_wallet.balance("provider") == 2_222
 
@@ -112,7 +112,7 @@ def test_unpaid_invoice_expires_and_the_job_is_dropped(
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), invoice_expiry_s=2)
     lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
     with pytest.raises(dspy_errors.LMBillingError) as caught:
-        lm("Say hi")
+        lm("Say hi", max_tokens=8)
     job_id = pylon_cause(caught.value, pylon.PaymentRequired).job_id
     eventually(lambda: provider.node.jobs.status(job_id) == "expired", timeout=15)
     earned = provider.node.ledger.entry(job_id, "earned")

@@ -216,3 +216,69 @@ def test_no_wallet_configured_is_a_clear_error(scripted: Any, swarm_lm: Any, dev
         lm("question")
     [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
     assert row.paid_msats == 0 and row.state != "paying"
+
+
+def test_broadcast_takes_the_result_of_the_provider_it_paid(
+    scripted: Any,  # noqa: F811 - the imported fixture
+    swarm_lm: Any,
+    dev_wallet: DevWallet,
+) -> None:
+    billing, other = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
+    dev_wallet.account("provider")
+
+    def script(job: JobRequest) -> list[Any]:
+        # The billing provider's bill, then a free answer from someone else, then the paid answer.
+        return [
+            _bill(job, billing, 1_000, _invoice(dev_wallet, job.id, 1_000)),
+            _result(job, other, "unpaid answer from another provider"),
+            _result(job, billing),
+        ]
+
+    scripted(billing, script)
+    lm = swarm_lm(nwc_uri=dev_wallet.account("customer", FUNDS), auto_pay=True, bid_msats=BID, timeout=5.0)
+    assert lm("question") == ["paid answer"]
+    assert dev_wallet.balance("customer") == FUNDS - 1_000
+    assert lm.runtime.swarm().customer.ignored["result from a provider we did not pay"] == 1
+
+
+def test_unanswered_payment_counts_once_and_is_resolved_at_the_next_start(
+    hostile: Any, dev_wallet: DevWallet, relay_url: str, swarm_lm: Any
+) -> None:
+    """The wallet never answers pay_invoice (a wallet key no service listens for): the outcome is
+    unknown, so the budget counts the amount once and the ledger keeps the job 'paying' until a
+    lookup at the next start settles it."""
+    from dspy_pylon.pay.nwc import NwcWallet
+
+    lm, _ = hostile(lambda job, keys: [_bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000))])
+    silent = nostr_sdk.NostrWalletConnectUri(
+        nostr_sdk.Keys.generate().public_key(),
+        [nostr_sdk.RelayUrl.parse(relay_url)],
+        nostr_sdk.SecretKey.generate(),
+        None,
+    )
+    payer = lm.runtime.swarm().payer
+    assert payer is not None
+    payer._wallet_source = lambda: NwcWallet(str(silent), timeout=1)
+    with pytest.raises(dspy_errors.LMBillingError) as caught:
+        lm("question")
+    assert "did not confirm the payment" in str(pylon_cause(caught.value, pylon.PaymentFailed))
+    assert lm.total_spent_msats() == 1_000  # assumed spent, once
+    ledger = SpendLedger(pylon_home() / "ledger.sqlite")
+    [row] = ledger.entries("spent")
+    assert row.state == "paying"
+    # A new process (here: a new LM) with the real wallet asks it what happened: nothing was paid.
+
+    nobody = nostr_sdk.Keys.generate().public_key().to_hex()
+    fresh = pylon.PylonLM.swarm(
+        nostr_sdk.Keys.generate().secret_key().to_hex(),
+        pylon.PylonConfig(
+            venue=pylon.Swarm(relays=(relay_url,), providers=(nobody,), auto_pay=True, bid_msats=BID), timeout=1
+        ),
+        nwc_uri=dev_wallet.account("customer"),
+        cache=False,
+        num_retries=0,
+    )
+    with pytest.raises(dspy_errors.LMError):
+        fresh("nobody answers this one")  # the first call runs the recovery, then times out
+    [resolved] = [entry for entry in ledger.entries("spent") if entry.job_id == row.job_id]
+    assert resolved.state == "payment_failed" and dev_wallet.balance("customer") == FUNDS

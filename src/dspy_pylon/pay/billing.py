@@ -104,7 +104,11 @@ class Payer:
         stuck = self.ledger.entries("spent", "paying")
         if not stuck:
             return 0
-        wallet = self.wallet()
+        try:
+            wallet = self.wallet()
+        except ConfigError:
+            log.warning("%d payments of unknown outcome wait for a wallet to look them up", len(stuck))
+            return 0
         resolved = 0
         for entry in stuck:
             if entry.payment_hash is None:
@@ -149,6 +153,9 @@ class JobBill:
         self.paying = False
         self.pending: Bill | None = None
         self.bills_seen = 0
+        # Who was paid: from then on only that provider's result is accepted.
+        self.paid_provider = ""
+        self.paying_msats = 0
 
     def check(self, bill: Bill) -> Invoice:
         """The bill's invoice if it may be paid; else the job is refused (ledger) and PaymentRefused raised."""
@@ -224,14 +231,14 @@ class JobBill:
             self.payer.ledger.note(self.job_id, f"bill not paid again: {why}")
             return
         self.paying = True
+        self.paying_msats = amount
         try:
             result = await wallet.pay_invoice(invoice.bolt11)
         except WalletError as exc:
             if exc.code == "TIMEOUT":
-                # Unknown outcome: keep the job 'paying' (resolved by lookup later) and count
-                # the amount as spent, so the budget can never be exceeded by it.
-                self.payer.budget.settle(self.reservation, amount)
-                self.paid_msats = amount
+                self.paid_provider = bill.provider
+                # Unknown outcome: the job stays 'paying' (resolved by a lookup later) and
+                # finish() counts the amount as spent, so the budget can never be exceeded by it.
                 raise PaymentFailed(
                     f"the wallet did not confirm the payment for job {self.job_id[:12]}… ({exc}); the ledger keeps it "
                     "as 'paying' until it is looked up"
@@ -248,9 +255,16 @@ class JobBill:
         self.paid_msats = paid
         self.paid = True
         self.paying = False
+        self.paid_provider = bill.provider
 
     def finish(self, *, answered: bool, reason: str = "", **details: object) -> None:
-        """The job is over: record it, and give back whatever of the reservation was not paid."""
+        """The job is over: record it, and give back whatever of the reservation was not paid.
+
+        A payment still in flight (the call was cancelled while the wallet paid) counts as
+        spent: the budget must assume the worst until the ledger learns otherwise.
+        """
+        if self.paying and not self.paid:
+            self.payer.budget.settle(self.reservation, self.paying_msats)
         self.payer.budget.release(self.reservation)
         self.payer.ledger.finish(self.job_id, answered=answered, reason=reason, **details)  # type: ignore[arg-type]
 

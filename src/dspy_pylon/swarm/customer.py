@@ -264,6 +264,10 @@ class SwarmCustomer:
                     log.debug("job %s: %s from %s", job_id[:12], parsed.status, parsed.provider[:12])
                 elif isinstance(parsed, JobResult):
                     bill = job.bill
+                    if bill is not None and bill.paid_provider and parsed.provider != bill.paid_provider:
+                        # A broadcast we paid one provider for: another's result is not what we bought.
+                        self.ignored["result from a provider we did not pay"] += 1
+                        continue
                     if (
                         bill is not None
                         and not bill.paid
@@ -302,6 +306,11 @@ class SwarmCustomer:
         except JobFailed as exc:
             if job.bill is not None:
                 job.bill.finish(answered=False, reason=str(exc))
+            raise
+        except asyncio.CancelledError:
+            # The caller gave up (its own timeout): close the job so its reservation is not held.
+            if job.bill is not None:
+                job.bill.finish(answered=False, reason="the call was cancelled")
             raise
 
     async def _cancel(self, client: RelayClient, job_id: str, kind: int, why: str) -> None:

@@ -96,8 +96,9 @@ class SwarmVenue:
 
     def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call as a job, blocking the calling thread (never the Nostr loop)."""
-        # The customer enforces the timeout; the margin covers connecting and cancelling.
-        return self.loop.run(self._run(request), self.timeout + 10)
+        # The customer enforces the timeout; the margin covers connecting, paying (a wallet may
+        # take up to its own 30 s timeout) and cancelling.
+        return self.loop.run(self._run(request), self.timeout + 45)
 
     async def acomplete(self, request: lm15.Request) -> lm15.Response:
         """Run one call as a job, awaited from any event loop."""
