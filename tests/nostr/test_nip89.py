@@ -36,6 +36,7 @@ def test_round_trip(keys: Any) -> None:
         models=("llama3", "smollm2"),
         price_msats=1_500,
         relays=("wss://relay.one", "wss://relay.two"),
+        prices=(("llama3", 2_500), ("smollm2", 900)),
     )
     event = original.to_event(keys)
     parsed_raw = from_sdk(event)
@@ -46,6 +47,18 @@ def test_round_trip(keys: Any) -> None:
     assert parsed == dataclasses.replace(
         original, pubkey=keys.public_key().to_hex(), created_at=int(event.created_at().as_secs())
     )
+
+
+def test_per_model_prices_are_read_leniently_and_used_by_discovery() -> None:
+    from dspy_pylon.swarm.discovery import records_from
+
+    content = json.dumps({"price_msats": 1_000, "prices": {"big": 5_000, "bad": -1, "worse": "x", "flag": True}})
+    parsed = Announcement.from_event(raw([["d", "x"], ["k", "5050"]], content))
+    assert parsed.prices == (("big", 5_000),)
+    [record] = records_from([parsed], 5050)
+    assert (record.price_for("BIG"), record.price_for("small"), record.price_for(None)) == (5_000, 1_000, 1_000)
+    not_a_table = Announcement.from_event(raw([["d", "x"]], json.dumps({"prices": [1, 2]})))
+    assert not_a_table.prices == ()
 
 
 def test_round_trip_minimal(keys: Any) -> None:

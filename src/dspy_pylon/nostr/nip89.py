@@ -26,6 +26,8 @@ class Announcement:
     relays: tuple[str, ...] = ()
     pubkey: str = ""
     created_at: int = 0
+    #: Per-model prices (msats per job) that override ``price_msats``.
+    prices: tuple[tuple[str, int], ...] = ()
 
     def to_event(self, keys: Any) -> Any:
         """Sign the announcement with the provider's ``keys``."""
@@ -37,6 +39,8 @@ class Announcement:
             "relays": list(self.relays),
             "software": "dspy-pylon",
         }
+        if self.prices:
+            content["prices"] = dict(self.prices)
         tags = [["d", self.identifier], *(["k", str(k)] for k in self.kinds)]
         return sign(ANNOUNCEMENT_KIND, json.dumps(content), tags, keys)
 
@@ -62,6 +66,7 @@ class Announcement:
         models = meta.get("models")
         price = meta.get("price_msats", 0)
         relays = meta.get("relays")
+        prices = meta.get("prices")
         return cls(
             identifier=identifier,
             kinds=tuple(kinds),
@@ -72,4 +77,9 @@ class Announcement:
             relays=tuple(str(r) for r in relays)[:20] if isinstance(relays, list) else (),
             pubkey=raw.pubkey,
             created_at=raw.created_at,
+            prices=tuple(
+                (str(model)[:200], value)
+                for model, value in (prices.items() if isinstance(prices, dict) else ())
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            )[:100],
         )

@@ -23,6 +23,14 @@ class ProviderRecord:
     relays: tuple[str, ...]
     kinds: tuple[int, ...]
     announced_at: int
+    prices: tuple[tuple[str, int], ...] = ()
+
+    def price_for(self, model: str | None) -> int:
+        """The announced price (msats per job) for ``model``: its own price if listed, else the default."""
+        for name, price in self.prices:
+            if model is not None and name.lower() == model.lower():
+                return price
+        return self.price_msats
 
     @property
     def npub(self) -> str:
@@ -40,7 +48,7 @@ def records_from(announcements: Sequence[Announcement], kind: int) -> list[Provi
             newest[a.pubkey] = a
     return sorted(
         (
-            ProviderRecord(a.pubkey, a.name, a.models, a.price_msats, a.relays, a.kinds, a.created_at)
+            ProviderRecord(a.pubkey, a.name, a.models, a.price_msats, a.relays, a.kinds, a.created_at, a.prices)
             for a in newest.values()
         ),
         key=lambda r: (r.price_msats, -r.announced_at),

@@ -161,6 +161,7 @@ class ProviderNode:
             models=tuple(self.models),
             price_msats=self.settings.price_msats,
             relays=self.settings.relays,
+            prices=tuple(sorted(self.settings.prices.items())),
         )
 
     async def announce(self) -> None:
