@@ -156,6 +156,7 @@ class JobBill:
         # Who was paid: from then on only that provider's result is accepted.
         self.paid_provider = ""
         self.paying_msats = 0
+        self.finished = False
 
     def check(self, bill: Bill) -> Invoice:
         """The bill's invoice if it may be paid; else the job is refused (ledger) and PaymentRefused raised."""
@@ -247,6 +248,10 @@ class JobBill:
             self.paying = False
             raise PaymentFailed(f"the wallet did not pay for job {self.job_id[:12]}…: {exc}") from None
         paid = amount + result.fees_msats
+        if not _proves(result.preimage, invoice.payment_hash):
+            # Paid, by the wallet's word, but without proof: keep the evidence, say so.
+            log.warning("job %s: the wallet's preimage does not match the invoice's payment hash", self.job_id[:12])
+            self.payer.ledger.note(self.job_id, "the wallet's preimage does not prove the payment")
         self.payer.ledger.payment_succeeded(
             self.job_id, preimage=result.preimage, paid_msats=paid, fees_msats=result.fees_msats
         )
@@ -263,10 +268,22 @@ class JobBill:
         A payment still in flight (the call was cancelled while the wallet paid) counts as
         spent: the budget must assume the worst until the ledger learns otherwise.
         """
+        if self.finished:
+            return
+        self.finished = True
         if self.paying and not self.paid:
             self.payer.budget.settle(self.reservation, self.paying_msats)
         self.payer.budget.release(self.reservation)
         self.payer.ledger.finish(self.job_id, answered=answered, reason=reason, **details)  # type: ignore[arg-type]
+
+
+def _proves(preimage: str, payment_hash: str) -> bool:
+    import hashlib
+
+    try:
+        return hashlib.sha256(bytes.fromhex(preimage)).hexdigest() == payment_hash.lower()
+    except ValueError:
+        return False
 
 
 def load_global_budget(home: Path) -> int:

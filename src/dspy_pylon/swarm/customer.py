@@ -158,6 +158,8 @@ class SwarmCustomer:
         finally:
             if not awaiting:
                 self._jobs.pop(job_id, None)
+                if bill is not None:  # whatever ended the call (a no-op if it was recorded already)
+                    bill.finish(answered=False, reason="the call ended without a result")
 
     async def _recover(self, payer: Payer) -> None:
         async with self._recovering:
@@ -192,6 +194,7 @@ class SwarmCustomer:
             return await self._wait(client, job, time.monotonic() + timeout, timeout)
         finally:
             self._jobs.pop(job_id, None)
+            bill.finish(answered=False, reason="the call ended without a result")
 
     async def _pay(self, client: RelayClient, job: _Job, bill: Bill) -> None:
         """Check and pay ``bill``; on refusal or failure cancel the job and close its ledger row."""
