@@ -52,7 +52,8 @@ from dspy_pylon.identity import (
 )
 from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string, pay
 from dspy_pylon.local.embedded import EmbeddedLlama
-from dspy_pylon.pay.billing import Approver, PaymentRequest
+from dspy_pylon.pay.billing import Approver, PaymentRequest, load_global_budget, save_global_budget
+from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletService, DevWalletStore
 from dspy_pylon.pay.invoice import Bill, BillCheck, Invoice, check_bill, decode_invoice
 from dspy_pylon.pay.ledger import LedgerEntry, SpendLedger, SpendRow
 from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet, PaymentResult, load_nwc_uri, save_nwc_uri
@@ -65,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "DEV_WALLET_LABEL",
     "LM",
     "Approver",
     "AsyncPylonEngine",
@@ -78,6 +80,8 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "ContextTooLong",
+    "DevWalletService",
+    "DevWalletStore",
     "EmbeddedLlama",
     "EmbeddedUnavailable",
     "Hybrid",
@@ -126,6 +130,7 @@ __all__ = [
     "generate_mnemonic",
     "init_identity",
     "keys_from_mnemonic",
+    "load_global_budget",
     "load_identity",
     "load_nwc_uri",
     "model_string",
@@ -134,6 +139,7 @@ __all__ = [
     "pay",
     "pylon_home",
     "resolve_keys",
+    "save_global_budget",
     "save_nwc_uri",
     "validate_mnemonic",
 ]
