@@ -94,7 +94,8 @@ def test_sigkill_mid_payment_never_pays_twice(
     # unpaid as interrupted, or - killed between writing the intent and the wallet paying -
     # found unpaid by the lookup at the next start (payment_failed).
     states = Counter(row.state for row in rows.values())
-    assert states["done"] == CALLS
+    # A process killed after its call finished but before it noted the progress repeats that call.
+    assert CALLS <= states["done"] <= CALLS + kills
     assert set(states) <= {"done", "paid_no_result", "failed", "payment_failed"}, states
 
     assert all(row.reason for row in rows.values() if row.state != "done")
