@@ -153,3 +153,24 @@ def test_global_budget_holds_across_lms(start_provider: Any, swarm_lm: Any, dev_
     assert sum(lm.total_spent_msats() for lm in lms) == paid
     # Once the jobs closed, the ledger shows what remains: another bid fits only if 2,000 msats are left.
     assert SpendLedger(pylon_home() / "ledger.sqlite").committed_msats() == paid
+
+
+def test_deep_copies_share_one_budget(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+    import copy
+
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
+    lm = swarm_lm(
+        providers=(provider.pubkey,),
+        nwc_uri=dev_wallet.account("customer", 100_000),
+        auto_pay=True,
+        bid_msats=2_000,
+        budget_sats=4,  # room for two 2,000 msat bids, whoever makes them
+    )
+    clone = copy.deepcopy(lm)  # what optimizers and Refine do
+    lm("first", max_tokens=4)
+    clone("second", max_tokens=4)
+    assert lm.total_spent_msats() == clone.total_spent_msats() == 2 * PRICE
+    with pytest.raises(dspy_errors.LMBillingError) as caught:
+        clone("third", max_tokens=4)
+    pylon_cause(caught.value, pylon.BudgetExceeded)
+    assert lm.remaining_budget_msats() == 4_000 - 2 * PRICE
