@@ -174,3 +174,24 @@ def test_deep_copies_share_one_budget(start_provider: Any, swarm_lm: Any, dev_wa
         clone("third", max_tokens=4)
     pylon_cause(caught.value, pylon.BudgetExceeded)
     assert lm.remaining_budget_msats() == 4_000 - 2 * PRICE
+
+
+def test_provider_restart_keeps_waiting_for_an_invoice(
+    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet, tmp_path: Any
+) -> None:
+    """Billed, then the provider restarts before the customer approves: the new process waits for
+    the same invoice (the job is read back from the relay) and runs the job once it is paid."""
+    state = tmp_path / "restarting-provider"
+    first = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), state_dir=state)
+    lm = swarm_lm(providers=(first.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
+    with pytest.raises(dspy_errors.LMBillingError) as caught:
+        lm("Say hi", max_tokens=4)
+    job_id = pylon_cause(caught.value, pylon.PaymentRequired).job_id
+    eventually(lambda: first.node.ledger.entry(job_id, "earned") is not None)
+    first.stop()
+
+    second = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), state_dir=state, keys=first.keys)
+    response = pylon.pay(job_id, lm=lm)
+    assert response.text is not None
+    assert dev_wallet.balance("provider") == PRICE
+    eventually(lambda: second.node.ledger.entry(job_id, "earned").state == "done")  # type: ignore[union-attr]

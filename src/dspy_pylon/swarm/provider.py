@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,6 +141,10 @@ class ProviderNode:
         )
         self._accepting = True
         self._workers = [asyncio.create_task(self._work()) for _ in range(max(1, self.settings.concurrency))]
+        if self.wallet is not None:
+            resumed = await self._resume_billing()
+            if resumed:
+                log.info("waiting again for %d invoices sent before the restart", resumed)
         if self.settings.announce:
             await self.announce()
         log.info(
@@ -237,12 +242,15 @@ class ProviderNode:
         )
         self.jobs.finish(job.id, "awaiting_payment")
         await self._feedback(job, "payment-required", amount_msats=price, bolt11=invoice.bolt11)
-        try:
-            status = await self.wallet.wait_settled(invoice.payment_hash, invoice.expires_at)
-        except asyncio.CancelledError:
-            self.ledger.earning_finished(job.id, "failed", "provider stopped before the invoice was paid")
-            self.jobs.finish(job.id, "dropped", "provider stopped before the invoice was paid")
-            raise
+        await self._await_payment(job, invoice.payment_hash, invoice.expires_at)
+
+    async def _await_payment(self, job: JobRequest, payment_hash: str, expires_at: float) -> None:
+        """Wait for the invoice of ``job`` to be paid, then queue the job; drop it if it expires.
+
+        Cancelled when the node stops: the job stays ``invoiced`` and the next start resumes it.
+        """
+        assert self.wallet is not None
+        status = await self.wallet.wait_settled(payment_hash, expires_at)
         if status is None:
             self.ledger.earning_finished(job.id, "expired", "invoice expired unpaid")
             await self._refuse(job.id, job.customer, "invoice expired unpaid; the job was dropped", status="expired")
@@ -251,6 +259,44 @@ class ProviderNode:
         self.jobs.finish(job.id, "running")
         # Paid work is never turned away: wait for a queue slot instead of answering "busy".
         await self._queue.put(job)
+
+    async def _resume_billing(self) -> int:
+        """After a restart: wait again for invoices sent before it; returns how many were resumed.
+
+        The job itself is read back from the relays (the request event is stored there).
+        """
+        import nostr_sdk
+
+        from dspy_pylon.pay.invoice import decode_invoice
+
+        assert self._client is not None and self.wallet is not None
+        resumed = 0
+        for entry in self.ledger.entries("earned", "invoiced"):
+            try:
+                invoice = decode_invoice(entry.bolt11 or "")
+            except MalformedEvent as exc:
+                self.ledger.earning_finished(entry.job_id, "failed", f"unreadable invoice: {exc}")
+                continue
+            if invoice.expired(time.time()):
+                self.ledger.earning_finished(entry.job_id, "expired", "invoice expired unpaid (while stopped)")
+                self.jobs.finish(entry.job_id, "expired", "invoice expired unpaid")
+                continue
+            try:
+                found = await self._client.fetch([nostr_sdk.Filter().id(nostr_sdk.EventId.parse(entry.job_id))], 3.0)
+                job = JobRequest.from_event(found[0], self.keys) if found else None
+            except (PylonError, MalformedEvent, ValueError) as exc:
+                log.info("job %s cannot be read back: %s", entry.job_id[:12], exc)
+                job = None
+            if job is None:
+                self.ledger.earning_finished(entry.job_id, "failed", "the job request is no longer on the relays")
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._await_payment(job, invoice.payment_hash, invoice.expires_at)
+            )
+            self._billing.add(task)
+            task.add_done_callback(self._billing.discard)
+            resumed += 1
+        return resumed
 
     # ─── work ───
 
@@ -387,7 +433,7 @@ class ProviderNode:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking jobs, finish those queued and in flight (up to ``grace`` s), disconnect."""
         self._accepting = False
-        # Jobs still waiting for their invoice to be paid are dropped (and recorded as such).
+        # Jobs still waiting for their invoice stay 'invoiced': the next start waits for them again.
         for task in list(self._billing):
             task.cancel()
         try:
