@@ -6,6 +6,7 @@ protocol (nostr-sdk's client against the development wallet service).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -46,6 +47,11 @@ def test_priced_job_moves_exactly_the_price(start_provider: Any, swarm_lm: Any, 
     eventually(lambda: provider.node.ledger.entry(row.job_id, "earned") is not None)
     eventually(lambda: provider.node.ledger.entry(row.job_id, "earned").state == "done")  # type: ignore[union-attr]
     assert provider.node.ledger.total_paid_msats("earned") == PRICE
+    # The wallet notifies twice (NIP-04 and NIP-44 kinds); the provider keeps neither afterwards.
+    wallet = provider.node.wallet
+    assert wallet is not None
+    time.sleep(0.3)
+    assert not wallet._settled_early and not wallet._waiters
 
 
 def test_auto_pay_off_raises_payment_required_then_pay_delivers(

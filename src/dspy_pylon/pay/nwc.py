@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,8 @@ from dspy_pylon.nostr.events import RawEvent
 log = logging.getLogger("dspy_pylon.pay")
 
 URI_ENV = "PYLON_NWC_URI"
+# How many early notifications and finished waits are remembered (oldest forgotten first).
+_EARLY_LIMIT = 4096
 URI_FILE = "nwc.uri"
 NOTIFICATION_KINDS = (23196, 23197)
 
@@ -161,7 +164,9 @@ class NwcWallet:
         self._client: Any = None
         self._listener: Any = None
         self._waiters: dict[str, asyncio.Future[str | None]] = {}
-        self._settled_early: dict[str, str | None] = {}
+        self._settled_early: OrderedDict[str, str | None] = OrderedDict()
+        # Hashes whose wait has ended: a repeated notification (both NIP-47 kinds) is not kept.
+        self._done: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"NwcWallet(wallet={self.wallet_pubkey[:12]}…, relays={list(self.relays)})"
@@ -220,12 +225,19 @@ class NwcWallet:
             amount=amount_msats, description=description, description_hash=None, expiry=expiry_s
         )
         response = await self._call("make_invoice", lambda nwc: nwc.make_invoice(request))
-        invoice = decode_invoice(str(response.invoice))
-        if invoice.amount_msats != amount_msats:
+        bolt11 = str(response.invoice)
+        if response.payment_hash and response.expires_at is not None and response.amount is not None:
+            # The wallet said what it made; decoding (~4 ms of pure Python) is only the fallback.
+            made_amount, payment_hash = int(response.amount), str(response.payment_hash)
+            expires_at = int(response.expires_at.as_secs())
+        else:
+            invoice = decode_invoice(bolt11)
+            made_amount, payment_hash, expires_at = invoice.amount_msats or 0, invoice.payment_hash, invoice.expires_at
+        if made_amount != amount_msats:
             raise WalletError(
-                f"the wallet made an invoice for {invoice.amount_msats} msats instead of {amount_msats}", "INTERNAL"
+                f"the wallet made an invoice for {made_amount} msats instead of {amount_msats}", "INTERNAL"
             )
-        return MadeInvoice(invoice.bolt11, invoice.payment_hash, amount_msats, invoice.expires_at)
+        return MadeInvoice(bolt11, payment_hash, amount_msats, expires_at)
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus:
         """The wallet's record of an invoice (incoming or outgoing) by payment hash."""
@@ -292,10 +304,14 @@ class NwcWallet:
             log.debug("unreadable wallet notification %s", event.id[:12])
             return
         waiter = self._waiters.get(payment_hash)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(preimage if isinstance(preimage, str) else None)
-        else:
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(preimage if isinstance(preimage, str) else None)
+        elif payment_hash not in self._done:
+            # Paid before anyone waits for it (a notification can beat the wait): kept, bounded.
             self._settled_early[payment_hash] = preimage if isinstance(preimage, str) else None
+            while len(self._settled_early) > _EARLY_LIMIT:
+                self._settled_early.popitem(last=False)
 
     async def start_listening(self) -> None:
         """Subscribe to the wallet's payment notifications now (a provider does this at start)."""
@@ -335,6 +351,9 @@ class NwcWallet:
                 pause = min(pause * 2, 15.0)
         finally:
             self._waiters.pop(payment_hash, None)
+            self._done[payment_hash] = None
+            while len(self._done) > _EARLY_LIMIT:
+                self._done.popitem(last=False)
 
     async def _lookup_quietly(self, payment_hash: str) -> InvoiceStatus | None:
         try:
