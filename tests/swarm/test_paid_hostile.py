@@ -282,3 +282,20 @@ def test_unanswered_payment_counts_once_and_is_resolved_at_the_next_start(
         fresh("nobody answers this one")  # the first call runs the recovery, then times out
     [resolved] = [entry for entry in ledger.entries("spent") if entry.job_id == row.job_id]
     assert resolved.state == "payment_failed" and dev_wallet.balance("customer") == FUNDS
+
+
+def test_paid_then_error_is_reported_with_the_payment(hostile: Any, dev_wallet: DevWallet) -> None:
+    lm, _ = hostile(
+        lambda job, keys: [
+            _bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000)),
+            JobFeedback(job.id, job.customer, "error", "out of memory").to_event(keys),
+        ]
+    )
+    lm.num_retries = 3
+    with pytest.raises(dspy_errors.LMProviderError) as caught:
+        lm("question")
+    message = str(pylon_cause(caught.value, pylon.JobFailed))
+    assert "out of memory" in message and "1000 msats were paid" in message
+    assert dev_wallet.balance("customer") == FUNDS - 1_000  # paid once, not once per retry
+    [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
+    assert row.state == "paid_no_result" and row.paid_msats == 1_000

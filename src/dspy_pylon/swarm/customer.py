@@ -263,7 +263,9 @@ class SwarmCustomer:
                         # One target: its error is final. Several targets: final once all said so.
                         # A broadcast: another provider may still answer; wait for it.
                         if request.providers and set(request.providers) <= set(errors):
-                            raise JobFailed(f"job {job_id[:12]}… failed: {_describe(errors)}")
+                            paid = job.bill.paid_msats if job.bill is not None else 0
+                            note = f"; {paid} msats were paid for it (ledger: paid without a result)" if paid else ""
+                            raise JobFailed(f"job {job_id[:12]}… failed: {_describe(errors)}{note}")
                     log.debug("job %s: %s from %s", job_id[:12], parsed.status, parsed.provider[:12])
                 elif isinstance(parsed, JobResult):
                     bill = job.bill
