@@ -201,3 +201,13 @@ def test_provider_restart_keeps_waiting_for_an_invoice(
     assert response.text is not None
     assert dev_wallet.balance("provider") == PRICE
     eventually(lambda: second.node.ledger.entry(job_id, "earned").state == "done")  # type: ignore[union-attr]
+
+
+def test_unpaid_invoices_are_capped(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), max_unpaid=1)
+    lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
+    with pytest.raises(dspy_errors.LMBillingError):
+        lm("first", max_tokens=4)  # billed; left unpaid (auto_pay off)
+    with pytest.raises(dspy_errors.LMProviderError) as caught:
+        lm("second", max_tokens=4)
+    assert "too many unpaid invoices" in str(pylon_cause(caught.value, pylon.JobFailed))

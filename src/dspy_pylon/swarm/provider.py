@@ -61,6 +61,8 @@ class ProviderSettings:
     prices: dict[str, int] = field(default_factory=dict)
     # How long a customer has to pay an invoice before the job is dropped.
     invoice_expiry_s: int = 300
+    # Invoices awaiting payment at once; beyond, jobs get "busy" (unpaid jobs cost the wallet work).
+    max_unpaid: int = 256
 
     def __post_init__(self) -> None:
         for name, value in (("price_msats", self.price_msats), *self.prices.items()):
@@ -200,6 +202,9 @@ class ProviderNode:
             self._spawn(self._refuse(job.id, job.customer, f"bid below price of {price} msats"))
             return
         if price:
+            if len(self._billing) >= self.settings.max_unpaid:
+                self._spawn(self._refuse(job.id, job.customer, "provider busy: too many unpaid invoices, try later"))
+                return
             task = asyncio.get_running_loop().create_task(self._bill(job, price))
             self._billing.add(task)
             task.add_done_callback(self._billing.discard)
