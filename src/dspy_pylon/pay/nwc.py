@@ -13,7 +13,6 @@ no notifications.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import stat
@@ -26,6 +25,7 @@ from typing import Any
 
 from dspy_pylon.errors import ConfigError, WalletError
 from dspy_pylon.nostr.events import RawEvent
+from dspy_pylon.pay import nip47
 
 log = logging.getLogger("dspy_pylon.pay")
 
@@ -33,7 +33,7 @@ URI_ENV = "PYLON_NWC_URI"
 # How many early notifications and finished waits are remembered (oldest forgotten first).
 _EARLY_LIMIT = 4096
 URI_FILE = "nwc.uri"
-NOTIFICATION_KINDS = (23196, 23197)
+NOTIFICATION_KINDS = (nip47.NOTIFICATION_KIND_NIP04, nip47.NOTIFICATION_KIND_NIP44)
 
 
 @dataclass(frozen=True)
@@ -290,18 +290,19 @@ class NwcWallet:
             return
         try:
             wallet = nostr_sdk.PublicKey.parse(event.pubkey)
-            if event.kind == 23197:
+            if event.kind == nip47.NOTIFICATION_KIND_NIP44:
                 text = nostr_sdk.nip44_decrypt(self._uri.secret(), wallet, event.content)
             else:
                 text = nostr_sdk.nip04_decrypt(self._uri.secret(), wallet, event.content)
-            data = json.loads(text)
-            if data.get("notification_type") != "payment_received":
-                return
-            notification = data["notification"]
-            payment_hash = str(notification["payment_hash"])
-            preimage = notification.get("preimage")
-        except Exception:  # a notification we cannot read is not a payment
+            notification = nip47.parse_notification(text)
+        except Exception:  # nostr-sdk's decryption error or MalformedEvent: not a payment we can read
             log.debug("unreadable wallet notification %s", event.id[:12])
+            return
+        if notification.notification_type != nip47.PAYMENT_RECEIVED:
+            return
+        payment_hash = notification.notification.get("payment_hash")
+        preimage = notification.notification.get("preimage")
+        if not isinstance(payment_hash, str):
             return
         waiter = self._waiters.get(payment_hash)
         if waiter is not None:
