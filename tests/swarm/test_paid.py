@@ -211,3 +211,23 @@ def test_unpaid_invoices_are_capped(start_provider: Any, swarm_lm: Any, dev_wall
     with pytest.raises(dspy_errors.LMProviderError) as caught:
         lm("second", max_tokens=4)
     assert "too many unpaid invoices" in str(pylon_cause(caught.value, pylon.JobFailed))
+
+
+@pytest.mark.parametrize("pool", [0, 2])
+def test_invoices_made_ahead_or_per_job(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet, pool: int) -> None:
+    from dspy_pylon.pay.invoice import decode_invoice
+
+    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), invoice_pool=pool)
+    if pool:
+        eventually(lambda: len(provider.node._pool.get(PRICE, ())) == pool)
+    lm = swarm_lm(
+        providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), auto_pay=True, bid_msats=2_000
+    )
+    lm("Say hi", max_tokens=4)
+    [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
+    invoice = decode_invoice(row.bolt11 or "")
+    # Made ahead: no job in the description (our signed payment-required binds it); else named.
+    assert invoice.job_id == (None if pool else row.job_id)
+    assert dev_wallet.balance("provider") == PRICE
+    if pool:
+        eventually(lambda: len(provider.node._pool.get(PRICE, ())) == pool)  # refilled

@@ -10,6 +10,7 @@ feedback saying why not. A bounded queue and a fixed worker pool give back-press
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest, Job
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.invoice import invoice_description
 from dspy_pylon.pay.ledger import SpendLedger
-from dspy_pylon.pay.nwc import NwcWallet
+from dspy_pylon.pay.nwc import MadeInvoice, NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.swarm.chat_job import request_from_job
 from dspy_pylon.swarm.jobs_db import JobsDB
@@ -63,6 +64,9 @@ class ProviderSettings:
     invoice_expiry_s: int = 300
     # Invoices awaiting payment at once; beyond, jobs get "busy" (unpaid jobs cost the wallet work).
     max_unpaid: int = 256
+    # Invoices made ahead per price, so a job's bill goes out without a wallet round trip first
+    # (0 = make each invoice when its job arrives, named after the job).
+    invoice_pool: int = 4
 
     def __post_init__(self) -> None:
         for name, value in (("price_msats", self.price_msats), *self.prices.items()):
@@ -110,6 +114,9 @@ class ProviderNode:
         self.jobs = JobsDB(settings.state_dir / "provider-jobs.sqlite")
         self.ledger = SpendLedger(settings.state_dir / "ledger.sqlite")
         self._billing: set[asyncio.Task[None]] = set()
+        self._pool: dict[int, collections.deque[MadeInvoice]] = {}
+        self._refilling: set[int] = set()
+        self._refills: set[asyncio.Task[None]] = set()
         self.stats = ProviderStats()
         self.models: list[str] = []
         self._route: Route | None = None
@@ -143,6 +150,9 @@ class ProviderNode:
         )
         self._accepting = True
         self._workers = [asyncio.create_task(self._work()) for _ in range(max(1, self.settings.concurrency))]
+        if self.wallet is not None and self.settings.invoice_pool:
+            for price in {self.settings.price_msats, *self.settings.prices.values()} - {0}:
+                self._start_refill(price)
         if self.wallet is not None:
             resumed = await self._resume_billing()
             if resumed:
@@ -228,11 +238,47 @@ class ProviderNode:
                     return price
         return self.settings.price_msats
 
+    async def _invoice_for(self, job: JobRequest, price: int) -> MadeInvoice:
+        """An invoice for ``job``: one made ahead (its binding to the job is our signed
+        ``payment-required`` event) or, when the pool is empty, one named after the job."""
+        assert self.wallet is not None
+        pool = self._pool.setdefault(price, collections.deque())
+        # Made-ahead invoices keep at least half their life for the customer to pay in.
+        fresh_until = time.time() + self.settings.invoice_expiry_s / 2
+        while pool and pool[0].expires_at < fresh_until:
+            pool.popleft()
+        invoice = pool.popleft() if pool else None
+        if self.settings.invoice_pool and price not in self._refilling:
+            self._start_refill(price)
+        if invoice is not None:
+            return invoice
+        return await self.wallet.make_invoice(price, invoice_description(job.id), self.settings.invoice_expiry_s)
+
+    def _start_refill(self, price: int) -> None:
+        self._refilling.add(price)
+        # Not an in-flight task: stopping cancels it instead of waiting for it.
+        task = asyncio.get_running_loop().create_task(self._refill(price))
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    async def _refill(self, price: int) -> None:
+        assert self.wallet is not None
+        pool = self._pool.setdefault(price, collections.deque())
+        try:
+            while self._accepting and len(pool) < self.settings.invoice_pool:
+                pool.append(
+                    await self.wallet.make_invoice(price, "pylon job (made ahead)", self.settings.invoice_expiry_s)
+                )
+        except (WalletError, MalformedEvent) as exc:
+            log.info("could not make invoices ahead: %s", exc)
+        finally:
+            self._refilling.discard(price)
+
     async def _bill(self, job: JobRequest, price: int) -> None:
         """Invoice the job, wait until it is paid (or the invoice expires), then queue it."""
         assert self.wallet is not None
         try:
-            invoice = await self.wallet.make_invoice(price, invoice_description(job.id), self.settings.invoice_expiry_s)
+            invoice = await self._invoice_for(job, price)
         except (WalletError, MalformedEvent) as exc:
             await self._refuse(job.id, job.customer, f"could not create an invoice: {exc}")
             return
@@ -439,7 +485,7 @@ class ProviderNode:
         """Stop taking jobs, finish those queued and in flight (up to ``grace`` s), disconnect."""
         self._accepting = False
         # Jobs still waiting for their invoice stay 'invoiced': the next start waits for them again.
-        for task in list(self._billing):
+        for task in [*self._billing, *self._refills]:
             task.cancel()
         try:
             await asyncio.wait_for(self._queue.join(), grace)
