@@ -130,6 +130,16 @@ def test_unpaid_invoice_expires_and_the_job_is_dropped(
     [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
     assert row.state == "refused" and "expired" in row.reason
     assert provider.node.stats.done == 0
+    # Bills left unapproved until they expire are forgotten (not kept in memory for ever).
+    customer = lm.runtime.swarm().customer
+    with pytest.raises(dspy_errors.LMBillingError):
+        lm("Say hi again", max_tokens=8)
+    time.sleep(2.5)
+    with pytest.raises(dspy_errors.LMBillingError):
+        lm("and once more", max_tokens=8)
+    assert len(customer._awaiting) == 1
+    states = sorted(entry.state for entry in SpendLedger(pylon_home() / "ledger.sqlite").entries("spent"))
+    assert states == ["approval", "failed", "refused"]
 
 
 def test_global_budget_holds_across_lms(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:

@@ -152,6 +152,7 @@ class JobBill:
         self.paid = False
         self.paying = False
         self.pending: Bill | None = None
+        self.pending_expires_at = 0
         self.bills_seen = 0
         # Who was paid: from then on only that provider's result is accepted.
         self.paid_provider = ""
@@ -191,6 +192,7 @@ class JobBill:
         if not self.payer.auto_pay:
             if self.payer.approve is None:
                 self.pending = bill
+                self.pending_expires_at = invoice.expires_at
                 self.payer.ledger.await_approval(
                     self.job_id,
                     provider=bill.provider,

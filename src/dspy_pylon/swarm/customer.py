@@ -153,6 +153,7 @@ class SwarmCustomer:
             return await self._wait(client, job, deadline, timeout)
         except PaymentRequired:
             awaiting = True
+            self._forget_expired_approvals()
             self._awaiting[job_id] = job
             raise
         finally:
@@ -160,6 +161,15 @@ class SwarmCustomer:
                 self._jobs.pop(job_id, None)
                 if bill is not None:  # whatever ended the call (a no-op if it was recorded already)
                     bill.finish(answered=False, reason="the call ended without a result")
+
+    def _forget_expired_approvals(self) -> None:
+        """Stop tracking jobs whose bill expired unapproved: they can no longer be paid."""
+        now = time.time()
+        for job_id, job in list(self._awaiting.items()):
+            if job.bill is not None and job.bill.pending_expires_at <= now:
+                del self._awaiting[job_id]
+                self._jobs.pop(job_id, None)
+                job.bill.payer.ledger.finish(job_id, answered=False, reason="the bill expired unapproved")
 
     async def _recover(self, payer: Payer) -> None:
         async with self._recovering:
