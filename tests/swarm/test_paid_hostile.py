@@ -299,3 +299,26 @@ def test_paid_then_error_is_reported_with_the_payment(hostile: Any, dev_wallet: 
     assert dev_wallet.balance("customer") == FUNDS - 1_000  # paid once, not once per retry
     [row] = SpendLedger(pylon_home() / "ledger.sqlite").entries("spent")
     assert row.state == "paid_no_result" and row.paid_msats == 1_000
+
+
+def test_a_result_delivered_after_an_interruption_is_found_at_the_next_start(
+    hostile: Any, dev_wallet: DevWallet, swarm_lm: Any
+) -> None:
+    import sqlite3
+
+    lm, keys = hostile(
+        lambda job, keys: [_bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000)), _result(job, keys)]
+    )
+    assert lm("question") == ["paid answer"]
+    # As a process killed after paying, before the result arrived, leaves it:
+    path = pylon_home() / "ledger.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ledger SET state = 'paid_no_result', reason = 'interrupted: the process stopped'")
+    again = swarm_lm(
+        providers=(keys.public_key().to_hex(),), nwc_uri=dev_wallet.account("customer"), auto_pay=True, bid_msats=BID
+    )
+    assert again("next question") == ["paid answer"]  # the first call of a process runs the recovery
+    rows = SpendLedger(path).entries("spent")
+    assert [row.state for row in rows] == ["done", "done"]
+    assert "found on a relay later" in rows[0].reason
+    assert dev_wallet.balance("customer") == FUNDS - 2_000

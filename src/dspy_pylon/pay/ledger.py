@@ -311,6 +311,15 @@ class SpendLedger:
             self.finish(job_id, answered=False, reason="interrupted: the process making the call stopped")
         return len(orphans)
 
+    def result_found_later(self, job_id: str) -> None:
+        """A job recorded as paid without a result turned out to have been answered (found on a relay
+        after the process that made the call had stopped)."""
+        self._update(
+            "UPDATE ledger SET state = 'done', reason = reason || '; the result was found on a relay later',"
+            " updated_at = ? WHERE job_id = ? AND direction = 'spent' AND state = 'paid_no_result'",
+            (time.time(), job_id),
+        )
+
     def resolve(self, job_id: str, *, settled: bool, preimage: str | None = None, fees_msats: int = 0) -> None:
         """Settle a job left ``paying`` (a crash mid-payment) from what the wallet reports."""
         if settled:

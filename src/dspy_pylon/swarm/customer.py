@@ -181,6 +181,42 @@ class SwarmCustomer:
                     log.info("resolved %d payments interrupted by a restart", resolved)
                 if orphans:
                     log.info("closed %d unpaid jobs of a process that stopped mid-call", orphans)
+                await self._find_late_results(payer)
+
+    async def _find_late_results(self, payer: Payer, limit: int = 50) -> None:
+        """Paid jobs whose call was interrupted may have been answered after all: look on the relays
+        (results are stored there) so the ledger says so. The newest ``limit`` such jobs only."""
+        import nostr_sdk
+
+        unanswered = [
+            entry
+            for entry in payer.ledger.entries("spent", "paid_no_result")
+            if "restart" in entry.reason or "interrupted" in entry.reason
+        ][-limit:]
+        if not unanswered or self._client is None:
+            return
+        by_id = {entry.job_id: entry for entry in unanswered}
+        try:
+            found = await self._client.fetch(
+                [
+                    nostr_sdk.Filter()
+                    .kinds([nostr_sdk.Kind(k) for k in range(6000, 7000)])
+                    .pubkey(self.keys.public_key())
+                    .events([nostr_sdk.EventId.parse(job_id) for job_id in by_id])
+                ],
+                timeout=3.0,
+            )
+        except Exception as exc:  # best effort: the ledger already says "paid without a result"
+            log.info("could not look for late results: %s", exc)
+            return
+        for raw in found:
+            try:
+                result = JobResult.from_event(raw, self.keys)
+            except MalformedEvent:
+                continue
+            entry = by_id.get(result.request_id)
+            if entry is not None and result.customer == self.pubkey and result.provider == entry.provider:
+                payer.ledger.result_found_later(entry.job_id)
 
     async def pay(self, job_id: str, timeout: float) -> JobOutcome:
         """Pay the bill of a job that raised :class:`PaymentRequired`, then wait for its result."""
