@@ -94,6 +94,7 @@ from swarm_roundtrip import (
     Pinger,
     TimedRouter,
     nostr_relay,
+    profile_customer,
     profile_relay_client,
     relay_available,
     set_nodelay,
@@ -241,24 +242,6 @@ def profile_wallet(wallet: Wallet, provider: Provider, payer_wallet: NwcWallet, 
     timed(payer_wallet, "pay_invoice", "customer: pay_invoice")
     assert provider.wallet._listener is not None
     profile_relay_client(provider.wallet._listener, "provider's wallet listener")
-
-
-def profile_customer(lm: pylon.PylonLM) -> None:
-    customer = lm.runtime.swarm().customer
-    profile_relay_client(customer._client, "customer")
-    run = customer.run
-
-    async def timed_run(*run_args: Any) -> Any:
-        TIMELINE.mark("customer: job start (on the Nostr loop)")
-        try:
-            return await run(*run_args)
-        finally:
-            TIMELINE.mark("customer: job end (result checked)")
-
-    customer.run = timed_run  # type: ignore[method-assign]
-
-
-# ─── throughput ───
 
 
 def batch(lm: pylon.PylonLM, jobs: int, inflight: int, tag: str) -> dict[str, Any]:

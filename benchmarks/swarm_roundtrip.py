@@ -268,6 +268,22 @@ class Pinger:
 # ─── relays ───
 
 
+def profile_customer(lm: pylon.PylonLM) -> None:
+    """Mark the start and end of every job the LM's swarm customer runs (after its first call)."""
+    customer = lm.runtime.swarm().customer
+    profile_relay_client(customer._client, "customer")
+    run = customer.run
+
+    async def timed_run(*run_args: Any) -> Any:
+        TIMELINE.mark("customer: job start (on the Nostr loop)")
+        try:
+            return await run(*run_args)
+        finally:
+            TIMELINE.mark("customer: job end (result checked)")
+
+    customer.run = timed_run  # type: ignore[method-assign]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -452,18 +468,7 @@ def measure(
     if swarm_answer != local_answer:
         raise SystemExit(f"swarm and local answers differ: {swarm_answer!r} vs {local_answer!r}")
     if args.profile:  # the customer's relay client exists after the first call
-        customer = swarm_lm.runtime.swarm().customer
-        profile_relay_client(customer._client, "customer")
-        customer_run = customer.run
-
-        async def timed_run(*run_args: Any) -> Any:
-            TIMELINE.mark("customer: job start (on the Nostr loop)")
-            try:
-                return await customer_run(*run_args)
-            finally:
-                TIMELINE.mark("customer: job end (result checked)")
-
-        customer.run = timed_run
+        profile_customer(swarm_lm)
         TIMELINE.enabled = True
     if nodelay:  # every connection to the relay is open now: provider, echo, pinger, customer
         changed = set_nodelay(int(url.rsplit(":", 1)[1]))

@@ -242,14 +242,14 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
         )
         try:
             customer = nostr_sdk.Keys.generate().secret_key().to_hex()
-            config = pylon.PylonConfig(
-                venue=pylon.Swarm(relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True),
-                timeout=60,
-                budget_sats=BUDGET_SATS,
-            )
-            swarm_lm = pylon.PylonLM.swarm(
-                customer, config, nwc_uri=swarm.customer_uri(), max_tokens=48, temperature=0.0, cache=False
-            )
+
+            def paying_lm(venue: pylon.Swarm | pylon.Hybrid) -> pylon.PylonLM:
+                config = pylon.PylonConfig(venue=venue, timeout=60, budget_sats=BUDGET_SATS)
+                return pylon.PylonLM.swarm(
+                    customer, config, nwc_uri=swarm.customer_uri(), max_tokens=48, temperature=0.0, cache=False
+                )
+
+            swarm_lm = paying_lm(pylon.Swarm(relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True))
             with _quiet_dspy():
                 swarm_rows = run_program(console, "pylon:swarm", swarm_lm, questions)
             console.print(f"budget left: {swarm_lm.remaining_budget_msats()} msats")
@@ -259,13 +259,8 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             os.environ["LLAMACPP_URL"] = local.url
             local.stop()
             console.print(f"[yellow]■[/] local llama.cpp at {local.url} stopped: pylon:hybrid must fall back")
-            hybrid = pylon.PylonConfig(
-                venue=pylon.Hybrid(backend="llamacpp", relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True),
-                timeout=60,
-                budget_sats=BUDGET_SATS,
-            )
-            hybrid_lm = pylon.PylonLM.swarm(
-                customer, hybrid, nwc_uri=swarm.customer_uri(), max_tokens=48, temperature=0.0, cache=False
+            hybrid_lm = paying_lm(
+                pylon.Hybrid(backend="llamacpp", relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True)
             )
             with _quiet_dspy():
                 hybrid_rows = run_program(console, "pylon:hybrid", hybrid_lm, questions)

@@ -85,7 +85,6 @@ class PylonRuntime:
         self._keys = keys
         self._wallet = wallet or _default_wallet
         self._approve = approve
-        self.ledger: SpendLedger | None = None
         self._swarm: SwarmVenue | None = None
         self._swarm_lock = threading.Lock()
         venue = config.venue
@@ -113,10 +112,9 @@ class PylonRuntime:
                 from dspy_pylon.identity import pylon_home
 
                 home = pylon_home()
-                self.ledger = SpendLedger(home / "ledger.sqlite")
                 payer = Payer(
                     global_limit_msats=load_global_budget(home),
-                    ledger=self.ledger,
+                    ledger=SpendLedger(home / "ledger.sqlite"),
                     budget=self.budget,
                     wallet=self._wallet,
                     auto_pay=venue.auto_pay,

@@ -253,7 +253,7 @@ def test_paid_without_a_result_is_recorded_as_such(ledger: SpendLedger) -> None:
 def test_unanswered_and_unpaid_is_failed(ledger: SpendLedger, first: str) -> None:
     _open(ledger, _job(1))
     if first == "approval":
-        ledger.await_approval(_job(1), provider=PROVIDER, invoice_msats=900, bolt11="lnbcrt", payment_hash=_hash(1))
+        ledger.await_approval(_job(1), provider=PROVIDER, invoice_msats=900, bolt11="lnbcrt")
         assert _state(ledger, _job(1)) == "approval"
     ledger.finish(_job(1), answered=False, reason="timed out")
     entry = ledger.entry(_job(1))
@@ -263,7 +263,7 @@ def test_unanswered_and_unpaid_is_failed(ledger: SpendLedger, first: str) -> Non
 
 def test_an_approved_bill_can_be_paid(ledger: SpendLedger) -> None:
     _open(ledger, _job(1))
-    ledger.await_approval(_job(1), provider=PROVIDER, invoice_msats=900, bolt11="lnbcrt", payment_hash=_hash(1))
+    ledger.await_approval(_job(1), provider=PROVIDER, invoice_msats=900, bolt11="lnbcrt")
     entry = ledger.entry(_job(1))
     assert entry is not None and entry.payment_hash is None  # not reserved until paid
     assert _begin(ledger, _job(1), _hash(1), 900) == (True, "")

@@ -67,7 +67,7 @@ class Payer:
         self._wallet: NwcWallet | None = None
         self._recovered = False
         # Invoices this process saw paid; the ledger's unique payment hash is the durable guard.
-        self._paid_hashes: set[str] = set()
+        self.paid_hashes: set[str] = set()
 
     def wallet(self) -> NwcWallet:
         """The configured wallet; :class:`ConfigError` when there is none."""
@@ -125,7 +125,7 @@ class Payer:
                     entry.job_id, settled=status.settled, preimage=status.preimage, fees_msats=status.fees_msats
                 )
                 if status.settled:
-                    self._paid_hashes.add(entry.payment_hash)
+                    self.paid_hashes.add(entry.payment_hash)
             resolved += 1
         return resolved
 
@@ -153,7 +153,6 @@ class JobBill:
         self.paying = False
         self.pending: Bill | None = None
         self.pending_expires_at = 0
-        self.bills_seen = 0
         # Who was paid: from then on only that provider's result is accepted.
         self.paid_provider = ""
         self.paying_msats = 0
@@ -168,7 +167,7 @@ class JobBill:
             bid_msats=self.bid_msats,
             budget_left_msats=self.payer.budget.left_for(self.reservation),
             now=time.time(),
-            paid_hashes=frozenset(self.payer._paid_hashes),
+            paid_hashes=frozenset(self.payer.paid_hashes),
         )
         if not verdict.ok or verdict.invoice is None:
             amount = verdict.invoice.amount_msats if verdict.invoice else bill.amount_msats
@@ -183,7 +182,6 @@ class JobBill:
 
         A second bill for a job already paid (or being paid) is recorded and ignored.
         """
-        self.bills_seen += 1
         if self.paid or self.paying:
             self.payer.ledger.note(self.job_id, f"ignored a repeated bill from {bill.provider[:12]}…")
             log.info("job %s: repeated bill ignored", self.job_id[:12])
@@ -198,7 +196,6 @@ class JobBill:
                     provider=bill.provider,
                     invoice_msats=invoice.amount_msats or 0,
                     bolt11=invoice.bolt11,
-                    payment_hash=invoice.payment_hash,
                 )
                 raise PaymentRequired(
                     f"provider {bill.provider[:12]}… asks {invoice.amount_msats} msats for job {self.job_id[:12]}…; "
@@ -257,7 +254,7 @@ class JobBill:
         self.payer.ledger.payment_succeeded(
             self.job_id, preimage=result.preimage, paid_msats=paid, fees_msats=result.fees_msats
         )
-        self.payer._paid_hashes.add(invoice.payment_hash)
+        self.payer.paid_hashes.add(invoice.payment_hash)
         self.payer.budget.settle(self.reservation, paid)
         self.paid_msats = paid
         self.paid = True

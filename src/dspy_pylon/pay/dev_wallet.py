@@ -37,6 +37,7 @@ from typing import Any
 from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, WalletError
 from dspy_pylon.nostr.events import RawEvent, sign
 from dspy_pylon.pay import nip47
+from dspy_pylon.pay.invoice import decode_invoice
 from dspy_pylon.sqlite_store import open_store
 
 log = logging.getLogger("dspy_pylon.pay.dev_wallet")
@@ -200,13 +201,11 @@ def _check_msats(msats: int, what: str, *, allow_zero: bool) -> int:
     return msats
 
 
-def _decode_bolt11(invoice: str) -> Any:
-    import bolt11
-
+def _payment_hash(invoice: str) -> str:
     try:
-        return bolt11.decode(invoice.strip())
-    except Exception as exc:  # bolt11 raises its own, ValueError and others on garbage
-        raise _refuse(nip47.OTHER, f"not a valid BOLT11 invoice ({type(exc).__name__})") from None
+        return decode_invoice(invoice).payment_hash
+    except MalformedEvent as exc:
+        raise _refuse(nip47.OTHER, str(exc)) from None
 
 
 _ACCOUNT_COLUMNS = "name, client_pubkey, balance_msats, created_at, client_secret"
@@ -473,7 +472,7 @@ class DevWalletStore:
         # unknown string is decoded (to tell a malformed invoice from a foreign one).
         with self._lock:
             row = self._db.execute("SELECT payment_hash FROM invoices WHERE bolt11 = ?", (invoice.strip(),)).fetchone()
-        payment_hash = str(row[0]) if row else str(_decode_bolt11(invoice).payment_hash or "")
+        payment_hash = str(row[0]) if row else _payment_hash(invoice)
         with self._transaction() as db:
             payer_account = self._require_account(db, payer)
             found = self._invoice_row(db, payment_hash)
@@ -525,7 +524,7 @@ class DevWalletStore:
             raise _refuse(nip47.OTHER, "lookup needs a payment_hash or an invoice")
         if payment_hash is None:
             assert bolt11 is not None
-            payment_hash = str(_decode_bolt11(bolt11).payment_hash or "")
+            payment_hash = _payment_hash(bolt11)
         moment = time.time() if now is None else now
         with self._lock:
             self._require_account(self._db, account)

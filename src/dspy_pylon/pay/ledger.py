@@ -188,14 +188,13 @@ class SpendLedger:
         with self._lock:
             return self._committed_msats()
 
-    def await_approval(self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str, payment_hash: str) -> None:
+    def await_approval(self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str) -> None:
         """The provider billed the job and the user has to approve the payment."""
         self._update(
             "UPDATE ledger SET state = 'approval', provider = ?, invoice_msats = ?, bolt11 = ?, updated_at = ?,"
             " reason = 'waiting for approval' WHERE job_id = ? AND direction = 'spent' AND state = 'published'",
             (provider, invoice_msats, bolt11, time.time(), job_id),
         )
-        del payment_hash  # not reserved yet: the hash becomes unique only once we pay
 
     def begin_payment(
         self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str, payment_hash: str

@@ -26,6 +26,8 @@ from dspy_pylon.swarm.reputation import Reputation
 
 log = logging.getLogger("dspy_pylon.swarm")
 
+# Noted on a paid job whose result was looked for after a restart and not found.
+_NOT_ON_RELAYS = "no result on the relays at the next start"
 # Accept results from events created up to this long before our subscription (clock skew).
 _SKEW_S = 60
 
@@ -172,6 +174,8 @@ class SwarmCustomer:
                 job.bill.payer.ledger.finish(job_id, answered=False, reason="the bill expired unapproved")
 
     async def _recover(self, payer: Payer) -> None:
+        if self._recovered:  # every job passes here; only the first one may have work to do
+            return
         async with self._recovering:
             if not self._recovered:
                 self._recovered = True
@@ -191,7 +195,7 @@ class SwarmCustomer:
         unanswered = [
             entry
             for entry in payer.ledger.entries("spent", "paid_no_result")
-            if "restart" in entry.reason or "interrupted" in entry.reason
+            if ("restart" in entry.reason or "interrupted" in entry.reason) and _NOT_ON_RELAYS not in entry.reason
         ][-limit:]
         if not unanswered or self._client is None:
             return
@@ -217,6 +221,9 @@ class SwarmCustomer:
             entry = by_id.get(result.request_id)
             if entry is not None and result.customer == self.pubkey and result.provider == entry.provider:
                 payer.ledger.result_found_later(entry.job_id)
+                del by_id[entry.job_id]
+        for job_id in by_id:  # looked for once: later starts need not ask the relays again
+            payer.ledger.note(job_id, _NOT_ON_RELAYS)
 
     async def pay(self, job_id: str, timeout: float) -> JobOutcome:
         """Pay the bill of a job that raised :class:`PaymentRequired`, then wait for its result."""

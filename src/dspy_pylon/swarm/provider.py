@@ -318,10 +318,10 @@ class ProviderNode:
         """
         import nostr_sdk
 
-        from dspy_pylon.pay.invoice import decode_invoice
+        from dspy_pylon.pay.invoice import Invoice, decode_invoice
 
         assert self._client is not None and self.wallet is not None
-        resumed = 0
+        waiting: list[tuple[str, Invoice]] = []
         for entry in self.ledger.entries("earned", "invoiced"):
             try:
                 invoice = decode_invoice(entry.bolt11 or "")
@@ -332,14 +332,24 @@ class ProviderNode:
                 self.ledger.earning_finished(entry.job_id, "expired", "invoice expired unpaid (while stopped)")
                 self.jobs.finish(entry.job_id, "expired", "invoice expired unpaid")
                 continue
-            try:
-                found = await self._client.fetch([nostr_sdk.Filter().id(nostr_sdk.EventId.parse(entry.job_id))], 3.0)
-                job = JobRequest.from_event(found[0], self.keys) if found else None
-            except (PylonError, MalformedEvent, ValueError) as exc:
-                log.info("job %s cannot be read back: %s", entry.job_id[:12], exc)
-                job = None
+            waiting.append((entry.job_id, invoice))
+        if not waiting:
+            return 0
+        jobs: dict[str, JobRequest] = {}
+        try:  # one query for all of them
+            ids = [nostr_sdk.EventId.parse(job_id) for job_id, _ in waiting]
+            for raw in await self._client.fetch([nostr_sdk.Filter().ids(ids)], 3.0):
+                try:
+                    jobs[raw.id] = JobRequest.from_event(raw, self.keys)
+                except MalformedEvent as exc:
+                    log.info("job %s cannot be read back: %s", raw.id[:12], exc)
+        except (PylonError, ValueError) as exc:
+            log.info("jobs sent invoices before the restart cannot be read back: %s", exc)
+        resumed = 0
+        for job_id, invoice in waiting:
+            job = jobs.get(job_id)
             if job is None:
-                self.ledger.earning_finished(entry.job_id, "failed", "the job request is no longer on the relays")
+                self.ledger.earning_finished(job_id, "failed", "the job request is no longer on the relays")
                 continue
             task = asyncio.get_running_loop().create_task(
                 self._await_payment(job, invoice.payment_hash, invoice.expires_at)
