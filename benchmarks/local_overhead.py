@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def capture_pylon_body(lm: pylon.PylonLM, prompt: str) -> tuple[dict[str, Any], list[str]]:
     """The exact JSON body pylon posts for ``prompt`` (one real call, seen by an httpx hook)."""
-    _route, client = lm.runtime._router().resolve()  # the benchmark's one peek inside pylon
+    _route, client = lm.runtime.local_router().resolve()  # the benchmark's one peek inside pylon
     seen: list[bytes] = []
 
     def hook(request: httpx.Request) -> None:

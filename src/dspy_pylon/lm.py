@@ -124,6 +124,12 @@ class PylonRuntime:
                 self._swarm = SwarmVenue(venue, self._keys(), self.config.model, self.config.timeout, payer)
             return self._swarm
 
+    def local_router(self) -> LocalRouter:
+        """The router of the local (or hybrid) venue: which server and model calls go to."""
+        if self._local is None:
+            raise ConfigError("the swarm venue has no local router")
+        return self._local
+
     def pay(self, job_id: str, timeout: float | None = None) -> lm15.Response:
         """Approve and pay a job that raised PaymentRequired; returns its response once it arrives."""
         return self._record(self.swarm().pay(job_id, timeout))
