@@ -16,6 +16,8 @@ from typing import Any
 import dspy
 from dspy import lm15
 
+from dspy_pylon import capabilities as caps_mod
+from dspy_pylon.capabilities import Capabilities
 from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
 from dspy_pylon.errors import ConfigError, PylonError, UnsupportedRequest
 from dspy_pylon.local.backends import LocalRouter
@@ -87,6 +89,7 @@ class PylonRuntime:
         self._approve = approve
         self._swarm: SwarmVenue | None = None
         self._swarm_lock = threading.Lock()
+        self._last_capabilities: Capabilities | None = None
         venue = config.venue
         self._local: LocalRouter | None = None
         if isinstance(venue, Local):
@@ -150,15 +153,32 @@ class PylonRuntime:
         self.totals.add(LmUsage.from_response(response))
         return response
 
+    def capabilities(self) -> Capabilities:
+        """What the next call's backend honours (DSPy's adapters read it through the engines).
+
+        Read before a call, outside DSPy's retries: a server that is down right now
+        does not fail the adapter here; the last known answer (or the plain-chat floor)
+        stands, and the call itself reports the failure where DSPy can retry it.
+        """
+        if self._local is None:
+            return caps_mod.SWARM
+        try:
+            route, _client = self._local.resolve()
+            self._last_capabilities = self._local.capabilities(route)
+        except PylonError:
+            if self._last_capabilities is None:
+                return caps_mod.SWARM
+        return self._last_capabilities
+
     def _local_complete(self, router: LocalRouter, request: lm15.Request) -> lm15.Response:
         route, client = router.resolve()
         with router.guard(route):
-            return client.complete(request, route)
+            return client.complete(request, route, router.capabilities(route))
 
     async def _local_acomplete(self, router: LocalRouter, request: lm15.Request) -> lm15.Response:
         route, client = router.resolve()
         with router.guard(route):
-            return await client.acomplete(request, route)
+            return await client.acomplete(request, route, router.capabilities(route))
 
     def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call, blocking."""
@@ -198,7 +218,7 @@ class PylonRuntime:
         try:
             route, client = router.resolve()
             with router.guard(route):
-                for event in self._counted(client.stream(request, route)):
+                for event in self._counted(client.stream(request, route, router.capabilities(route))):
                     started = True
                     yield event
         except PylonError as exc:
@@ -218,7 +238,7 @@ class PylonRuntime:
         try:
             route, client = router.resolve()
             with router.guard(route):
-                async for event in client.astream(request, route):
+                async for event in client.astream(request, route, router.capabilities(route)):
                     if isinstance(event, lm15.StreamEndEvent):
                         self.totals.add(_usage_of_end(event))
                     started = True
@@ -258,6 +278,26 @@ class PylonEngine:
         """Run one call."""
         return self.runtime.complete(request)
 
+    @property
+    def supports_function_calling(self) -> bool:
+        """Whether the backend takes native tool calls (read by DSPy's adapters)."""
+        return self.runtime.capabilities().function_calling
+
+    @property
+    def supports_response_schema(self) -> bool:
+        """Whether the backend enforces a JSON schema (read by DSPy's JSONAdapter)."""
+        return self.runtime.capabilities().response_schema
+
+    @property
+    def supports_reasoning(self) -> bool:
+        """Whether the backend has a reasoning dial DSPy can use natively."""
+        return self.runtime.capabilities().reasoning
+
+    @property
+    def supported_params(self) -> frozenset[str]:
+        """The request keys the backend honours."""
+        return self.runtime.capabilities().params
+
     def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
         """Run one call, streaming."""
         return self.runtime.stream(request)
@@ -280,6 +320,26 @@ class AsyncPylonEngine:
     async def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
         return await self.runtime.acomplete(request)
+
+    @property
+    def supports_function_calling(self) -> bool:
+        """Whether the backend takes native tool calls (read by DSPy's adapters)."""
+        return self.runtime.capabilities().function_calling
+
+    @property
+    def supports_response_schema(self) -> bool:
+        """Whether the backend enforces a JSON schema (read by DSPy's JSONAdapter)."""
+        return self.runtime.capabilities().response_schema
+
+    @property
+    def supports_reasoning(self) -> bool:
+        """Whether the backend has a reasoning dial DSPy can use natively."""
+        return self.runtime.capabilities().reasoning
+
+    @property
+    def supported_params(self) -> frozenset[str]:
+        """The request keys the backend honours."""
+        return self.runtime.capabilities().params
 
     def stream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call, streaming."""

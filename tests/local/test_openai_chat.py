@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dspy_pylon as pylon
+from dspy_pylon.capabilities import local_capabilities
 from dspy_pylon.local import openai_chat
 from dspy_pylon.route import Route
 
@@ -71,12 +72,97 @@ def test_image_part_becomes_image_url_block() -> None:
     ]
 
 
-def test_tools_are_refused_clearly() -> None:
-    request = lm15.Request(
-        model="m", messages=(lm15.Message.user("x"),), tools=(lm15.FunctionTool(name="f", parameters={}),)
-    )
+TOOL_BODY = {
+    "model": "m",
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ],
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "Weather by city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ],
+    "tool_choice": {"type": "function", "function": {"name": "weather"}},
+    "parallel_tool_calls": False,
+}
+
+
+def test_tools_and_tool_messages_round_trip_in_the_openai_wire_form() -> None:
+    # DSPy's own ingest turns an OpenAI body into lm15's Request; pylon must write it back as it was.
+    request = lm15.request_from_openai_chat(TOOL_BODY)
+    body = openai_chat.chat_payload(request, "m")
+    for key in ("messages", "tools", "tool_choice", "parallel_tool_calls"):
+        assert body[key] == TOOL_BODY[key], key
+
+
+@pytest.mark.parametrize("choice", ["auto", "none", "required"])
+def test_tool_choice_modes(choice: str) -> None:
+    parallel = {} if choice == "none" else {"parallel_tool_calls": True}
+    body_in = {k: v for k, v in TOOL_BODY.items() if k != "parallel_tool_calls"}
+    request = lm15.request_from_openai_chat({**body_in, "tool_choice": choice, **parallel})
+    body = openai_chat.chat_payload(request, "m")
+    assert body["tool_choice"] == choice
+    assert body.get("parallel_tool_calls") == parallel.get("parallel_tool_calls")
+
+
+def test_tools_are_refused_when_the_backend_cannot_render_them() -> None:
+    request = lm15.request_from_openai_chat(TOOL_BODY)
+    no_tools = local_capabilities("llamacpp", template_tools=False)
     with pytest.raises(pylon.UnsupportedRequest, match="tool"):
-        openai_chat.chat_payload(request, "m")
+        openai_chat.chat_payload(request, "m", capabilities=no_tools)
+    with pytest.raises(pylon.UnsupportedRequest, match="tool"):
+        openai_chat.chat_payload(request, "m", capabilities=local_capabilities("apple-fm"))
+
+
+def test_response_format_is_sent_in_the_openai_wire_form() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    wire = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    request = lm15.request_from_openai_chat(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": wire}
+    )
+    # lm15 holds its own shape; llama.cpp silently ignores that one.
+    assert request.config.response_format == {"type": "json_schema", "schema": schema, "name": "answer", "strict": True}
+    assert openai_chat.chat_payload(request, "m")["response_format"] == wire
+    json_mode = lm15.request_from_openai_chat(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}
+    )
+    assert openai_chat.chat_payload(json_mode, "m")["response_format"] == {"type": "json_object"}
+    with pytest.raises(pylon.UnsupportedRequest, match="response_format"):
+        openai_chat.chat_payload(request, "m", capabilities=local_capabilities("apple-fm"))
+
+
+def test_streamed_tool_calls_and_cached_tokens_are_read() -> None:
+    state = openai_chat.StreamState()
+    call = {"index": 0, "id": "c1", "function": {"name": "weather", "arguments": '{"city"'}}
+    events = openai_chat.chunk_events(json.dumps({"choices": [{"delta": {"tool_calls": [call]}}]}), state, ROUTE)
+    delta = events[-1].delta
+    assert isinstance(delta, lm15.ToolCallDelta)
+    assert (delta.id, delta.name, delta.input, delta.part_index) == ("c1", "weather", '{"city"', 0)
+    usage = {
+        "prompt_tokens": 9,
+        "completion_tokens": 2,
+        "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 7},
+    }
+    openai_chat.chunk_events(
+        json.dumps({"choices": [{"delta": {}, "finish_reason": "tool_calls"}], "usage": usage}), state, ROUTE
+    )
+    end = openai_chat.end_event(state, ROUTE, 1.0)
+    assert end.finish_reason == "tool_call"
+    assert end.usage.cache_read_tokens == 7
 
 
 def test_response_is_read_with_route_and_usage() -> None:

@@ -345,6 +345,13 @@ def test_tools_are_unsupported() -> None:
         job_of(request)
 
 
+@pytest.mark.parametrize("response_format", [{"type": "json_object"}, {"type": "json_schema", "schema": {}}])
+def test_a_response_format_is_refused_not_ignored(response_format: dict[str, object]) -> None:
+    request = make_request(config=lm15.Config(response_format=response_format))
+    with pytest.raises(UnsupportedRequest, match="response_format"):
+        job_of(request)
+
+
 @pytest.mark.parametrize(
     "message",
     [

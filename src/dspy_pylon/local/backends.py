@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspy import lm15
 
+from dspy_pylon.capabilities import Capabilities, local_capabilities
 from dspy_pylon.config import Local
 from dspy_pylon.errors import BackendConnectionError, BackendRequestError, ConfigError, NoLocalBackend, UnknownModel
 from dspy_pylon.local.detect import ProbeResult
@@ -112,6 +113,19 @@ def _is_model_missing(exc: BackendRequestError) -> bool:
     return getattr(exc, "status", None) == 404 and "model" in text and "not found" in text
 
 
+def _template_renders_tools(client: ChatClient) -> bool:
+    # llama.cpp reports what its chat template can render; a server too old to say
+    # (no /props, or no chat_template_caps) is taken at its word that tools work.
+    try:
+        props = client.get_json("/props")
+    except (OSError, ValueError, lm15.LM15Error):
+        return True
+    caps = props.get("chat_template_caps") if isinstance(props, dict) else None
+    if not isinstance(caps, dict) or "supports_tools" not in caps:
+        return True
+    return bool(caps["supports_tools"])
+
+
 class LocalRouter:
     """Resolves a :class:`~dspy_pylon.config.Local` venue to a route and a client, once.
 
@@ -129,6 +143,7 @@ class LocalRouter:
         self._lock = threading.Lock()
         self._resolved: tuple[Route, ChatClient] | None = None
         self._clients: dict[str, ChatClient] = {}
+        self._capabilities: dict[Route, Capabilities] = {}
 
     def resolve(self) -> tuple[Route, ChatClient]:
         """The route and client for the next call (probing only when nothing is cached)."""
@@ -139,6 +154,16 @@ class LocalRouter:
             if self._resolved is None:
                 self._resolved = self._resolve()
             return self._resolved
+
+    def capabilities(self, route: Route) -> Capabilities:
+        """What the server behind ``route`` honours (llama.cpp: read from its ``/props`` once)."""
+        caps = self._capabilities.get(route)
+        if caps is None:
+            template_tools = True
+            if route.backend in ("llamacpp", "embedded"):
+                template_tools = _template_renders_tools(self._client(route.base_url))
+            caps = self._capabilities[route] = local_capabilities(route.backend, template_tools=template_tools)
+        return caps
 
     def invalidate(self) -> None:
         """Forget the cached resolution: the next call probes again."""

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from dspy import lm15
 
+from dspy_pylon.capabilities import Capabilities
 from dspy_pylon.errors import (
     BackendConnectionError,
     BackendRequestError,
@@ -102,9 +103,9 @@ class ChatClient:
             raise BackendConnectionError(f"GET {self.base_url}{path} failed: {exc}") from exc
         return response.json()
 
-    def complete(self, request: lm15.Request, route: Route) -> lm15.Response:
+    def complete(self, request: lm15.Request, route: Route, caps: Capabilities | None = None) -> lm15.Response:
         """One chat completion, blocking."""
-        body = openai_chat.chat_payload(request, route.model)
+        body = openai_chat.chat_payload(request, route.model, capabilities=caps)
         start = time.perf_counter()
         try:
             response = self._sync.post(CHAT_PATH, json=body)
@@ -114,9 +115,9 @@ class ChatClient:
             raise status_error(route, response.status_code, _error_text(response))
         return openai_chat.parse_chat_response(_json(response, route), route, _ms(start))
 
-    async def acomplete(self, request: lm15.Request, route: Route) -> lm15.Response:
+    async def acomplete(self, request: lm15.Request, route: Route, caps: Capabilities | None = None) -> lm15.Response:
         """One chat completion, awaited."""
-        body = openai_chat.chat_payload(request, route.model)
+        body = openai_chat.chat_payload(request, route.model, capabilities=caps)
         start = time.perf_counter()
         try:
             response = await self._async_client().post(CHAT_PATH, json=body)
@@ -128,9 +129,11 @@ class ChatClient:
 
     # ─── streaming ───
 
-    def stream(self, request: lm15.Request, route: Route) -> Iterator[lm15.StreamEvent]:
+    def stream(
+        self, request: lm15.Request, route: Route, caps: Capabilities | None = None
+    ) -> Iterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, blocking."""
-        body = openai_chat.chat_payload(request, route.model, stream=True)
+        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:
@@ -144,9 +147,11 @@ class ChatClient:
             raise transport_error(route, exc, self.timeout) from exc
         yield openai_chat.end_event(state, route, _ms(start))
 
-    async def astream(self, request: lm15.Request, route: Route) -> AsyncIterator[lm15.StreamEvent]:
+    async def astream(
+        self, request: lm15.Request, route: Route, caps: Capabilities | None = None
+    ) -> AsyncIterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, awaited."""
-        body = openai_chat.chat_payload(request, route.model, stream=True)
+        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from dspy import lm15
 
+from dspy_pylon.capabilities import Capabilities, local_capabilities
 from dspy_pylon.errors import BackendServerError, UnsupportedRequest
 from dspy_pylon.route import Route
 
@@ -43,29 +44,141 @@ def _part_to_chat(part: Any, where: str) -> dict[str, Any]:
     )
 
 
-def _message_to_chat(message: lm15.Message, index: int) -> dict[str, Any]:
+def _arguments(call: lm15.ToolCallPart) -> str:
+    # lm15 keeps the arguments parsed; the wire carries them as a JSON string.
+    return json.dumps(call.input, ensure_ascii=False, separators=(",", ":"))
+
+
+def _tool_result_text(part: lm15.ToolResultPart, where: str) -> str:
+    texts = []
+    for index, item in enumerate(part.content):
+        if not isinstance(item, lm15.TextPart):
+            raise UnsupportedRequest(
+                f"{where}.content[{index}]: a tool result can carry text only here, not {type(item).__name__}",
+                feature=where,
+            )
+        texts.append(item.text)
+    return "".join(texts)
+
+
+def _messages_to_chat(message: lm15.Message, index: int) -> list[dict[str, Any]]:
+    """The chat messages for one lm15 message (a tool message may hold several results)."""
+    where = f"messages[{index}]"
     role = "system" if message.role == "developer" else message.role
     if role == "tool":
-        where = f"messages[{index}]"
-        raise UnsupportedRequest(f"{where}: tool messages are not supported yet", feature=where)
+        results = [p for p in message.parts if isinstance(p, lm15.ToolResultPart)]
+        if len(results) != len(message.parts) or not results:
+            raise UnsupportedRequest(f"{where}: a tool message must hold tool results only", feature=where)
+        return [
+            {"role": "tool", "tool_call_id": r.id, "content": _tool_result_text(r, f"{where}.parts[{i}]")}
+            for i, r in enumerate(results)
+        ]
+    calls = [p for p in message.parts if isinstance(p, lm15.ToolCallPart)]
+    if calls:
+        if role != "assistant":
+            raise UnsupportedRequest(f"{where}: only assistant messages can hold tool calls", feature=where)
+        # Reasoning of earlier turns is not sent back: the OpenAI chat wire has no place for it.
+        texts = [p.text for p in message.parts if isinstance(p, lm15.TextPart)]
+        return [
+            {
+                "role": "assistant",
+                "content": "".join(texts) or None,
+                "tool_calls": [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c)}}
+                    for c in calls
+                ],
+            }
+        ]
     text = message.text
     if text is not None:
-        return {"role": role, "content": text}
-    content = [_part_to_chat(p, f"messages[{index}].parts[{i}]") for i, p in enumerate(message.parts)]
-    return {"role": role, "content": content}
+        return [{"role": role, "content": text}]
+    parts = [p for p in message.parts if not (role == "assistant" and isinstance(p, lm15.ThinkingPart))]
+    content = [_part_to_chat(p, f"{where}.parts[{i}]") for i, p in enumerate(parts)]
+    return [{"role": role, "content": content}]
 
 
-def chat_payload(request: lm15.Request, model: str, *, stream: bool = False) -> dict[str, Any]:
-    """The JSON body for ``POST /v1/chat/completions`` carrying ``request`` to ``model``."""
-    if request.tools:
-        raise UnsupportedRequest("native tool calling is not supported by pylon's local venue yet", feature="tools")
+def _tools_to_chat(tools: tuple[Any, ...]) -> list[dict[str, Any]]:
+    out = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, lm15.FunctionTool):
+            raise UnsupportedRequest(
+                f"tools[{index}]: {type(tool).__name__} is a provider-hosted tool; local backends run functions only",
+                feature="tools",
+            )
+        function: dict[str, Any] = {"name": tool.name, "parameters": dict(tool.parameters or {"type": "object"})}
+        if tool.description:
+            function["description"] = tool.description
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice_to_chat(choice: lm15.ToolChoice, body: dict[str, Any]) -> None:
+    if choice.parallel is not None:
+        body["parallel_tool_calls"] = choice.parallel
+    allowed = tuple(choice.allowed or ())
+    if choice.mode == "required" and len(allowed) == 1:
+        body["tool_choice"] = {"type": "function", "function": {"name": allowed[0]}}
+        return
+    if allowed:
+        raise UnsupportedRequest(
+            "tool_choice: a subset of allowed tools has no OpenAI chat spelling; send only those tools instead",
+            feature="tool_choice",
+        )
+    body["tool_choice"] = choice.mode
+
+
+def response_format_to_chat(response_format: dict[str, Any]) -> dict[str, Any]:
+    """lm15's canonical ``response_format`` in the OpenAI chat wire form.
+
+    lm15 holds ``{"type": "json_schema", "schema": ..., "name"?, "strict"?}``; servers
+    read ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` and
+    silently ignore the canonical shape.
+    """
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema" or not isinstance(response_format.get("schema"), dict):
+        raise UnsupportedRequest(
+            f"response_format of type {kind!r} is not supported (json_schema with a schema, or json_object)",
+            feature="response_format",
+        )
+    inner: dict[str, Any] = {"name": response_format.get("name") or "response", "schema": response_format["schema"]}
+    if "strict" in response_format:
+        inner["strict"] = bool(response_format["strict"])
+    return {"type": "json_schema", "json_schema": inner}
+
+
+def chat_payload(
+    request: lm15.Request, model: str, *, stream: bool = False, capabilities: Capabilities | None = None
+) -> dict[str, Any]:
+    """The JSON body for ``POST /v1/chat/completions`` carrying ``request`` to ``model``.
+
+    ``capabilities`` are the backend's (default: a llama.cpp server with a tool-capable
+    template). Anything it cannot honour raises :class:`UnsupportedRequest` rather than
+    being sent to be ignored.
+    """
+    caps = capabilities or local_capabilities("llamacpp")
+    config = request.config
+    if request.tools and not caps.function_calling:
+        raise UnsupportedRequest(
+            "native tool calling is not supported by this backend (for llama.cpp: its model's chat template "
+            "renders no tools); use an adapter without use_native_function_calling",
+            feature="tools",
+        )
+    if config.response_format is not None:
+        schema = config.response_format.get("type") == "json_schema"
+        if (schema and not caps.response_schema) or (not schema and not caps.json_mode):
+            raise UnsupportedRequest(
+                "this backend cannot enforce a response_format; drop it (DSPy's ChatAdapter parses text)",
+                feature="response_format",
+            )
     messages: list[dict[str, Any]] = []
     if request.system is not None:
         system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
         messages.append({"role": "system", "content": system})
-    messages.extend(_message_to_chat(m, i) for i, m in enumerate(request.messages))
+    for index, message in enumerate(request.messages):
+        messages.extend(_messages_to_chat(message, index))
     body: dict[str, Any] = {"model": model, "messages": messages}
-    config = request.config
     for name in ("max_tokens", "temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty"):
         value = getattr(config, name)
         if value is not None:
@@ -73,7 +186,11 @@ def chat_payload(request: lm15.Request, model: str, *, stream: bool = False) -> 
     if config.stop:
         body["stop"] = list(config.stop)
     if config.response_format is not None:
-        body["response_format"] = dict(config.response_format)
+        body["response_format"] = response_format_to_chat(dict(config.response_format))
+    if request.tools:
+        body["tools"] = _tools_to_chat(request.tools)
+    if config.tool_choice is not None:
+        _tool_choice_to_chat(config.tool_choice, body)
     if config.logprobs is not None:
         body["logprobs"] = True
         if config.logprobs:
@@ -154,11 +271,7 @@ def chunk_events(data: str, state: StreamState, route: Route) -> list[lm15.Strea
         events.append(lm15.StreamStartEvent(id=state.id, model=state.model))
     usage = chunk.get("usage")
     if isinstance(usage, dict):
-        state.usage = lm15.Usage(
-            input_tokens=usage.get("prompt_tokens"),
-            output_tokens=usage.get("completion_tokens"),
-            total_tokens=usage.get("total_tokens"),
-        )
+        state.usage = usage_from_chat(usage)
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
         text = delta.get("content")
@@ -167,9 +280,40 @@ def chunk_events(data: str, state: StreamState, route: Route) -> list[lm15.Strea
         reasoning = delta.get("reasoning_content")
         if reasoning:
             events.append(lm15.StreamDeltaEvent(lm15.ThinkingDelta(reasoning)))
+        for call in delta.get("tool_calls") or ():
+            if not isinstance(call, dict):
+                continue
+            function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
+            index = call.get("index", 0)
+            events.append(
+                lm15.StreamDeltaEvent(
+                    lm15.ToolCallDelta(
+                        input=str(function.get("arguments") or ""),
+                        # One part per call, numbered as the server numbers them (lm15's own reader does the same).
+                        part_index=index if isinstance(index, int) and index >= 0 else 0,
+                        id=str(call.get("id") or "") or None,
+                        name=str(function.get("name") or "") or None,
+                    )
+                )
+            )
         if choice.get("finish_reason"):
             state.finish_reason = _FINISH.get(choice["finish_reason"], "stop")
     return events
+
+
+def usage_from_chat(usage: Mapping[str, Any]) -> lm15.Usage:
+    """Token counts of an OpenAI-style ``usage`` object, cached and reasoning tokens included."""
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
+    completion_details = completion_details if isinstance(completion_details, dict) else {}
+    return lm15.Usage(
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        total_tokens=usage.get("total_tokens"),
+        cache_read_tokens=prompt_details.get("cached_tokens"),
+        reasoning_tokens=completion_details.get("reasoning_tokens"),
+    )
 
 
 def end_event(state: StreamState, route: Route, latency_ms: float) -> lm15.StreamEndEvent:

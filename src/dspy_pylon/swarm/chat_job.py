@@ -38,8 +38,16 @@ def _text_of(message: lm15.Message, index: int) -> str:
 
 def transcript(request: lm15.Request) -> dict[str, Any]:
     """The chat transcript of ``request`` as JSON-ready data."""
-    if request.tools:
+    if request.tools or request.config.tool_choice is not None:
         raise UnsupportedRequest("native tool calling is not supported on the swarm", feature="tools")
+    if request.config.response_format is not None:
+        # The pylon.chat.v1 transcript has no place for a schema: sending the job anyway
+        # would return unconstrained text where the caller asked for JSON.
+        raise UnsupportedRequest(
+            "response_format (structured outputs) cannot be sent to the swarm yet; use the local venue, "
+            "or DSPy's ChatAdapter, which parses text",
+            feature="response_format",
+        )
     system = None
     if request.system is not None:
         system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
