@@ -8,6 +8,7 @@ callbacks. PylonLM plugs a sync and an async engine in, both backed by one share
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -516,6 +517,29 @@ class PylonLM(dspy.LM):
         """Close this LM's connection pools (shared with its copies)."""
         self.runtime.close()
         super().close()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PylonLM:
+        # Optimizers deep-copy programs: the copy keeps sharing this LM's runtime (usage,
+        # budget, connections; the runtime and engines return themselves). Spelled out
+        # because __reduce__ below, which pickling needs, would otherwise rebuild it.
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return copied
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the saved state (``dump_state``): settings and venue, never a secret.
+
+        Connections, loops and locks are not pickled; the unpickled LM builds them lazily,
+        and keys, wallet and global budget are resolved again from ``$PYLON_HOME`` and the
+        environment, as for ``pylon.LM(...)``. A mnemonic, key, NWC URI or
+        ``approve_payment`` callback passed to the constructor is not carried.
+        """
+        return (_rebuild_lm, (self.dump_state(),))
+
+
+def _rebuild_lm(state: dict[str, Any]) -> PylonLM:
+    return PylonLM.load_state(state)
 
 
 def _wallet_source(nwc_uri: str | None) -> WalletSource | None:
