@@ -144,6 +144,9 @@ class LocalRouter:
         self._resolved: tuple[Route, ChatClient] | None = None
         self._clients: dict[str, ChatClient] = {}
         self._capabilities: dict[Route, Capabilities] = {}
+        # The first route this router served: once a server answered, a later failure
+        # never hands the calls to another backend or the embedded model unannounced.
+        self._first: Route | None = None
 
     def resolve(self) -> tuple[Route, ChatClient]:
         """The route and client for the next call (probing only when nothing is cached)."""
@@ -152,8 +155,40 @@ class LocalRouter:
             return resolved
         with self._lock:
             if self._resolved is None:
-                self._resolved = self._resolve()
+                self._resolved = self._resolve() if self._first is None else self._resolve_again(self._first)
+                if self._first is None:
+                    self._first = self._resolved[0]
             return self._resolved
+
+    def _resolve_again(self, first: Route) -> tuple[Route, ChatClient]:
+        """After a failure: the same backend and model again, or a retryable error.
+
+        A different model answering the same calls (DSPy's cache would then mix their
+        answers under one key) is what a user must never get silently, so neither the
+        embedded model nor another backend found by detection takes over.
+        """
+        if first.backend == "embedded":
+            return self._embedded()
+        from dspy_pylon.local.detect import probe_all
+
+        endpoint = replace(endpoint_for(first.backend), base_url=first.base_url)  # type: ignore[arg-type]
+        result = probe_all([endpoint])[0]
+        if not result.ok:
+            raise BackendConnectionError(
+                f"{first.backend} at {first.base_url}, which served this LM, stopped answering ({result.detail}); "
+                "pylon will not switch to another model mid-run. Restart it (DSPy retries the call), or build a new "
+                "LM to pick another backend",
+                provider=first.backend,
+            )
+        client = self._client(first.base_url)
+        model = self._resolve_model(result.endpoint.kind, client)
+        if model != first.model:
+            raise BackendConnectionError(
+                f"{first.backend} at {first.base_url} now serves {model!r}, not {first.model!r} which answered "
+                "this LM's earlier calls; build a new LM to use the new model",
+                provider=first.backend,
+            )
+        return first, client
 
     def capabilities(self, route: Route) -> Capabilities:
         """What the server behind ``route`` honours (llama.cpp: read from its ``/props`` once)."""
