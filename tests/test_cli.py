@@ -56,6 +56,7 @@ def test_demo_runs_end_to_end() -> None:
     out = result.stdout
     assert "embedded llama.cpp at http://127.0.0.1:" in out
     assert out.count("local/embedded") == 5
+    assert "structured output (JSONAdapter, schema enforced by embedded): country=" in out
     assert "relay at ws://127.0.0.1:" in out and "serving kind 5050" in out
     assert out.count("swarm/nip90") == 10  # the swarm part and the hybrid part
     assert out.count("local failed: NoLocalBackend") == 5

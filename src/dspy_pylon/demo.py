@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich import box
 from rich.console import Console
@@ -169,7 +169,32 @@ def run_local_demo(
         _started(console, f"embedded llama.cpp at {server.url} ({server.model_path.name})", started)
     lm = pylon.LM(f"pylon:local:{backend}", max_tokens=48, temperature=0.0, cache=False)
     with _quiet_dspy():
-        return run_program(console, "pylon:local", lm, questions)
+        rows = run_program(console, "pylon:local", lm, questions)
+        run_structured(console, lm)
+    return rows
+
+
+def run_structured(console: Console, lm: Any) -> None:
+    """Typed outputs through DSPy's JSONAdapter: the backend enforces the schema pylon sends."""
+    import dspy
+
+    class CityFacts(dspy.Signature):
+        """Facts about a city."""
+
+        city: str = dspy.InputField()
+        country: str = dspy.OutputField()
+        is_capital: bool = dspy.OutputField()
+        continent: Literal["Africa", "America", "Asia", "Europe", "Oceania"] = dspy.OutputField()
+
+    structured = lm.copy(max_tokens=96)
+    started = time.perf_counter()
+    with dspy.context(lm=structured, adapter=dspy.JSONAdapter()):
+        facts = dspy.Predict(CityFacts)(city="Paris")
+    console.print(
+        f"[green]✓[/] structured output (JSONAdapter, schema enforced by {lm.route().backend}): "
+        f"country={facts.country!r} is_capital={facts.is_capital!r} continent={facts.continent!r} "
+        f"({(time.perf_counter() - started) * 1000:.0f} ms)"
+    )
 
 
 class DemoSwarm:

@@ -214,16 +214,21 @@ def _check_unknown_after_404(error: BaseException, server: RecordedServer) -> No
 
 
 def _check_next_call_resolves_again(lm: pylon.PylonLM, server: RecordedServer) -> None:
-    # The route was forgotten: the next call resolves to the model now first in /api/tags.
-    assert lm(unique_prompt()) == [TEXT]
-    assert lm.route().model == TAGS[1]
-    assert server.chat_bodies()[-1]["model"] == TAGS[1]
+    # The route was forgotten and probed again, but the model that answered is gone: the next
+    # call names both instead of letting the model now first in /api/tags answer silently.
+    sent = len(server.chat_bodies())
+    with pytest.raises(LMUnsupportedModelError) as wrapped:
+        lm(unique_prompt())
+    cause = wrapped.value.__cause__
+    assert isinstance(cause, UnknownModel)
+    assert TAGS[0] in str(cause) and TAGS[1] in str(cause) and "will not switch" in str(cause)
+    assert len(server.chat_bodies()) == sent
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_chat_404_becomes_unknown_model(ollama: RecordedServer, mode: str) -> None:
     """Runs against recorded responses: Ollama's chat 404 "model not found" (model removed after
-    resolution) becomes UnknownModel listing what is left; the next call resolves again."""
+    resolution) becomes UnknownModel listing what is left; the next call refuses to switch models."""
     lm = qa_lm("pylon:local:ollama")
     assert lm.route().model == TAGS[0]
     ollama.remove_model(TAGS[0])  # `ollama rm` while pylon holds the resolved route

@@ -183,11 +183,14 @@ class LocalRouter:
         client = self._client(first.base_url)
         model = self._resolve_model(result.endpoint.kind, client)
         if model != first.model:
-            raise BackendConnectionError(
-                f"{first.backend} at {first.base_url} now serves {model!r}, not {first.model!r} which answered "
-                "this LM's earlier calls; build a new LM to use the new model",
-                provider=first.backend,
+            # Not retryable: the model is gone, and waiting will not bring it back.
+            error = UnknownModel(
+                f"{first.backend} at {first.base_url} no longer serves {first.model!r}, which answered this LM's "
+                f"earlier calls (it now offers {model!r}); pylon will not switch models mid-run: build a new LM "
+                "to use another model"
             )
+            error.available = (model,)
+            raise error
         return first, client
 
     def capabilities(self, route: Route) -> Capabilities:
