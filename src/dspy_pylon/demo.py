@@ -178,7 +178,7 @@ def run_structured(console: Console, lm: Any) -> None:
     """Typed outputs through DSPy's JSONAdapter: the backend enforces the schema pylon sends."""
     import dspy
 
-    class CityFacts(dspy.Signature):
+    class CityFacts(dspy.Signature):  # type: ignore[misc]  # dspy ships no types
         """Facts about a city."""
 
         city: str = dspy.InputField()
