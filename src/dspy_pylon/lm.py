@@ -58,6 +58,13 @@ def _default_wallet() -> NwcWallet | None:
 _NO_FALLBACK = (UnsupportedRequest, ConfigError)
 
 
+def _swarm_cannot_carry(local_error: PylonError, refusal: UnsupportedRequest) -> PylonError:
+    # The local failure is what the caller must see (and DSPy may retry), not the swarm's
+    # refusal of something local would have honoured (a schema, tools).
+    local_error.add_note(f"the swarm fallback was not tried: {refusal}")
+    return local_error
+
+
 def _with_fallback(response: lm15.Response, reason: BaseException) -> lm15.Response:
     data = dict(response.provider_data or {})
     pylon = dict(data.get("pylon") or {})
@@ -190,7 +197,11 @@ class PylonRuntime:
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            return self._record(_with_fallback(self.swarm().complete(request), exc))
+            try:
+                response = self.swarm().complete(request)
+            except UnsupportedRequest as refusal:
+                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
+            return self._record(_with_fallback(response, exc))
 
     async def acomplete(self, request: lm15.Request) -> lm15.Response:
         """Run one call, awaited."""
@@ -201,7 +212,11 @@ class PylonRuntime:
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            return self._record(_with_fallback(await self.swarm().acomplete(request), exc))
+            try:
+                response = await self.swarm().acomplete(request)
+            except UnsupportedRequest as refusal:
+                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
+            return self._record(_with_fallback(response, exc))
 
     def _counted(self, events: Iterator[lm15.StreamEvent]) -> Iterator[lm15.StreamEvent]:
         for event in events:
@@ -225,7 +240,10 @@ class PylonRuntime:
         except PylonError as exc:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            response = _with_fallback(self.swarm().complete(request), exc)
+            try:
+                response = _with_fallback(self.swarm().complete(request), exc)
+            except UnsupportedRequest as refusal:
+                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             yield from self._counted(lm15.response_to_events(response))
 
     async def astream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
@@ -247,7 +265,10 @@ class PylonRuntime:
         except PylonError as exc:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            response = _with_fallback(await self.swarm().acomplete(request), exc)
+            try:
+                response = _with_fallback(await self.swarm().acomplete(request), exc)
+            except UnsupportedRequest as refusal:
+                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             for event in self._counted(lm15.response_to_events(response)):
                 yield event
 

@@ -205,6 +205,13 @@ class RecordedServer:
         with self._lock:
             self._tags["models"] = [m for m in self._tags["models"] if m["name"] != name]
 
+    def pull_model(self, name: str) -> None:
+        """List a new model first in ``/api/tags`` (Ollama lists the newest first); Ollama profile only."""
+        assert self.profile == "ollama"
+        with self._lock:
+            first = dict(self._tags["models"][0], name=name, model=name)
+            self._tags["models"] = [first, *self._tags["models"]]
+
     # ─── request handling (server threads) ───
 
     def _record(self, method: str, path: str, body: Any) -> None:

@@ -458,3 +458,16 @@ def test_async_streamify(ollama: RecordedServer) -> None:
     assert final is not None and final.answer == "Paris"
     assert ollama.chat_bodies()[0]["stream"] is True
     assert lm.history[-1]["usage"]["total_tokens"] == STREAM_USAGE["total_tokens"]
+
+
+def test_a_newly_pulled_model_listed_first_does_not_take_over(ollama: RecordedServer) -> None:
+    """Runs against recorded responses: after the route is forgotten (e.g. a dropped connection),
+    the model that answered is still served, so it keeps answering although `ollama pull` listed
+    another model first."""
+    lm = qa_lm("pylon:local:ollama")
+    assert lm(unique_prompt()) == [TEXT]
+    ollama.pull_model("newcomer:latest")
+    lm.runtime.local_router().invalidate()
+    assert lm(unique_prompt()) == [TEXT]
+    assert lm.route().model == TAGS[0]
+    assert ollama.chat_bodies()[-1]["model"] == TAGS[0]

@@ -249,6 +249,26 @@ def test_hybrid_falls_back_to_the_swarm(
     eventually(lambda: provider.node.stats.done == 1)
 
 
+def test_hybrid_schema_call_keeps_the_local_error_when_the_swarm_cannot_carry_it(
+    relay_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local would have enforced the schema; the swarm cannot. The caller sees the local failure
+    (retryable by DSPy), not the swarm's refusal, and no job is published."""
+    slow = SlowLlama(fail=True)
+    try:
+        monkeypatch.setenv("LLAMACPP_URL", slow.url)
+        config = pylon.PylonConfig(venue=pylon.Hybrid(backend="llamacpp", relays=(relay_url,)), timeout=1.5)
+        lm = pylon.PylonLM.swarm(pylon_keys_hex(), config, cache=False, num_retries=0, max_tokens=2)
+        with pytest.raises(dspy_errors.LMError) as info:
+            lm("json please", response_format={"type": "json_object"})
+    finally:
+        slow.close()
+    cause = info.value.__cause__
+    assert isinstance(cause, pylon.BackendServerError)
+    assert any("swarm fallback was not tried" in note for note in getattr(cause, "__notes__", []))
+    assert dspy_errors.is_retryable_lm_error(info.value)
+
+
 def pylon_keys_hex() -> str:
     import nostr_sdk
 

@@ -113,17 +113,18 @@ def _is_model_missing(exc: BackendRequestError) -> bool:
     return getattr(exc, "status", None) == 404 and "model" in text and "not found" in text
 
 
-def _template_renders_tools(client: ChatClient) -> bool:
-    # llama.cpp reports what its chat template can render; a server too old to say
-    # (no /props, or no chat_template_caps) is taken at its word that tools work.
+def _template_renders_tools(client: ChatClient) -> bool | None:
+    """llama.cpp's own report of whether its chat template renders tools; None if it could not say.
+
+    A server that does not report it (no Jinja templates, or too old) is not trusted
+    with tools: it would drop them or fail, and pylon refuses them instead.
+    """
     try:
         props = client.get_json("/props")
     except (OSError, ValueError, lm15.LM15Error):
-        return True
+        return None
     caps = props.get("chat_template_caps") if isinstance(props, dict) else None
-    if not isinstance(caps, dict) or "supports_tools" not in caps:
-        return True
-    return bool(caps["supports_tools"])
+    return bool(isinstance(caps, dict) and caps.get("supports_tools"))
 
 
 class LocalRouter:
@@ -154,42 +155,70 @@ class LocalRouter:
         if resolved is not None:
             return resolved
         with self._lock:
-            if self._resolved is None:
-                self._resolved = self._resolve() if self._first is None else self._resolve_again(self._first)
+            # A local: invalidate() may clear the attribute from another thread at any time.
+            current = self._resolved
+            if current is None:
+                current = self._resolve() if self._first is None else self._resolve_again(self._first)
+                self._resolved = current
                 if self._first is None:
-                    self._first = self._resolved[0]
-            return self._resolved
+                    self._first = current[0]
+            return current
 
     def _resolve_again(self, first: Route) -> tuple[Route, ChatClient]:
-        """After a failure: the same backend and model again, or a retryable error.
+        """After a failure: the same backend kind serving the same model, or an error.
 
-        A different model answering the same calls (DSPy's cache would then mix their
-        answers under one key) is what a user must never get silently, so neither the
-        embedded model nor another backend found by detection takes over.
+        The server may be back where it was or where its environment variable points now
+        (a restart on another port). A different model answering the same calls (DSPy's
+        cache would then mix their answers under one key) is what a user must never get
+        silently, so neither the embedded model nor another backend kind takes over.
         """
         if first.backend == "embedded":
             return self._embedded()
         from dspy_pylon.local.detect import probe_all
 
-        endpoint = replace(endpoint_for(first.backend), base_url=first.base_url)  # type: ignore[arg-type]
-        result = probe_all([endpoint])[0]
-        if not result.ok:
-            raise BackendConnectionError(
-                f"{first.backend} at {first.base_url}, which served this LM, stopped answering ({result.detail}); "
-                "pylon will not switch to another model mid-run. Restart it (DSPy retries the call), or build a new "
-                "LM to pick another backend",
-                provider=first.backend,
+        kind: ServerKind = first.backend  # type: ignore[assignment]  # a ServerKind unless embedded
+        urls = [first.base_url, self.base_url or endpoint_for(kind).base_url]
+        endpoints = [replace(endpoint_for(kind), base_url=normalize_url(u)) for u in dict.fromkeys(urls)]
+        results = probe_all(endpoints)
+        elsewhere: list[str] = []
+        offered: list[str] = []
+        for result in results:
+            if not result.ok:
+                continue
+            url = result.endpoint.base_url
+            client = self._client(url)
+            try:
+                available = _model_names(kind, client.get_json(_listing_path(kind)))
+            except (OSError, ValueError, lm15.LM15Error):
+                available = []  # the bridge may list nothing: the call itself will tell
+            served = match_model(kind, first.model, available) if available and kind != "apple-fm" else first.model
+            if served is not None:
+                return Route(first.venue, first.backend, url, served), client
+            elsewhere.append(f"{url} offers {', '.join(available)}")
+            offered.extend(available)
+        if elsewhere:
+            # Not retryable: the model is gone, and waiting will not bring it back.
+            error = UnknownModel(
+                f"{first.model!r}, which answered this LM's earlier calls, is no longer served by {first.backend} "
+                f"({'; '.join(elsewhere)}); pylon will not switch models mid-run: build a new LM to use another model"
             )
-        client = self._client(first.base_url)
-        model = self._resolve_model(result.endpoint.kind, client)
-        if model != first.model:
+            error.available = tuple(dict.fromkeys(offered))
+            raise error
+        probed = "; ".join(f"{r.endpoint.base_url} ({r.detail})" for r in results)
+        raise BackendConnectionError(
+            f"{first.backend}, which served this LM at {first.base_url}, stopped answering (probed {probed}); "
+            "pylon will not switch to another model mid-run. Restart it (DSPy retries the call), or build a new "
+            "LM to pick another backend",
+            provider=first.backend,
+        )
+        if kind != "apple-fm" and available and match_model(kind, first.model, available) is None:
             # Not retryable: the model is gone, and waiting will not bring it back.
             error = UnknownModel(
                 f"{first.backend} at {first.base_url} no longer serves {first.model!r}, which answered this LM's "
-                f"earlier calls (it now offers {model!r}); pylon will not switch models mid-run: build a new LM "
-                "to use another model"
+                f"earlier calls (it now offers {', '.join(available)}); pylon will not switch models mid-run: "
+                "build a new LM to use another model"
             )
-            error.available = (model,)
+            error.available = tuple(available)
             raise error
         return first, client
 
@@ -197,10 +226,12 @@ class LocalRouter:
         """What the server behind ``route`` honours (llama.cpp: read from its ``/props`` once)."""
         caps = self._capabilities.get(route)
         if caps is None:
-            template_tools = True
+            reported: bool | None = True
             if route.backend in ("llamacpp", "embedded"):
-                template_tools = _template_renders_tools(self._client(route.base_url))
-            caps = self._capabilities[route] = local_capabilities(route.backend, template_tools=template_tools)
+                reported = _template_renders_tools(self._client(route.base_url))
+            caps = local_capabilities(route.backend, template_tools=bool(reported))
+            if reported is not None:  # an unanswered /props is asked again next time, not cached
+                self._capabilities[route] = caps
         return caps
 
     def invalidate(self) -> None:
