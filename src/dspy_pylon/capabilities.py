@@ -20,6 +20,40 @@ _OPENAI_COMPATIBLE_PARAMS = frozenset(
     {"top_k", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias"}
 )
 _SCHEMA_PARAMS = frozenset({"response_format"})
+
+#: llama.cpp server options that lm15's canonical Request has no field for. pylon carries
+#: them past DSPy's canonicalisation and sends them at the top of the body, as DSPy's own
+#: client does (through LiteLLM) for an OpenAI-compatible server. ``extra_body`` is merged.
+LLAMACPP_OPTIONS = frozenset(
+    {
+        "repeat_penalty",
+        "repeat_last_n",
+        "min_p",
+        "typical_p",
+        "top_n_sigma",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "dry_multiplier",
+        "dry_base",
+        "dry_allowed_length",
+        "dry_penalty_last_n",
+        "xtc_probability",
+        "xtc_threshold",
+        "dynatemp_range",
+        "dynatemp_exponent",
+        "n_probs",
+        "n_keep",
+        "cache_prompt",
+        "samplers",
+        "ignore_eos",
+        "id_slot",
+        "post_sampling_probs",
+        "timings_per_token",
+        "chat_template_kwargs",
+        "extra_body",
+    }
+)
 _TOOL_PARAMS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
 
 
@@ -31,7 +65,11 @@ class Capabilities:
     response_schema: bool = False
     json_mode: bool = False
     reasoning: bool = False
+    # Takes a ``reasoning_effort`` on the wire (whether the model thinks is the model's affair).
+    reasoning_effort: bool = False
     params: frozenset[str] = field(default=_BASE_PARAMS)
+    # Backend-specific options (``repeat_penalty``...) it reads.
+    options: frozenset[str] = frozenset()
 
 
 def local_capabilities(backend: str, *, template_tools: bool = True) -> Capabilities:
@@ -41,15 +79,25 @@ def local_capabilities(backend: str, *, template_tools: bool = True) -> Capabili
     whether the model's chat template renders tools: without it, llama.cpp drops the
     tools from the prompt without a word, so pylon refuses them instead.
     """
+    options: frozenset[str] = frozenset()
     if backend in ("llamacpp", "embedded"):
         tools = template_tools
+        options = LLAMACPP_OPTIONS
     elif backend == "ollama":
+        # Its OpenAI-compatible /v1 API ignores its native option names: refused, not sent.
         tools = True
     else:
         # The Apple FM bridge's OpenAI-compatible surface carries plain chat only.
         return Capabilities(params=_BASE_PARAMS)
     params = _BASE_PARAMS | _OPENAI_COMPATIBLE_PARAMS | _SCHEMA_PARAMS | (_TOOL_PARAMS if tools else frozenset())
-    return Capabilities(function_calling=tools, response_schema=True, json_mode=True, params=params)
+    return Capabilities(
+        function_calling=tools,
+        response_schema=True,
+        json_mode=True,
+        reasoning_effort=True,
+        params=params | options | {"reasoning_effort"},
+        options=options,
+    )
 
 
 #: The swarm's ``pylon.chat.v1`` transcript carries text chat and sampling settings only.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +18,7 @@ import dspy
 from dspy import lm15
 
 from dspy_pylon import capabilities as caps_mod
+from dspy_pylon import carrier
 from dspy_pylon.capabilities import Capabilities
 from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
 from dspy_pylon.errors import ConfigError, PylonError, UnsupportedRequest
@@ -43,6 +44,8 @@ def model_string(config: PylonConfig) -> str:
 
 
 KeySource = Callable[[], Any]
+Options = Mapping[str, Any]
+_NO_OPTIONS: Options = {}
 WalletSource = Callable[[], NwcWallet | None]
 
 
@@ -178,42 +181,62 @@ class PylonRuntime:
                 return caps_mod.SWARM
         return self._last_capabilities
 
-    def _local_complete(self, router: LocalRouter, request: lm15.Request) -> lm15.Response:
+    def _local_complete(self, router: LocalRouter, request: lm15.Request, options: Options) -> lm15.Response:
         route, client = router.resolve()
         with router.guard(route):
-            return client.complete(request, route, router.capabilities(route))
+            return client.complete(request, route, router.capabilities(route), options)
 
-    async def _local_acomplete(self, router: LocalRouter, request: lm15.Request) -> lm15.Response:
+    async def _local_acomplete(self, router: LocalRouter, request: lm15.Request, options: Options) -> lm15.Response:
         route, client = router.resolve()
         with router.guard(route):
-            return await client.acomplete(request, route, router.capabilities(route))
+            return await client.acomplete(request, route, router.capabilities(route), options)
 
-    def complete(self, request: lm15.Request) -> lm15.Response:
-        """Run one call, blocking."""
+    def _for_swarm(self, request: lm15.Request, options: Options) -> lm15.Request:
+        if options:
+            raise UnsupportedRequest(
+                f"backend options ({', '.join(options)}) cannot be sent to the swarm: the pylon.chat.v1 "
+                "transcript carries the standard sampling settings only",
+                feature=next(iter(options)),
+            )
+        return request
+
+    def cache_route(self) -> str:
+        """Which served model the next call goes to, as a key for DSPy's cache (no secret in it)."""
+        if self._local is not None:
+            try:
+                route, _client = self._local.resolve()
+                return f"{route.backend}:{route.model}"
+            except PylonError:
+                if isinstance(self.config.venue, Local):
+                    return "local:unresolved"
+        return f"swarm:{self.config.model or 'any'}"
+
+    def complete(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> lm15.Response:
+        """Run one call, blocking. ``options`` are backend options (see :mod:`dspy_pylon.carrier`)."""
         if self._local is None:
-            return self._record(self.swarm().complete(request))
+            return self._record(self.swarm().complete(self._for_swarm(request, options)))
         try:
-            return self._record(self._local_complete(self._local, request))
+            return self._record(self._local_complete(self._local, request, options))
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             try:
-                response = self.swarm().complete(request)
+                response = self.swarm().complete(self._for_swarm(request, options))
             except UnsupportedRequest as refusal:
                 raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             return self._record(_with_fallback(response, exc))
 
-    async def acomplete(self, request: lm15.Request) -> lm15.Response:
+    async def acomplete(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> lm15.Response:
         """Run one call, awaited."""
         if self._local is None:
-            return self._record(await self.swarm().acomplete(request))
+            return self._record(await self.swarm().acomplete(self._for_swarm(request, options)))
         try:
-            return self._record(await self._local_acomplete(self._local, request))
+            return self._record(await self._local_acomplete(self._local, request, options))
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             try:
-                response = await self.swarm().acomplete(request)
+                response = await self.swarm().acomplete(self._for_swarm(request, options))
             except UnsupportedRequest as refusal:
                 raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             return self._record(_with_fallback(response, exc))
@@ -224,32 +247,33 @@ class PylonRuntime:
                 self.totals.add(_usage_of_end(event))
             yield event
 
-    def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
+    def stream(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> Iterator[lm15.StreamEvent]:
         """Run one call as a stream of lm15 events, blocking. Swarm answers arrive whole."""
         if self._local is None:
-            yield from self._counted(lm15.response_to_events(self.swarm().complete(request)))
+            yield from self._counted(lm15.response_to_events(self.swarm().complete(self._for_swarm(request, options))))
             return
         router = self._local
         started = False
         try:
             route, client = router.resolve()
             with router.guard(route):
-                for event in self._counted(client.stream(request, route, router.capabilities(route))):
+                for event in self._counted(client.stream(request, route, router.capabilities(route), options)):
                     started = True
                     yield event
         except PylonError as exc:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             try:
-                response = _with_fallback(self.swarm().complete(request), exc)
+                response = _with_fallback(self.swarm().complete(self._for_swarm(request, options)), exc)
             except UnsupportedRequest as refusal:
                 raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             yield from self._counted(lm15.response_to_events(response))
 
-    async def astream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
+    async def astream(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call as a stream of lm15 events, awaited."""
         if self._local is None:
-            for event in self._counted(lm15.response_to_events(await self.swarm().acomplete(request))):
+            response = await self.swarm().acomplete(self._for_swarm(request, options))
+            for event in self._counted(lm15.response_to_events(response)):
                 yield event
             return
         router = self._local
@@ -257,7 +281,7 @@ class PylonRuntime:
         try:
             route, client = router.resolve()
             with router.guard(route):
-                async for event in client.astream(request, route, router.capabilities(route)):
+                async for event in client.astream(request, route, router.capabilities(route), options):
                     if isinstance(event, lm15.StreamEndEvent):
                         self.totals.add(_usage_of_end(event))
                     started = True
@@ -266,7 +290,7 @@ class PylonRuntime:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             try:
-                response = _with_fallback(await self.swarm().acomplete(request), exc)
+                response = _with_fallback(await self.swarm().acomplete(self._for_swarm(request, options)), exc)
             except UnsupportedRequest as refusal:
                 raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             for event in self._counted(lm15.response_to_events(response)):
@@ -298,7 +322,7 @@ class PylonEngine:
 
     def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
-        return self.runtime.complete(request)
+        return self.runtime.complete(*carrier.unfold(request))
 
     @property
     def supports_function_calling(self) -> bool:
@@ -322,7 +346,7 @@ class PylonEngine:
 
     def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.stream(request)
+        return self.runtime.stream(*carrier.unfold(request))
 
     def close(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -341,7 +365,7 @@ class AsyncPylonEngine:
 
     async def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
-        return await self.runtime.acomplete(request)
+        return await self.runtime.acomplete(*carrier.unfold(request))
 
     @property
     def supports_function_calling(self) -> bool:
@@ -365,7 +389,7 @@ class AsyncPylonEngine:
 
     def stream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.astream(request)
+        return self.runtime.astream(*carrier.unfold(request))
 
     async def aclose(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -477,6 +501,20 @@ class PylonLM(dspy.LM):
     def route(self) -> Route:
         """The route the next call will take (probes local servers on first use)."""
         return self.runtime.route()
+
+    def _carry(self, prompt: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(prompt, lm15.Request) or "request" in kwargs:
+            return kwargs  # an explicit Request carries everything in its own config
+        return carrier.fold(self.kwargs, kwargs, self.runtime.cache_route())
+
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        """As ``dspy.LM.__call__``; backend options (``repeat_penalty=``...) and the served
+        route travel folded into one key DSPy passes through (:mod:`dspy_pylon.carrier`)."""
+        return super().__call__(prompt, messages=messages, **self._carry(prompt, kwargs))
+
+    async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        """As ``dspy.LM.acall``, with backend options carried as in :meth:`__call__`."""
+        return await super().acall(prompt, messages=messages, **self._carry(prompt, kwargs))
 
     def usage(self) -> LmUsage:
         """Tokens and cost summed over every call this LM and its copies ran (cache hits excluded)."""

@@ -71,3 +71,25 @@ def test_num_retries_rides_through_a_server_restart(tiny_model: Path, monkeypatc
             again.stop()
     assert lm.route() == served
     assert lm.history[-1]["response"].provider_data["pylon"]["base_url"] == served.base_url
+
+
+def test_a_cached_answer_of_one_model_is_never_returned_for_another(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_model = tmp_path / "other.gguf"
+    other_model.write_bytes(tiny_model.read_bytes())  # the same weights under another served name
+    with (
+        EmbeddedLlama(tiny_model, n_ctx=4096, parallel=1) as first,
+        EmbeddedLlama(other_model, n_ctx=4096, parallel=1) as second,
+    ):
+        monkeypatch.setenv("LLAMACPP_URL", first.url)
+        one = pylon.LM("pylon:local:llamacpp", max_tokens=3, temperature=0.0)
+        one("the same prompt")
+        monkeypatch.setenv("LLAMACPP_URL", second.url)
+        two = pylon.LM("pylon:local:llamacpp", max_tokens=3, temperature=0.0)
+        two("the same prompt")
+        # Same model string, settings and prompt: only the served model differs, and DSPy's cache knows it.
+        assert two.history[-1]["usage"], "the second model's call was answered from the first model's cache"
+        assert two.history[-1]["response"].provider_data["pylon"]["model"] == str(other_model)
+        one("the same prompt")
+        assert not one.history[-1]["usage"]  # its own answer, now from the cache

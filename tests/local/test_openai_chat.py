@@ -227,3 +227,19 @@ def test_bad_stream_chunk_is_a_server_error(data: str) -> None:
 def test_stream_chunk_parser_is_total(data: str) -> None:
     with contextlib.suppress(pylon.BackendServerError):
         openai_chat.chunk_events(data, openai_chat.StreamState(), ROUTE)
+
+
+def test_backend_options_and_reasoning_effort_are_sent_or_refused() -> None:
+    request = lm15.request_from_openai_chat(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"}
+    )
+    body = openai_chat.chat_payload(request, "m", options={"repeat_penalty": 1.1, "extra_body": {"n_probs": 2}})
+    assert (body["repeat_penalty"], body["n_probs"], body["reasoning_effort"]) == (1.1, 2, "low")
+    with pytest.raises(pylon.UnsupportedRequest, match="repeat_penalty"):
+        openai_chat.chat_payload(
+            _request(), "m", capabilities=local_capabilities("ollama"), options={"repeat_penalty": 1}
+        )
+    with pytest.raises(pylon.UnsupportedRequest, match="extra_body cannot override messages"):
+        openai_chat.chat_payload(_request(), "m", options={"extra_body": {"messages": []}})
+    with pytest.raises(pylon.UnsupportedRequest, match="reasoning_effort"):
+        openai_chat.chat_payload(request, "m", capabilities=local_capabilities("apple-fm"))

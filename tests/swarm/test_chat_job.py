@@ -345,6 +345,11 @@ def test_tools_are_unsupported() -> None:
         job_of(request)
 
 
+def test_reasoning_effort_is_refused_not_ignored() -> None:
+    with pytest.raises(UnsupportedRequest, match="reasoning_effort"):
+        job_of(make_request(config=lm15.Config(reasoning=lm15.Reasoning(effort="low"))))
+
+
 @pytest.mark.parametrize("response_format", [{"type": "json_object"}, {"type": "json_schema", "schema": {}}])
 def test_a_response_format_is_refused_not_ignored(response_format: dict[str, object]) -> None:
     request = make_request(config=lm15.Config(response_format=response_format))

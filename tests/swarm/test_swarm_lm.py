@@ -324,3 +324,16 @@ def test_bad_mnemonic_is_refused_before_anything_is_sent(relay_url: str) -> None
     with pytest.raises(pylon.InvalidMnemonic) as info:
         pylon.PylonLM.from_mnemonic("leader monkey parrot ring guide accident before fence cannon height naive", config)
     assert "leader monkey" not in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"repeat_penalty": 1.1}, {"response_format": {"type": "json_object"}}])
+def test_swarm_refuses_what_its_transcript_cannot_carry_before_publishing(
+    start_provider: StartProvider, swarm_lm: SwarmLM, kwargs: dict[str, Any]
+) -> None:
+    provider = start_provider()
+    lm = swarm_lm()
+    assert lm.supports_response_schema is False and "response_format" not in lm.supported_params
+    with pytest.raises(dspy_errors.LMUnsupportedFeatureError) as info:
+        lm("x", **kwargs)
+    assert isinstance(info.value.__cause__, pylon.UnsupportedRequest)
+    assert provider.node.stats.received == 0

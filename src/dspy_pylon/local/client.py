@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -103,9 +103,15 @@ class ChatClient:
             raise BackendConnectionError(f"GET {self.base_url}{path} failed: {exc}") from exc
         return response.json()
 
-    def complete(self, request: lm15.Request, route: Route, caps: Capabilities | None = None) -> lm15.Response:
+    def complete(
+        self,
+        request: lm15.Request,
+        route: Route,
+        caps: Capabilities | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> lm15.Response:
         """One chat completion, blocking."""
-        body = openai_chat.chat_payload(request, route.model, capabilities=caps)
+        body = openai_chat.chat_payload(request, route.model, capabilities=caps, options=options)
         start = time.perf_counter()
         try:
             response = self._sync.post(CHAT_PATH, json=body)
@@ -115,9 +121,15 @@ class ChatClient:
             raise status_error(route, response.status_code, _error_text(response))
         return openai_chat.parse_chat_response(_json(response, route), route, _ms(start))
 
-    async def acomplete(self, request: lm15.Request, route: Route, caps: Capabilities | None = None) -> lm15.Response:
+    async def acomplete(
+        self,
+        request: lm15.Request,
+        route: Route,
+        caps: Capabilities | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> lm15.Response:
         """One chat completion, awaited."""
-        body = openai_chat.chat_payload(request, route.model, capabilities=caps)
+        body = openai_chat.chat_payload(request, route.model, capabilities=caps, options=options)
         start = time.perf_counter()
         try:
             response = await self._async_client().post(CHAT_PATH, json=body)
@@ -130,10 +142,14 @@ class ChatClient:
     # ─── streaming ───
 
     def stream(
-        self, request: lm15.Request, route: Route, caps: Capabilities | None = None
+        self,
+        request: lm15.Request,
+        route: Route,
+        caps: Capabilities | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Iterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, blocking."""
-        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps)
+        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps, options=options)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:
@@ -148,10 +164,14 @@ class ChatClient:
         yield openai_chat.end_event(state, route, _ms(start))
 
     async def astream(
-        self, request: lm15.Request, route: Route, caps: Capabilities | None = None
+        self,
+        request: lm15.Request,
+        route: Route,
+        caps: Capabilities | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, awaited."""
-        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps)
+        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps, options=options)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:

@@ -148,17 +148,43 @@ def response_format_to_chat(response_format: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": inner}
 
 
+def _options_to_chat(options: Mapping[str, Any], caps: Capabilities, body: dict[str, Any]) -> None:
+    for key, value in options.items():
+        if key not in caps.options:
+            raise UnsupportedRequest(
+                f"{key}={value!r} is a llama.cpp server option this backend does not read; it would be ignored",
+                feature=key,
+            )
+        if key != "extra_body":
+            body[key] = value
+            continue
+        if not isinstance(value, Mapping):
+            raise UnsupportedRequest("extra_body must be a JSON object", feature="extra_body")
+        owned = sorted(_OWNED_KEYS & set(value))
+        if owned:
+            raise UnsupportedRequest(f"extra_body cannot override {', '.join(owned)}", feature="extra_body")
+        body.update(value)
+
+
 def chat_payload(
-    request: lm15.Request, model: str, *, stream: bool = False, capabilities: Capabilities | None = None
+    request: lm15.Request,
+    model: str,
+    *,
+    stream: bool = False,
+    capabilities: Capabilities | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON body for ``POST /v1/chat/completions`` carrying ``request`` to ``model``.
 
     ``capabilities`` are the backend's (default: a llama.cpp server with a tool-capable
-    template). Anything it cannot honour raises :class:`UnsupportedRequest` rather than
-    being sent to be ignored.
+    template); ``options`` are backend options (``repeat_penalty``...) that lm15's Request
+    has no field for. Anything the backend cannot honour raises :class:`UnsupportedRequest`
+    rather than being sent to be ignored.
     """
     caps = capabilities or local_capabilities("llamacpp")
     config = request.config
+    if config.reasoning is not None and not caps.reasoning_effort:
+        raise UnsupportedRequest("this backend takes no reasoning_effort", feature="reasoning_effort")
     if request.tools and not caps.function_calling:
         raise UnsupportedRequest(
             "native tool calling is not supported by this backend (for llama.cpp: its model's chat template "
@@ -191,6 +217,9 @@ def chat_payload(
         body["tools"] = _tools_to_chat(request.tools)
     if config.tool_choice is not None:
         _tool_choice_to_chat(config.tool_choice, body)
+    if config.reasoning is not None:
+        effort = config.reasoning.effort
+        body["reasoning_effort"] = "none" if effort == "off" else effort
     if config.logprobs is not None:
         body["logprobs"] = True
         if config.logprobs:
@@ -198,6 +227,8 @@ def chat_payload(
     for key, value in (config.extensions or {}).items():
         if key not in _OWNED_KEYS:
             body[key] = value
+    if options:
+        _options_to_chat(options, caps, body)
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

@@ -40,6 +40,8 @@ def transcript(request: lm15.Request) -> dict[str, Any]:
     """The chat transcript of ``request`` as JSON-ready data."""
     if request.tools or request.config.tool_choice is not None:
         raise UnsupportedRequest("native tool calling is not supported on the swarm", feature="tools")
+    if request.config.reasoning is not None:
+        raise UnsupportedRequest("reasoning_effort cannot be sent to the swarm yet", feature="reasoning_effort")
     if request.config.response_format is not None:
         # The pylon.chat.v1 transcript has no place for a schema: sending the job anyway
         # would return unconstrained text where the caller asked for JSON.
