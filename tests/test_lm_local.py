@@ -7,11 +7,13 @@ import copy
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import dspy
 import httpx
 import pytest
 from dspy import lm15
+from dspy.utils import exceptions as dspy_errors
 
 import dspy_pylon as pylon
 from dspy_pylon.usage import pylon_data
@@ -218,3 +220,25 @@ def test_saved_program_reloads_its_pylon_lm(llamacpp_url: str, tmp_path: Path) -
     with dspy.context(adapter=WholeAnswerAdapter()):
         assert loaded(q="hi").a
     assert clone.history[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_copy_with_another_model_string_routes_to_that_model(llamacpp_url: str, tiny_server: Any) -> None:
+    lm = pylon.LM("pylon:local:llamacpp", max_tokens=2, cache=False, budget_sats=5)
+    other = lm.copy(model="pylon:local:llamacpp:tiny", temperature=0.0)
+    assert other.model == "pylon:local:llamacpp:tiny" and other.config.model == "tiny"
+    assert other.runtime is not lm.runtime
+    assert other.runtime.budget is lm.runtime.budget and other.runtime.totals is lm.runtime.totals
+    assert other("x")
+    assert other.history[-1]["response"].provider_data["pylon"]["model"] == str(tiny_server.model_path)
+    missing = lm.copy(model="pylon:local:llamacpp:not-served", num_retries=0)
+    with pytest.raises(dspy_errors.LMUnsupportedModelError):
+        missing("x")  # the new name is really used: it is not silently the old model
+    assert lm.copy(temperature=0.5).runtime is lm.runtime
+
+
+def test_model_types_other_than_chat_are_refused() -> None:
+    with pytest.raises(pylon.ConfigError, match="model_type"):
+        pylon.LM("pylon:local", model_type="text")
+    lm = pylon.LM("pylon:local").copy(model_type="responses")
+    with pytest.raises(pylon.ConfigError, match="model_type"):
+        lm("x")

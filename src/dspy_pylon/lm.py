@@ -138,6 +138,14 @@ class PylonRuntime:
                 self._swarm = SwarmVenue(venue, self._keys(), self.config.model, self.config.timeout, payer)
             return self._swarm
 
+    def for_config(self, config: PylonConfig) -> PylonRuntime:
+        """A runtime for another model or venue that shares this one's usage totals, budget,
+        keys, wallet and approval (``lm.copy(model=...)``)."""
+        runtime = PylonRuntime(config, self._keys, self._wallet, self._approve)
+        runtime.totals = self.totals
+        runtime.budget = self.budget
+        return runtime
+
     def local_router(self) -> LocalRouter:
         """The router of the local (or hybrid) venue: which server and model calls go to."""
         if self._local is None:
@@ -465,6 +473,11 @@ class PylonLM(dspy.LM):
                 "pass timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay and providers inside "
                 "config=, not beside it"
             )
+        if kwargs.get("model_type", "chat") != "chat":
+            raise ConfigError(
+                f"model_type={kwargs['model_type']!r} is not supported by pylon's venues: they serve chat "
+                "completions; use the default model_type='chat'"
+            )
         self.config = config
         self.runtime = PylonRuntime(
             config, _key_source(mnemonic, private_key), _wallet_source(nwc_uri), approve_payment
@@ -502,7 +515,40 @@ class PylonLM(dspy.LM):
         """The route the next call will take (probes local servers on first use)."""
         return self.runtime.route()
 
+    def copy(self, **kwargs: Any) -> PylonLM:
+        """As ``dspy.LM.copy``; a new ``model=`` string routes the copy to that model.
+
+        The copy then has a runtime of its own for the new venue, backend and model, still
+        sharing this LM's usage totals, budget, keys and wallet. Venue settings (relays,
+        bid, providers) carry over when the new string names the same kind of venue.
+        """
+        model = kwargs.pop("model", None)
+        copied: PylonLM = super().copy(**kwargs)
+        if model is None or model == self.model:
+            return copied
+        spec = parse_model_string(model)
+        venue = spec.venue
+        old = self.config.venue
+        if isinstance(venue, (Swarm, Hybrid)) and isinstance(old, (Swarm, Hybrid)):
+            settings = {k: getattr(old, k) for k in ("relays", "bid_msats", "auto_pay", "providers", "pay_on_result")}
+            venue = replace(venue, **settings)
+        elif isinstance(venue, Local) and isinstance(old, Local) and venue.backend == old.backend:
+            venue = old
+        config = replace(self.config, venue=venue, model=spec.model)
+        runtime = self.runtime.for_config(config)
+        copied.model = model
+        copied.config = config
+        copied.runtime = runtime
+        copied._engine_spec = PylonEngine(runtime)
+        copied._async_engine_spec = AsyncPylonEngine(runtime)
+        return copied
+
     def _carry(self, prompt: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.model_type != "chat":
+            raise ConfigError(
+                f"model_type={self.model_type!r} is not supported by pylon's venues: they serve chat completions; "
+                "use the default model_type='chat'"
+            )
         if isinstance(prompt, lm15.Request) or "request" in kwargs:
             return kwargs  # an explicit Request carries everything in its own config
         return carrier.fold(self.kwargs, kwargs, self.runtime.cache_route())
