@@ -14,7 +14,6 @@ cached answer of one model is never returned for a call routed to another.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from dspy import lm15
@@ -47,13 +46,17 @@ def fold(defaults: Mapping[str, Any], kwargs: Mapping[str, Any], route: str) -> 
     return folded
 
 
+def carried(extensions: Mapping[str, Any] | None) -> bool:
+    """Whether ``extensions[CARRIER_KEY]`` is pylon's carrier (not a caller's own value)."""
+    value = (extensions or {}).get(CARRIER_KEY)
+    return isinstance(value, Mapping) and set(value) == {CARRIER_NAME} and isinstance(value[CARRIER_NAME], Mapping)
+
+
 def unfold(request: lm15.Request) -> tuple[lm15.Request, dict[str, Any]]:
-    """The request without the carrier, and the backend options it carried."""
-    extensions = dict(request.config.extensions or {})
-    value = extensions.get(CARRIER_KEY)
-    if not (isinstance(value, Mapping) and set(value) == {CARRIER_NAME} and isinstance(value[CARRIER_NAME], Mapping)):
+    """The backend options ``request`` carries (the request itself is returned unchanged:
+    rebuilding it re-runs lm15's validation on every call, so the codecs skip the carrier)."""
+    extensions = request.config.extensions
+    if not carried(extensions):
         return request, {}
-    del extensions[CARRIER_KEY]
-    options = dict(value[CARRIER_NAME].get("options") or {})
-    config = replace(request.config, extensions=extensions or None)
-    return replace(request, config=config), options
+    assert extensions is not None
+    return request, dict(extensions[CARRIER_KEY][CARRIER_NAME].get("options") or {})

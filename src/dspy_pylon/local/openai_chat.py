@@ -16,6 +16,7 @@ from typing import Any
 
 from dspy import lm15
 
+from dspy_pylon import carrier
 from dspy_pylon.capabilities import Capabilities, local_capabilities
 from dspy_pylon.errors import BackendServerError, UnsupportedRequest
 from dspy_pylon.route import Route
@@ -224,8 +225,9 @@ def chat_payload(
         body["logprobs"] = True
         if config.logprobs:
             body["top_logprobs"] = config.logprobs
+    own_carrier = carrier.carried(config.extensions)
     for key, value in (config.extensions or {}).items():
-        if key not in _OWNED_KEYS:
+        if key not in _OWNED_KEYS and not (own_carrier and key == carrier.CARRIER_KEY):
             body[key] = value
     if options:
         _options_to_chat(options, caps, body)
