@@ -6,7 +6,7 @@ llama.cpp's other sampler options). DSPy's own client gets such keys to an
 OpenAI-compatible server only by falling back to LiteLLM, which a custom engine cannot.
 lm15 does pass a few top-level keys verbatim into ``Config.extensions``; pylon folds its
 options into one of them (``provider``, OpenRouter's routing object, which no local
-server reads) under a ``pylon`` name, and the engine unfolds them again. Because that
+server reads) under a ``pylon`` name, and the engine reads them back. Because that
 key is part of the call, DSPy's cache key holds the options and the served route too: a
 cached answer of one model is never returned for a call routed to another.
 """
@@ -52,11 +52,10 @@ def carried(extensions: Mapping[str, Any] | None) -> bool:
     return isinstance(value, Mapping) and set(value) == {CARRIER_NAME} and isinstance(value[CARRIER_NAME], Mapping)
 
 
-def unfold(request: lm15.Request) -> tuple[lm15.Request, dict[str, Any]]:
-    """The backend options ``request`` carries (the request itself is returned unchanged:
-    rebuilding it re-runs lm15's validation on every call, so the codecs skip the carrier)."""
+def options_of(request: lm15.Request) -> dict[str, Any]:
+    """The backend options ``request`` carries. The request itself is left as it is:
+    rebuilding it re-runs lm15's validation on every call, so the codecs skip the carrier."""
     extensions = request.config.extensions
-    if not carried(extensions):
-        return request, {}
-    assert extensions is not None
-    return request, dict(extensions[CARRIER_KEY][CARRIER_NAME].get("options") or {})
+    if extensions is None or not carried(extensions):
+        return {}
+    return dict(extensions[CARRIER_KEY][CARRIER_NAME].get("options") or {})

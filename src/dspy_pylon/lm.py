@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -61,11 +62,18 @@ def _default_wallet() -> NwcWallet | None:
 _NO_FALLBACK = (UnsupportedRequest, ConfigError)
 
 
-def _swarm_cannot_carry(local_error: PylonError, refusal: UnsupportedRequest) -> PylonError:
-    # The local failure is what the caller must see (and DSPy may retry), not the swarm's
-    # refusal of something local would have honoured (a schema, tools).
-    local_error.add_note(f"the swarm fallback was not tried: {refusal}")
-    return local_error
+@contextmanager
+def _keep_local_error(local_error: PylonError) -> Iterator[None]:
+    """Around a hybrid fallback: if the swarm cannot carry the request, raise the local error.
+
+    The local failure is what the caller must see (and DSPy may retry), not the swarm's
+    refusal of something local would have honoured (a schema, tools, backend options).
+    """
+    try:
+        yield
+    except UnsupportedRequest as refusal:
+        local_error.add_note(f"the swarm fallback was not tried: {refusal}")
+        raise local_error from local_error.__cause__
 
 
 def _with_fallback(response: lm15.Response, reason: BaseException) -> lm15.Response:
@@ -228,10 +236,8 @@ class PylonRuntime:
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            try:
+            with _keep_local_error(exc):
                 response = self.swarm().complete(self._for_swarm(request, options))
-            except UnsupportedRequest as refusal:
-                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             return self._record(_with_fallback(response, exc))
 
     async def acomplete(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> lm15.Response:
@@ -243,10 +249,8 @@ class PylonRuntime:
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            try:
+            with _keep_local_error(exc):
                 response = await self.swarm().acomplete(self._for_swarm(request, options))
-            except UnsupportedRequest as refusal:
-                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             return self._record(_with_fallback(response, exc))
 
     def _counted(self, events: Iterator[lm15.StreamEvent]) -> Iterator[lm15.StreamEvent]:
@@ -271,10 +275,8 @@ class PylonRuntime:
         except PylonError as exc:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            try:
+            with _keep_local_error(exc):
                 response = _with_fallback(self.swarm().complete(self._for_swarm(request, options)), exc)
-            except UnsupportedRequest as refusal:
-                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             yield from self._counted(lm15.response_to_events(response))
 
     async def astream(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> AsyncIterator[lm15.StreamEvent]:
@@ -297,10 +299,8 @@ class PylonRuntime:
         except PylonError as exc:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
-            try:
+            with _keep_local_error(exc):
                 response = _with_fallback(await self.swarm().acomplete(self._for_swarm(request, options)), exc)
-            except UnsupportedRequest as refusal:
-                raise _swarm_cannot_carry(exc, refusal)  # noqa: B904 - the local error keeps its own cause
             for event in self._counted(lm15.response_to_events(response)):
                 yield event
 
@@ -322,15 +322,10 @@ def _usage_of_end(event: lm15.StreamEndEvent) -> LmUsage:
     return LmUsage(prompt, completion, usage.total_tokens or prompt + completion, cost_of(event.provider_data))
 
 
-class PylonEngine:
-    """DSPy sync engine: one attempt per call; DSPy owns retries, cache and history."""
+class _DeclaresCapabilities:
+    """The capability hints DSPy reads from an engine object, answered by the shared runtime."""
 
-    def __init__(self, runtime: PylonRuntime) -> None:
-        self.runtime = runtime
-
-    def complete(self, request: lm15.Request) -> lm15.Response:
-        """Run one call."""
-        return self.runtime.complete(*carrier.unfold(request))
+    runtime: PylonRuntime
 
     @property
     def supports_function_calling(self) -> bool:
@@ -352,9 +347,20 @@ class PylonEngine:
         """The request keys the backend honours."""
         return self.runtime.capabilities().params
 
+
+class PylonEngine(_DeclaresCapabilities):
+    """DSPy sync engine: one attempt per call; DSPy owns retries, cache and history."""
+
+    def __init__(self, runtime: PylonRuntime) -> None:
+        self.runtime = runtime
+
+    def complete(self, request: lm15.Request) -> lm15.Response:
+        """Run one call."""
+        return self.runtime.complete(request, carrier.options_of(request))
+
     def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.stream(*carrier.unfold(request))
+        return self.runtime.stream(request, carrier.options_of(request))
 
     def close(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -365,7 +371,7 @@ class PylonEngine:
         return self
 
 
-class AsyncPylonEngine:
+class AsyncPylonEngine(_DeclaresCapabilities):
     """DSPy async engine over the same runtime as :class:`PylonEngine`."""
 
     def __init__(self, runtime: PylonRuntime) -> None:
@@ -373,31 +379,11 @@ class AsyncPylonEngine:
 
     async def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
-        return await self.runtime.acomplete(*carrier.unfold(request))
-
-    @property
-    def supports_function_calling(self) -> bool:
-        """Whether the backend takes native tool calls (read by DSPy's adapters)."""
-        return self.runtime.capabilities().function_calling
-
-    @property
-    def supports_response_schema(self) -> bool:
-        """Whether the backend enforces a JSON schema (read by DSPy's JSONAdapter)."""
-        return self.runtime.capabilities().response_schema
-
-    @property
-    def supports_reasoning(self) -> bool:
-        """Whether the backend has a reasoning dial DSPy can use natively."""
-        return self.runtime.capabilities().reasoning
-
-    @property
-    def supported_params(self) -> frozenset[str]:
-        """The request keys the backend honours."""
-        return self.runtime.capabilities().params
+        return await self.runtime.acomplete(request, carrier.options_of(request))
 
     def stream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.astream(*carrier.unfold(request))
+        return self.runtime.astream(request, carrier.options_of(request))
 
     async def aclose(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -473,11 +459,7 @@ class PylonLM(dspy.LM):
                 "pass timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay and providers inside "
                 "config=, not beside it"
             )
-        if kwargs.get("model_type", "chat") != "chat":
-            raise ConfigError(
-                f"model_type={kwargs['model_type']!r} is not supported by pylon's venues: they serve chat "
-                "completions; use the default model_type='chat'"
-            )
+        _check_model_type(kwargs.get("model_type", "chat"))
         self.config = config
         self.runtime = PylonRuntime(
             config, _key_source(mnemonic, private_key), _wallet_source(nwc_uri), approve_payment
@@ -544,11 +526,7 @@ class PylonLM(dspy.LM):
         return copied
 
     def _carry(self, prompt: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.model_type != "chat":
-            raise ConfigError(
-                f"model_type={self.model_type!r} is not supported by pylon's venues: they serve chat completions; "
-                "use the default model_type='chat'"
-            )
+        _check_model_type(self.model_type)  # lm.copy(model_type=...) sets it after construction
         if isinstance(prompt, lm15.Request) or "request" in kwargs:
             return kwargs  # an explicit Request carries everything in its own config
         return carrier.fold(self.kwargs, kwargs, self.runtime.cache_route())
@@ -641,6 +619,14 @@ class PylonLM(dspy.LM):
         ``approve_payment`` callback passed to the constructor is not carried.
         """
         return (_rebuild_lm, (self.dump_state(),))
+
+
+def _check_model_type(model_type: str) -> None:
+    if model_type != "chat":
+        raise ConfigError(
+            f"model_type={model_type!r} is not supported by pylon's venues: they serve chat completions; "
+            "use the default model_type='chat'"
+        )
 
 
 def _rebuild_lm(state: dict[str, Any]) -> PylonLM:
