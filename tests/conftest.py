@@ -60,6 +60,17 @@ def tiny_server(tiny_model: Path) -> Iterator[EmbeddedLlama]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def tools_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedLlama]:
+    """The tiny model with tools as plain JSON in its template: with ``tool_choice="required"``
+    llama.cpp's grammar forces a real tool call out of the random weights."""
+    from dspy_pylon.testing.tiny_gguf import JSON_TOOLS_TEMPLATE
+
+    path = write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-tools.gguf", JSON_TOOLS_TEMPLATE)
+    with EmbeddedLlama(path, n_ctx=8192, parallel=2) as server:
+        yield server
+
+
 @pytest.fixture
 def llamacpp_url(tiny_server: EmbeddedLlama, monkeypatch: pytest.MonkeyPatch) -> str:
     """``LLAMACPP_URL`` pointed at the tiny server; returns its URL."""

@@ -57,6 +57,10 @@ def test_demo_runs_end_to_end() -> None:
     assert "embedded llama.cpp at http://127.0.0.1:" in out
     assert out.count("local/embedded") == 5
     assert "structured output (JSONAdapter, schema enforced by embedded): country=" in out
+    assert (
+        "structured output (JSONAdapter, schema enforced by the provider's llama.cpp, sent in a pylon.chat.v2 job): "
+        "country=" in out
+    )
     assert "relay at ws://127.0.0.1:" in out and "serving kind 5050" in out
     assert out.count("swarm/nip90") == 10  # the swarm part and the hybrid part
     assert out.count("local failed: NoLocalBackend") == 5
@@ -66,5 +70,6 @@ def test_demo_runs_end_to_end() -> None:
     assert out.count("1500 msat") >= 20  # the cost column and the spend ledger's paid column
     assert "development wallet — no real money" in out
     assert "BudgetExceeded: a bid of 2000 msats does not fit in the" in out
-    assert "spend ledger — 10 jobs, 15000 msats paid" in out
-    assert "customer 85000 msats" in out and "provider 15000 msats" in out
+    # Ten question jobs and the structured one.
+    assert "spend ledger — 11 jobs, 16500 msats paid" in out
+    assert "customer 83500 msats" in out and "provider 16500 msats" in out

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dspy import lm15
+
+from dspy_pylon.errors import UnsupportedRequest
+
 # Every venue takes these (DSPy's own floor for any engine).
 _BASE_PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stream", "stop", "seed"})
 
@@ -100,5 +104,43 @@ def local_capabilities(backend: str, *, template_tools: bool = True) -> Capabili
     )
 
 
-#: The swarm's ``pylon.chat.v1`` transcript carries text chat and sampling settings only.
-SWARM = Capabilities(params=_BASE_PARAMS)
+#: What the swarm's transcripts carry: text chat, sampling settings, JSON schemas and JSON
+#: mode, tools, tool calls and tool results (``pylon.chat.v2``). A provider whose backend
+#: cannot honour one of them refuses the job with ``error`` feedback; it never ignores it.
+SWARM = Capabilities(
+    function_calling=True,
+    response_schema=True,
+    json_mode=True,
+    params=_BASE_PARAMS | _SCHEMA_PARAMS | _TOOL_PARAMS,
+)
+
+
+def unmet(request: lm15.Request, caps: Capabilities) -> UnsupportedRequest | None:
+    """Why a backend with ``caps`` cannot honour ``request`` (None when it can).
+
+    Returned, not raised: the local codec raises it, a provider node turns it into
+    ``error`` feedback before it starts the job.
+    """
+    config = request.config
+    if config.reasoning is not None and not caps.reasoning_effort:
+        return UnsupportedRequest("this backend takes no reasoning_effort", feature="reasoning_effort")
+    if request.tools and not caps.function_calling:
+        return UnsupportedRequest(
+            "native tool calling is not supported by this backend (for llama.cpp: its model's chat template "
+            "renders no tools); use an adapter without use_native_function_calling",
+            feature="tools",
+        )
+    if config.response_format is not None:
+        schema = config.response_format.get("type") == "json_schema"
+        if (schema and not caps.response_schema) or (not schema and not caps.json_mode):
+            return UnsupportedRequest(
+                "this backend cannot enforce a response_format; drop it (DSPy's ChatAdapter parses text)",
+                feature="response_format",
+            )
+    return None
+
+
+def feature_names(caps: Capabilities) -> tuple[str, ...]:
+    """The features a provider announces (NIP-89) for a backend with ``caps``."""
+    named = (("json_schema", caps.response_schema), ("json_object", caps.json_mode), ("tools", caps.function_calling))
+    return tuple(name for name, present in named if present)

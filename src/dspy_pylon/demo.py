@@ -174,9 +174,12 @@ def run_local_demo(
     return rows
 
 
-def run_structured(console: Console, lm: Any) -> None:
-    """Typed outputs through DSPy's JSONAdapter: the backend enforces the schema pylon sends."""
+def run_structured(console: Console, lm: Any, enforced_by: str | None = None) -> None:
+    """Typed outputs through DSPy's JSONAdapter: the backend enforces the schema pylon sends
+    (over the swarm, in a ``pylon.chat.v2`` job, the provider's backend does)."""
     import dspy
+
+    from dspy_pylon.usage import pylon_data
 
     class CityFacts(dspy.Signature):  # type: ignore[misc]  # dspy ships no types
         """Facts about a city."""
@@ -190,10 +193,11 @@ def run_structured(console: Console, lm: Any) -> None:
     started = time.perf_counter()
     with dspy.context(lm=structured, adapter=dspy.JSONAdapter()):
         facts = dspy.Predict(CityFacts)(city="Paris")
+    cost = pylon_data(structured.history[-1]["response"].provider_data).get("cost_msats", 0)
     console.print(
-        f"[green]✓[/] structured output (JSONAdapter, schema enforced by {lm.route().backend}): "
+        f"[green]✓[/] structured output (JSONAdapter, schema enforced by {enforced_by or lm.route().backend}): "
         f"country={facts.country!r} is_capital={facts.is_capital!r} continent={facts.continent!r} "
-        f"({(time.perf_counter() - started) * 1000:.0f} ms)"
+        f"({(time.perf_counter() - started) * 1000:.0f} ms, {cost} msats)"
     )
 
 
@@ -277,6 +281,7 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             swarm_lm = paying_lm(pylon.Swarm(relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True))
             with _quiet_dspy():
                 swarm_rows = run_program(console, "pylon:swarm", swarm_lm, questions)
+                run_structured(console, swarm_lm, "the provider's llama.cpp, sent in a pylon.chat.v2 job")
             console.print(f"budget left: {swarm_lm.remaining_budget_msats()} msats")
             _show_budget_refusal(console, swarm.url, customer, swarm.customer_uri())
 

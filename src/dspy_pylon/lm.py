@@ -210,8 +210,8 @@ class PylonRuntime:
     def _for_swarm(self, request: lm15.Request, options: Options) -> lm15.Request:
         if options:
             raise UnsupportedRequest(
-                f"backend options ({', '.join(options)}) cannot be sent to the swarm: the pylon.chat.v1 "
-                "transcript carries the standard sampling settings only",
+                f"backend options ({', '.join(options)}) cannot be sent to the swarm: the swarm's "
+                "transcripts carry the standard sampling settings only (a provider runs its own backend)",
                 feature=next(iter(options)),
             )
         return request

@@ -118,24 +118,9 @@ def test_tools_are_refused_when_the_template_cannot_render_them(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A llama.cpp whose template has no tools would drop them silently: pylon refuses instead."""
-    import gguf  # a copy of the tiny model whose template is bare ChatML (no tools)
-
     from dspy_pylon.testing import tiny_gguf
 
-    class BareChatml(gguf.GGUFWriter):  # type: ignore[misc]
-        def add_chat_template(self, value: object) -> None:
-            super().add_chat_template(
-                "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-                "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-            )
-
-    path = tmp_path / "bare.gguf"
-    original = gguf.GGUFWriter
-    gguf.GGUFWriter = BareChatml
-    try:
-        tiny_gguf.write_tiny_gguf(path)
-    finally:
-        gguf.GGUFWriter = original
+    path = tiny_gguf.write_tiny_gguf(tmp_path / "bare.gguf", tiny_gguf.BARE_CHATML_TEMPLATE)
     with EmbeddedLlama(path, n_ctx=4096, parallel=1) as server:
         assert httpx.get(f"{server.url}/props").json()["chat_template_caps"]["supports_tools"] is False
         monkeypatch.setenv("LLAMACPP_URL", server.url)
@@ -148,3 +133,60 @@ def test_tools_are_refused_when_the_template_cannot_render_them(
         )
         with pytest.raises(pylon.UnsupportedRequest, match="tool"):
             lm.runtime.complete(request)
+
+
+def weather(city: Literal["Paris", "Rome"]) -> str:
+    """Weather by city."""
+    return f"sunny in {city}"
+
+
+class AskWithTools(dspy.Signature):
+    """Use the tools."""
+
+    question: str = dspy.InputField()
+    tools: list[dspy.Tool] = dspy.InputField()
+    calls: dspy.ToolCalls = dspy.OutputField()
+
+
+def test_native_tool_calls_parse_into_dspy_toolcalls(
+    tools_server: EmbeddedLlama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With tool_choice="required" llama.cpp's grammar forces a well-formed call (enum
+    arguments, so no free string runs on): DSPy gets real ToolCalls it can execute."""
+    monkeypatch.setenv("LLAMACPP_URL", tools_server.url)
+    lm = pylon.LM("pylon:local:llamacpp", temperature=0.0, max_tokens=400, seed=1, cache=False, tool_choice="required")
+    assert lm.supports_function_calling is True
+    tool = dspy.Tool(weather)
+    [output] = lm("weather?", tools=[tool.format_as_litellm_function_call()], parallel_tool_calls=False)
+    assert isinstance(output, dict)
+    [call] = output["tool_calls"]
+    assert call["function"]["name"] == "weather"
+    assert json.loads(call["function"]["arguments"])["city"] in ("Paris", "Rome")
+    with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_native_function_calling=True)):
+        result = dspy.Predict(AskWithTools)(question="Weather in Paris?", tools=[tool])
+    assert isinstance(result.calls, dspy.ToolCalls) and result.calls.tool_calls
+    assert {c.name for c in result.calls.tool_calls} == {"weather"}
+    assert result.calls.tool_calls[0].execute(functions=[tool]).startswith("sunny in ")
+    # DSPy sent the tools natively, not as text in the prompt.
+    assert lm.history[-1]["kwargs"]["tools"][0]["function"]["name"] == "weather"
+
+
+def test_streamed_tool_calls_arrive_whole(tools_server: EmbeddedLlama, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLAMACPP_URL", tools_server.url)
+    lm = pylon.LM("pylon:local:llamacpp", temperature=0.0, max_tokens=400, seed=1, cache=False)
+    tool = dspy.Tool(weather).format_as_litellm_function_call()
+    request = lm15.Request(
+        model=lm.model,
+        messages=(lm15.Message.user("weather?"),),
+        tools=(lm15.FunctionTool(name="weather", parameters=tool["function"]["parameters"]),),
+        config=lm15.Config(
+            max_tokens=400, temperature=0.0, seed=1, tool_choice=lm15.ToolChoice(mode="required", parallel=False)
+        ),
+    )
+    events = list(lm.runtime.stream(request))
+    deltas = [
+        e.delta for e in events if isinstance(e, lm15.StreamDeltaEvent) and isinstance(e.delta, lm15.ToolCallDelta)
+    ]
+    assert deltas and deltas[0].name == "weather"
+    arguments = json.loads("".join(d.input for d in deltas))
+    assert arguments["city"] in ("Paris", "Rome")

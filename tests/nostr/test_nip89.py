@@ -37,6 +37,8 @@ def test_round_trip(keys: Any) -> None:
         price_msats=1_500,
         relays=("wss://relay.one", "wss://relay.two"),
         prices=(("llama3", 2_500), ("smollm2", 900)),
+        formats=("pylon.chat.v1", "pylon.chat.v2"),
+        features=("json_schema", "json_object", "tools"),
     )
     event = original.to_event(keys)
     parsed_raw = from_sdk(event)
@@ -183,3 +185,16 @@ def test_hostile_announcements_are_malformed_or_default(tags: list[list[str]], c
             f"SRC BUG (nip89.Announcement.from_event): {why}: raised {type(exc).__name__} "
             "instead of MalformedEvent or parsing with defaults"
         )
+
+
+def test_formats_and_features_are_read_leniently() -> None:
+    """What a provider reads and honours; from other software, anything odd means "did not say"."""
+    parsed = Announcement.from_event(
+        raw([["d", "x"], ["k", "5050"]], json.dumps({"formats": ["pylon.chat.v2", 3, "y" * 100], "features": "tools"}))
+    )
+    assert parsed.formats == ("pylon.chat.v2", "y" * 64)
+    assert parsed.features == ()
+    from dspy_pylon.swarm.discovery import records_from
+
+    [record] = records_from([dataclasses.replace(parsed, features=("tools",))], 5050)
+    assert record.formats == parsed.formats and record.features == ("tools",)

@@ -15,7 +15,18 @@ from hypothesis import strategies as st
 from dspy_pylon.errors import MalformedEvent, UnsupportedRequest
 from dspy_pylon.nostr.events import RawEvent, from_sdk
 from dspy_pylon.nostr.nip90 import JobInput, JobRequest
-from dspy_pylon.swarm.chat_job import TRANSCRIPT_FORMAT, chat_job, request_from_job, transcript
+from dspy_pylon.swarm.chat_job import (
+    TRANSCRIPT_FORMAT,
+    TRANSCRIPT_V2,
+    chat_job,
+    parse_job,
+    readable,
+    request_from_job,
+    result_content,
+    result_message,
+    transcript,
+    transcript_format,
+)
 
 MESSAGES = (lm15.Message.user("hi"), lm15.Message.assistant("yo"), lm15.Message.user("again"))
 CONFIG = lm15.Config(max_tokens=5, temperature=0.5, top_p=0.9, seed=3, stop=("\n",))
@@ -339,22 +350,192 @@ def test_system_messages_in_the_transcript_merge_into_system() -> None:
 # --------------------------------------------------------------------------- unsupported requests
 
 
-def test_tools_are_unsupported() -> None:
-    request = make_request(tools=(lm15.FunctionTool(name="lookup", description="find things"),))
-    with pytest.raises(UnsupportedRequest):
-        job_of(request)
-
-
 def test_reasoning_effort_is_refused_not_ignored() -> None:
     with pytest.raises(UnsupportedRequest, match="reasoning_effort"):
         job_of(make_request(config=lm15.Config(reasoning=lm15.Reasoning(effort="low"))))
 
 
-@pytest.mark.parametrize("response_format", [{"type": "json_object"}, {"type": "json_schema", "schema": {}}])
-def test_a_response_format_is_refused_not_ignored(response_format: dict[str, object]) -> None:
-    request = make_request(config=lm15.Config(response_format=response_format))
-    with pytest.raises(UnsupportedRequest, match="response_format"):
-        job_of(request)
+# --------------------------------------------------------------------------- pylon.chat.v2: schemas and tools
+
+WEATHER = lm15.FunctionTool(
+    name="weather",
+    description="Weather by city",
+    parameters={"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}}, "required": ["city"]},
+)
+CALL = lm15.ToolCallPart(id="c1", name="weather", input={"city": "Paris"})
+TOOL_TURNS = (
+    lm15.Message.user("weather?"),
+    lm15.Message(role="assistant", parts=(lm15.TextPart("checking"), CALL)),
+    lm15.Message(role="tool", parts=(lm15.ToolResultPart(id="c1", content=(lm15.TextPart("sunny"),)),)),
+    lm15.Message(role="assistant", parts=(lm15.ToolCallPart(id="c2", name="weather", input={}),)),
+    lm15.Message(role="tool", parts=(lm15.ToolResultPart(id="c2", content=(lm15.TextPart(""),)),)),
+)
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+
+
+def test_plain_chat_still_travels_as_v1() -> None:
+    """v1 stays the format of plain chat, so providers of earlier versions keep serving it."""
+    assert transcript(make_request())["format"] == TRANSCRIPT_FORMAT
+    assert transcript_format(job_of(make_request())) == TRANSCRIPT_FORMAT
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"tools": (WEATHER,)},
+        {"tools": (WEATHER,), "config": lm15.Config(tool_choice=lm15.ToolChoice(mode="required", parallel=False))},
+        {
+            "tools": (WEATHER,),
+            "config": lm15.Config(tool_choice=lm15.ToolChoice(mode="required", allowed=("weather",))),
+        },
+        {"tools": (WEATHER,), "config": lm15.Config(tool_choice=lm15.ToolChoice(mode="none"))},
+        {"config": lm15.Config(max_tokens=9, response_format={"type": "json_object"})},
+        {"config": lm15.Config(response_format={"type": "json_schema", "schema": SCHEMA, "name": "n", "strict": True})},
+        {"messages": TOOL_TURNS, "tools": (WEATHER,)},
+    ],
+    ids=["tools", "required-serial", "named-tool", "none", "json-object", "json-schema", "tool-history"],
+)
+def test_v2_round_trip(changes: dict[str, Any], keys: Any) -> None:
+    request = make_request(**changes)
+    job = job_of(request, providers=(keys.public_key().to_hex(),), encrypted=True)
+    back, form = parse_job(JobRequest.from_event(from_sdk(job.to_event(keys)), keys))
+    assert form == TRANSCRIPT_V2
+    assert back.messages == request.messages and back.system == request.system and back.tools == request.tools
+    assert back.config.tool_choice == request.config.tool_choice
+    assert back.config.response_format == request.config.response_format
+    assert back.config.max_tokens == request.config.max_tokens
+
+
+def test_v2_transcript_uses_the_openai_chat_shape() -> None:
+    request = make_request(
+        messages=TOOL_TURNS,
+        tools=(WEATHER,),
+        config=lm15.Config(
+            tool_choice=lm15.ToolChoice(mode="required", parallel=False),
+            response_format={"type": "json_schema", "schema": SCHEMA},
+        ),
+    )
+    data = transcript(request)
+    assert data["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "weather", "description": "Weather by city", "parameters": WEATHER.parameters},
+        }
+    ]
+    assert data["tool_choice"] == "required" and data["parallel_tool_calls"] is False
+    assert data["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": SCHEMA}}
+    assert data["messages"][1] == {
+        "role": "assistant",
+        "content": "checking",
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
+        ],
+    }
+    assert data["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    # Foreign providers read the prompt input: the calls and results are in it too.
+    text = readable(data)
+    assert 'assistant: checking [calls weather({"city":"Paris"})]' in text and "tool result: sunny" in text
+
+
+def v2_job(**fields: Any) -> JobRequest:
+    data: dict[str, Any] = {"format": TRANSCRIPT_V2, "messages": [{"role": "user", "content": "q"}]}
+    data.update(fields)
+    return chat_input(data)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"format": "pylon.chat.v3"},
+        {"messages": [{"role": "robot", "content": "q"}]},
+        {"messages": [{"role": "assistant"}]},
+        {"messages": [{"role": "assistant", "content": 5}]},
+        {"messages": [{"role": "assistant", "content": None, "tool_calls": "weather"}]},
+        {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "{"}}]}]},
+        {
+            "messages": [
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "[1]"}}]}
+            ]
+        },
+        {"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "w", "arguments": "{}"}}]}]},
+        {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "", "arguments": "{}"}}]}]},
+        {"messages": [{"role": "tool", "content": "sunny"}]},
+        {"messages": [{"role": "tool", "tool_call_id": "c1", "content": ["sunny"]}]},
+        {"tools": {"name": "w"}},
+        {"tools": [{"type": "builtin", "function": {"name": "w"}}]},
+        {"tools": [{"type": "function", "function": {"name": "w", "parameters": "object"}}]},
+        {"tools": [{"type": "function", "function": {"name": "w", "description": 3}}]},
+        {"tools": [{"type": "function", "function": {"name": f"t{i}"}} for i in range(200)]},
+        {"tool_choice": "always"},
+        {"tool_choice": {"type": "function"}},
+        {"parallel_tool_calls": "yes"},
+        {"response_format": {"type": "json_schema"}},
+        {"response_format": {"type": "json_schema", "json_schema": {"schema": "x"}}},
+        {"response_format": {"type": "json_schema", "json_schema": {"schema": {}, "strict": "yes"}}},
+        {"response_format": {"type": "text"}},
+    ],
+)
+def test_bad_v2_transcripts_are_malformed(fields: dict[str, Any]) -> None:
+    with pytest.raises(MalformedEvent):
+        parse_job(v2_job(**fields))
+
+
+def test_v2_tool_call_arguments_may_come_as_an_object() -> None:
+    call = {"id": "c", "type": "function", "function": {"name": "w", "arguments": {"a": 1}}}
+    back = request_from_job(
+        v2_job(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [call]}])
+    )
+    assert back.messages[1].parts == (lm15.ToolCallPart(id="c", name="w", input={"a": 1}),)
+
+
+def _response(*parts: Any) -> lm15.Response:
+    return lm15.Response(
+        id="r", model="m", message=lm15.Message(role="assistant", parts=parts), finish_reason="stop", usage=lm15.Usage()
+    )
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        (lm15.TextPart("hi"),),
+        (lm15.TextPart(""),),
+        (CALL,),
+        (lm15.TextPart("hm"), CALL),
+        (CALL, dataclasses.replace(CALL, id="c9")),
+    ],
+    ids=["text", "empty", "call", "text-and-call", "two-calls"],
+)
+def test_v2_result_round_trip(parts: tuple[Any, ...]) -> None:
+    content = result_content(_response(*parts), TRANSCRIPT_V2)
+    assert json.loads(content)["format"] == TRANSCRIPT_V2
+    message = result_message(content, TRANSCRIPT_V2)
+    assert message.role == "assistant"
+    assert [p for p in message.parts if not (isinstance(p, lm15.TextPart) and not p.text)] == [
+        p for p in parts if not (isinstance(p, lm15.TextPart) and not p.text)
+    ]
+
+
+def test_v1_results_stay_plain_text() -> None:
+    assert result_content(_response(lm15.TextPart("plain")), TRANSCRIPT_FORMAT) == "plain"
+    assert result_message("plain", TRANSCRIPT_FORMAT) == lm15.Message.assistant("plain")
+    assert result_message('{"format": "pylon.chat.v2"}', None).text == '{"format": "pylon.chat.v2"}'
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "free text from a provider that ignored the transcript",
+        '{"n": 3}',
+        '{"format": "pylon.chat.v1", "content": "x"}',
+        '{"format": "pylon.chat.v2", "content": null}',
+        '{"format": "pylon.chat.v2", "content": 3}',
+        '{"format": "pylon.chat.v2", "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "nope"}}]}',
+        "[" * 100_000,
+    ],
+)
+def test_a_v2_job_refuses_results_that_do_not_answer_it(content: str) -> None:
+    with pytest.raises(MalformedEvent):
+        result_message(content, TRANSCRIPT_V2)
 
 
 @pytest.mark.parametrize(
@@ -419,9 +600,60 @@ messages_json = st.lists(
     ),
     max_size=4,
 )
+tool_calls_json = st.lists(
+    st.fixed_dictionaries(
+        {"id": json_values, "function": st.fixed_dictionaries({"name": json_values, "arguments": json_values})}
+    ),
+    max_size=3,
+)
+messages_json = (
+    st.lists(
+        st.one_of(
+            messages_json.flatmap(
+                lambda _: st.fixed_dictionaries(
+                    {"role": st.just("assistant")},
+                    optional={"content": json_values, "tool_calls": st.one_of(tool_calls_json, json_values)},
+                )
+            ),
+            st.fixed_dictionaries(
+                {"role": st.just("tool"), "content": json_values}, optional={"tool_call_id": json_values}
+            ),
+            json_values,
+        ),
+        max_size=3,
+    )
+    | messages_json
+)
 transcripts = st.fixed_dictionaries(
-    {"format": st.one_of(st.just(TRANSCRIPT_FORMAT), st.text(max_size=10)), "messages": messages_json},
-    optional={"system": json_values},
+    {
+        "format": st.one_of(st.sampled_from([TRANSCRIPT_FORMAT, TRANSCRIPT_V2]), st.text(max_size=10)),
+        "messages": messages_json,
+    },
+    optional={
+        "system": json_values,
+        "tools": st.one_of(
+            json_values,
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "type": st.just("function"),
+                        "function": st.dictionaries(
+                            st.sampled_from(["name", "description", "parameters"]), json_values
+                        ),
+                    }
+                ),
+                max_size=3,
+            ),
+        ),
+        "tool_choice": st.one_of(st.sampled_from(["auto", "required", "none"]), json_values),
+        "parallel_tool_calls": json_values,
+        "response_format": st.one_of(
+            json_values,
+            st.fixed_dictionaries(
+                {"type": st.sampled_from(["json_object", "json_schema"]), "json_schema": json_values}
+            ),
+        ),
+    },
 ).map(json.dumps)
 input_data = st.one_of(st.text(max_size=60), transcripts, json_values.map(json.dumps))
 job_inputs = st.builds(

@@ -121,6 +121,22 @@ def test_error_feedback_from_the_target_fails_fast(scripted: Any, relay_url: str
     assert time.monotonic() - started < 3
 
 
+def test_a_provider_that_ignores_a_schema_job_is_refused_not_believed(scripted: Any, relay_url: str) -> None:
+    """A provider that does not read pylon.chat.v2 answers free text where JSON was asked:
+    the customer refuses that result (the provider's error), never hands it to the adapter."""
+    target = nostr_sdk.Keys.generate()
+    scripted(target, lambda job: [_result(job, target, "Sure! Here is some text, not JSON")])
+    lm = _lm(relay_url, target.public_key().to_hex(), timeout=20)
+    started = time.monotonic()
+    with pytest.raises(dspy_errors.LMProviderError, match="does not answer the job") as info:
+        lm("json please", response_format={"type": "json_object"})
+    assert isinstance(info.value.__cause__, pylon.JobFailed)
+    assert time.monotonic() - started < 3  # one target: its unusable answer is final, no timeout
+    customer = lm.runtime.swarm().customer
+    assert customer.ignored["result that does not answer the job"] == 1
+    assert customer.reputation is not None
+
+
 def test_silent_provider_times_out_within_a_second_of_the_timeout(scripted: Any, relay_url: str) -> None:
     target = nostr_sdk.Keys.generate()
     scripted(target, lambda job: [JobFeedback(job.id, job.customer, "processing").to_event(target)])

@@ -249,18 +249,18 @@ def test_hybrid_falls_back_to_the_swarm(
     eventually(lambda: provider.node.stats.done == 1)
 
 
-def test_hybrid_schema_call_keeps_the_local_error_when_the_swarm_cannot_carry_it(
+def test_hybrid_options_call_keeps_the_local_error_when_the_swarm_cannot_carry_it(
     relay_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Local would have enforced the schema; the swarm cannot. The caller sees the local failure
-    (retryable by DSPy), not the swarm's refusal, and no job is published."""
+    """Local would have applied the backend option; the swarm cannot carry it. The caller sees
+    the local failure (retryable by DSPy), not the swarm's refusal, and no job is published."""
     slow = SlowLlama(fail=True)
     try:
         monkeypatch.setenv("LLAMACPP_URL", slow.url)
         config = pylon.PylonConfig(venue=pylon.Hybrid(backend="llamacpp", relays=(relay_url,)), timeout=1.5)
         lm = pylon.PylonLM.swarm(pylon_keys_hex(), config, cache=False, num_retries=0, max_tokens=2)
         with pytest.raises(dspy_errors.LMError) as info:
-            lm("json please", response_format={"type": "json_object"})
+            lm("penalised please", repeat_penalty=1.1)
     finally:
         slow.close()
     cause = info.value.__cause__
@@ -326,14 +326,13 @@ def test_bad_mnemonic_is_refused_before_anything_is_sent(relay_url: str) -> None
     assert "leader monkey" not in str(info.value)
 
 
-@pytest.mark.parametrize("kwargs", [{"repeat_penalty": 1.1}, {"response_format": {"type": "json_object"}}])
 def test_swarm_refuses_what_its_transcript_cannot_carry_before_publishing(
-    start_provider: StartProvider, swarm_lm: SwarmLM, kwargs: dict[str, Any]
+    start_provider: StartProvider, swarm_lm: SwarmLM
 ) -> None:
     provider = start_provider()
     lm = swarm_lm()
-    assert lm.supports_response_schema is False and "response_format" not in lm.supported_params
+    assert "repeat_penalty" not in lm.supported_params
     with pytest.raises(dspy_errors.LMUnsupportedFeatureError) as info:
-        lm("x", **kwargs)
+        lm("x", repeat_penalty=1.1)
     assert isinstance(info.value.__cause__, pylon.UnsupportedRequest)
     assert provider.node.stats.received == 0

@@ -17,7 +17,7 @@ from typing import Any
 from dspy import lm15
 
 from dspy_pylon import carrier
-from dspy_pylon.capabilities import Capabilities, local_capabilities
+from dspy_pylon.capabilities import Capabilities, local_capabilities, unmet
 from dspy_pylon.errors import BackendServerError, UnsupportedRequest
 from dspy_pylon.route import Route
 
@@ -62,8 +62,8 @@ def _tool_result_text(part: lm15.ToolResultPart, where: str) -> str:
     return "".join(texts)
 
 
-def _messages_to_chat(message: lm15.Message, index: int) -> list[dict[str, Any]]:
-    """The chat messages for one lm15 message (a tool message may hold several results)."""
+def messages_to_chat(message: lm15.Message, index: int) -> list[dict[str, Any]]:
+    """The OpenAI chat messages for one lm15 message (a tool message may hold several results)."""
     where = f"messages[{index}]"
     role = "system" if message.role == "developer" else message.role
     if role == "tool":
@@ -98,7 +98,8 @@ def _messages_to_chat(message: lm15.Message, index: int) -> list[dict[str, Any]]
     return [{"role": role, "content": content}]
 
 
-def _tools_to_chat(tools: tuple[Any, ...]) -> list[dict[str, Any]]:
+def tools_to_chat(tools: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """lm15 function tools in the OpenAI chat ``tools`` form (hosted tools are refused)."""
     out = []
     for index, tool in enumerate(tools):
         if not isinstance(tool, lm15.FunctionTool):
@@ -113,7 +114,8 @@ def _tools_to_chat(tools: tuple[Any, ...]) -> list[dict[str, Any]]:
     return out
 
 
-def _tool_choice_to_chat(choice: lm15.ToolChoice, body: dict[str, Any]) -> None:
+def tool_choice_to_chat(choice: lm15.ToolChoice, body: dict[str, Any]) -> None:
+    """Set ``tool_choice`` (and ``parallel_tool_calls``) in ``body`` the OpenAI chat way."""
     if choice.parallel is not None:
         body["parallel_tool_calls"] = choice.parallel
     allowed = tuple(choice.allowed or ())
@@ -184,27 +186,15 @@ def chat_payload(
     """
     caps = capabilities or local_capabilities("llamacpp")
     config = request.config
-    if config.reasoning is not None and not caps.reasoning_effort:
-        raise UnsupportedRequest("this backend takes no reasoning_effort", feature="reasoning_effort")
-    if request.tools and not caps.function_calling:
-        raise UnsupportedRequest(
-            "native tool calling is not supported by this backend (for llama.cpp: its model's chat template "
-            "renders no tools); use an adapter without use_native_function_calling",
-            feature="tools",
-        )
-    if config.response_format is not None:
-        schema = config.response_format.get("type") == "json_schema"
-        if (schema and not caps.response_schema) or (not schema and not caps.json_mode):
-            raise UnsupportedRequest(
-                "this backend cannot enforce a response_format; drop it (DSPy's ChatAdapter parses text)",
-                feature="response_format",
-            )
+    refusal = unmet(request, caps)
+    if refusal is not None:
+        raise refusal
     messages: list[dict[str, Any]] = []
     if request.system is not None:
         system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
         messages.append({"role": "system", "content": system})
     for index, message in enumerate(request.messages):
-        messages.extend(_messages_to_chat(message, index))
+        messages.extend(messages_to_chat(message, index))
     body: dict[str, Any] = {"model": model, "messages": messages}
     for name in ("max_tokens", "temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty"):
         value = getattr(config, name)
@@ -215,9 +205,9 @@ def chat_payload(
     if config.response_format is not None:
         body["response_format"] = response_format_to_chat(dict(config.response_format))
     if request.tools:
-        body["tools"] = _tools_to_chat(request.tools)
+        body["tools"] = tools_to_chat(request.tools)
     if config.tool_choice is not None:
-        _tool_choice_to_chat(config.tool_choice, body)
+        tool_choice_to_chat(config.tool_choice, body)
     if config.reasoning is not None:
         effort = config.reasoning.effort
         body["reasoning_effort"] = "none" if effort == "off" else effort

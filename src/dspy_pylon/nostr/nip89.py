@@ -13,6 +13,13 @@ from dspy_pylon.nostr.nip90 import is_count
 ANNOUNCEMENT_KIND = 31990
 
 
+def _names(value: object) -> tuple[str, ...]:
+    """A short list of short names from another peer's metadata (anything else: none)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(v)[:64] for v in value if isinstance(v, str))[:32]
+
+
 @dataclass(frozen=True)
 class Announcement:
     """A provider's announcement: what it serves, at what price (msats per job), where."""
@@ -28,6 +35,10 @@ class Announcement:
     created_at: int = 0
     #: Per-model prices (msats per job) that override ``price_msats``.
     prices: tuple[tuple[str, int], ...] = ()
+    #: The chat transcript formats it reads (``pylon.chat.v1``, ``pylon.chat.v2``).
+    formats: tuple[str, ...] = ()
+    #: What its backend honours beyond text chat: ``json_schema``, ``json_object``, ``tools``.
+    features: tuple[str, ...] = ()
 
     def to_event(self, keys: Any) -> Any:
         """Sign the announcement with the provider's ``keys``."""
@@ -41,6 +52,10 @@ class Announcement:
         }
         if self.prices:
             content["prices"] = dict(self.prices)
+        if self.formats:
+            content["formats"] = list(self.formats)
+        if self.features:
+            content["features"] = list(self.features)
         tags = [["d", self.identifier], *(["k", str(k)] for k in self.kinds)]
         return sign(ANNOUNCEMENT_KIND, json.dumps(content), tags, keys)
 
@@ -68,6 +83,8 @@ class Announcement:
         relays = meta.get("relays")
         prices = meta.get("prices")
         return cls(
+            formats=_names(meta.get("formats")),
+            features=_names(meta.get("features")),
             identifier=identifier,
             kinds=tuple(kinds),
             name=str(meta.get("name") or meta.get("display_name") or "")[:200],

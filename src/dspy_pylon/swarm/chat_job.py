@@ -1,12 +1,39 @@
 """How a chat call travels as a NIP-90 text-generation job (pure, no I/O).
 
-A request carries one ``text`` input holding a JSON chat transcript (marker ``chat``)::
+A request carries one ``text`` input holding a JSON chat transcript (marker ``chat``),
+plus a readable rendering of the same conversation as a second ``text`` input (marker
+``prompt``), for providers that do not know the transcript formats. Params: ``model``,
+``max_tokens``, ``temperature``, ``top_p``, ``stop`` (a JSON list), ``seed``.
+
+Two transcript formats. A plain text chat goes as ``pylon.chat.v1``, which every pylon
+provider reads::
 
     {"format": "pylon.chat.v1", "system": "...", "messages": [{"role": "user", "content": "..."}]}
 
-plus a readable rendering of the same conversation as a second ``text`` input (marker
-``prompt``), for providers that do not know the transcript format. Params: ``model``,
-``max_tokens``, ``temperature``, ``top_p``, ``stop`` (a JSON list), ``seed``.
+A chat with a JSON schema, JSON mode, tools, tool calls or tool results goes as
+``pylon.chat.v2``, whose fields are the OpenAI chat-completions request fields of the same
+names (the shape every DVM author already knows)::
+
+    {"format": "pylon.chat.v2", "system": "...",
+     "messages": [{"role": "user", "content": "..."},
+                  {"role": "assistant", "content": null,
+                   "tool_calls": [{"id": "c1", "type": "function",
+                                   "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+     "tools": [{"type": "function", "function": {"name": "weather", "description": "...", "parameters": {...}}}],
+     "tool_choice": "auto" | "required" | "none" | {"type": "function", "function": {"name": "weather"}},
+     "parallel_tool_calls": false,
+     "response_format": {"type": "json_schema", "json_schema": {"name": "...", "schema": {...}, "strict": true}}
+                        | {"type": "json_object"}}
+
+The result of a v2 job is a JSON object in the same spirit (the assistant message)::
+
+    {"format": "pylon.chat.v2", "content": "..." | null, "tool_calls": [...as above...]}
+
+A provider that cannot honour a v2 job (no schema enforcement, no tools) answers with
+``error`` feedback; a v1-only provider refuses the unknown format the same way. A customer
+refuses a v2 job's result that is not such an object, so a provider that ignored the
+transcript cannot hand back unconstrained text as if it were the answer.
 
 A provider accepts plain-prompt jobs from other clients too: without a ``chat`` input,
 the text inputs joined by blank lines become one user message.
@@ -17,15 +44,24 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from dspy import lm15
 
 from dspy_pylon.errors import MalformedEvent, UnsupportedRequest
+from dspy_pylon.local.openai_chat import messages_to_chat, response_format_to_chat, tool_choice_to_chat, tools_to_chat
 from dspy_pylon.nostr.nip90 import JobInput, JobRequest
 
 TRANSCRIPT_FORMAT = "pylon.chat.v1"
+TRANSCRIPT_V2 = "pylon.chat.v2"
+#: The transcript formats this version reads and writes (announced over NIP-89).
+FORMATS = (TRANSCRIPT_FORMAT, TRANSCRIPT_V2)
 ROLES = ("system", "user", "assistant")
+V2_ROLES = (*ROLES, "tool")
+# Bounds on what a provider parses from a stranger's job.
+_MAX_TOOLS = 128
+_MAX_NAME = 128
 
 
 def _text_of(message: lm15.Message, index: int) -> str:
@@ -36,39 +72,72 @@ def _text_of(message: lm15.Message, index: int) -> str:
     return str(text)
 
 
+def _needs_v2(request: lm15.Request) -> bool:
+    config = request.config
+    if request.tools or config.tool_choice is not None or config.response_format is not None:
+        return True
+    return any(isinstance(part, lm15.ToolCallPart | lm15.ToolResultPart) for m in request.messages for part in m.parts)
+
+
+def _system_text(request: lm15.Request) -> str | None:
+    if request.system is None:
+        return None
+    return request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+
+
+def _v2_messages(request: lm15.Request) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for index, message in enumerate(request.messages):
+        for entry in messages_to_chat(message, index):
+            if not (entry["content"] is None or isinstance(entry["content"], str)):
+                where = f"messages[{index}]"
+                raise UnsupportedRequest(
+                    f"{where}: only text, tool calls and tool results can be sent to the swarm", feature=where
+                )
+            messages.append(entry)
+    return messages
+
+
 def transcript(request: lm15.Request) -> dict[str, Any]:
-    """The chat transcript of ``request`` as JSON-ready data."""
-    if request.tools or request.config.tool_choice is not None:
-        raise UnsupportedRequest("native tool calling is not supported on the swarm", feature="tools")
+    """The chat transcript of ``request`` as JSON-ready data (v1 when it is plain text chat)."""
     if request.config.reasoning is not None:
         raise UnsupportedRequest("reasoning_effort cannot be sent to the swarm yet", feature="reasoning_effort")
-    if request.config.response_format is not None:
-        # The pylon.chat.v1 transcript has no place for a schema: sending the job anyway
-        # would return unconstrained text where the caller asked for JSON.
-        raise UnsupportedRequest(
-            "response_format (structured outputs) cannot be sent to the swarm yet; use the local venue, "
-            "or DSPy's ChatAdapter, which parses text",
-            feature="response_format",
-        )
-    system = None
-    if request.system is not None:
-        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
-    messages = []
-    for index, message in enumerate(request.messages):
-        role = "system" if message.role == "developer" else message.role
-        if role not in ROLES:
-            raise UnsupportedRequest(f"messages[{index}]: role {role!r} cannot be sent to the swarm")
-        messages.append({"role": role, "content": _text_of(message, index)})
-    data: dict[str, Any] = {"format": TRANSCRIPT_FORMAT, "messages": messages}
+    system = _system_text(request)
+    data: dict[str, Any]
+    if _needs_v2(request):
+        config = request.config
+        data = {"format": TRANSCRIPT_V2, "messages": _v2_messages(request)}
+        if request.tools:
+            data["tools"] = tools_to_chat(request.tools)
+        if config.tool_choice is not None:
+            tool_choice_to_chat(config.tool_choice, data)
+        if config.response_format is not None:
+            data["response_format"] = response_format_to_chat(dict(config.response_format))
+    else:
+        messages = []
+        for index, message in enumerate(request.messages):
+            role = "system" if message.role == "developer" else message.role
+            if role not in ROLES:
+                raise UnsupportedRequest(f"messages[{index}]: role {role!r} cannot be sent to the swarm")
+            messages.append({"role": role, "content": _text_of(message, index)})
+        data = {"format": TRANSCRIPT_FORMAT, "messages": messages}
     if system is not None:
         data["system"] = system
     return data
 
 
+def _readable_message(message: Mapping[str, Any]) -> str:
+    if message["role"] == "tool":
+        return f"tool result: {message['content']}"
+    text = message.get("content") or ""
+    calls = [f"[calls {c['function']['name']}({c['function']['arguments']})]" for c in message.get("tool_calls") or ()]
+    return f"{message['role']}: " + " ".join(x for x in (text, *calls) if x)
+
+
 def readable(data: dict[str, Any]) -> str:
     """A plain-text rendering of a transcript for providers that do not parse it."""
     parts = [f"system: {data['system']}"] if data.get("system") else []
-    parts += [f"{m['role']}: {m['content']}" for m in data["messages"]]
+    parts += [_readable_message(m) for m in data["messages"]]
     return "\n\n".join(parts)
 
 
@@ -127,31 +196,195 @@ def _number(job: JobRequest, name: str, cast: type[int] | type[float], low: floa
     return value
 
 
-def request_from_job(job: JobRequest, max_tokens_cap: int = 32_768) -> lm15.Request:
-    """The chat request a provider runs for ``job`` (transcript, or plain text inputs)."""
+def _malformed(where: str, what: str) -> MalformedEvent:
+    return MalformedEvent(f"the chat transcript's {where} {what}")
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
+        raise _malformed(where, f"must be a name of 1 to {_MAX_NAME} characters")
+    return value
+
+
+def _tool_calls_from(raw: Any, where: str) -> list[lm15.ToolCallPart]:
+    if not isinstance(raw, list) or len(raw) > _MAX_TOOLS:
+        raise _malformed(where, f"must be a list of up to {_MAX_TOOLS} tool calls")
+    calls = []
+    for index, call in enumerate(raw):
+        at = f"{where}[{index}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise _malformed(at, 'must be {"id", "type": "function", "function": {"name", "arguments"}}')
+        arguments = function.get("arguments", "{}")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except (ValueError, RecursionError):
+                raise _malformed(f"{at}.function.arguments", "is not valid JSON") from None
+        if not isinstance(arguments, dict):
+            raise _malformed(f"{at}.function.arguments", "must be a JSON object")
+        calls.append(
+            lm15.ToolCallPart(
+                id=_name(call.get("id"), f"{at}.id"), name=_name(function.get("name"), at), input=arguments
+            )
+        )
+    return calls
+
+
+def _assistant_from(entry: Mapping[str, Any], where: str) -> lm15.Message:
+    content = entry.get("content")
+    if content is not None and not isinstance(content, str):
+        raise _malformed(f"{where}.content", "must be text or null")
+    calls = _tool_calls_from(entry["tool_calls"], f"{where}.tool_calls") if entry.get("tool_calls") else []
+    if not calls:
+        if content is None:
+            raise _malformed(where, "has neither content nor tool calls")
+        return lm15.Message.assistant(content)
+    texts: list[lm15.TextPart] = [lm15.TextPart(content)] if content else []
+    return lm15.Message(role="assistant", parts=(*texts, *calls))
+
+
+def _v2_messages_from(raw_messages: list[Any]) -> tuple[str | None, list[lm15.Message]]:
+    system: str | None = None
+    messages: list[lm15.Message] = []
+    for index, entry in enumerate(raw_messages):
+        where = f"messages[{index}]"
+        if not isinstance(entry, dict) or entry.get("role") not in V2_ROLES:
+            raise _malformed(where, "needs a role: system, user, assistant or tool")
+        role = entry["role"]
+        if role == "assistant":
+            messages.append(_assistant_from(entry, where))
+            continue
+        if not isinstance(entry.get("content"), str):
+            raise _malformed(f"{where}.content", "must be text")
+        content = entry["content"]
+        if role == "system":
+            system = content if system is None else f"{system}\n\n{content}"
+        elif role == "user":
+            messages.append(lm15.Message.user(content))
+        else:
+            call_id = _name(entry.get("tool_call_id"), f"{where}.tool_call_id")
+            result = lm15.ToolResultPart(id=call_id, content=(lm15.TextPart(content),))
+            messages.append(lm15.Message(role="tool", parts=(result,)))
+    return system, messages
+
+
+def _tools_from(raw: Any) -> tuple[lm15.FunctionTool, ...]:
+    if not isinstance(raw, list) or len(raw) > _MAX_TOOLS:
+        raise _malformed("tools", f"must be a list of up to {_MAX_TOOLS} function tools")
+    tools = []
+    for index, tool in enumerate(raw):
+        where = f"tools[{index}]"
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(function, dict):
+            raise _malformed(where, 'must be {"type": "function", "function": {"name", "parameters"}}')
+        description = function.get("description")
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        if description is not None and not isinstance(description, str):
+            raise _malformed(f"{where}.function.description", "must be text")
+        if not isinstance(parameters, dict):
+            raise _malformed(f"{where}.function.parameters", "must be a JSON schema object")
+        tools.append(
+            lm15.FunctionTool(name=_name(function.get("name"), where), description=description, parameters=parameters)
+        )
+    return tuple(tools)
+
+
+def _tool_choice_from(data: Mapping[str, Any]) -> lm15.ToolChoice | None:
+    raw, parallel = data.get("tool_choice"), data.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _malformed("parallel_tool_calls", "must be true or false")
+    if raw is None:
+        return None if parallel is None else lm15.ToolChoice(mode="auto", parallel=parallel)
+    if raw in ("auto", "required", "none"):
+        return lm15.ToolChoice(mode=raw, parallel=None if raw == "none" else parallel)
+    function = raw.get("function") if isinstance(raw, dict) and raw.get("type") == "function" else None
+    if not isinstance(function, dict):
+        raise _malformed(
+            "tool_choice", 'must be "auto", "required", "none" or {"type": "function", "function": {"name"}}'
+        )
+    return lm15.ToolChoice(mode="required", allowed=(_name(function.get("name"), "tool_choice"),), parallel=parallel)
+
+
+def _response_format_from(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict) and raw.get("type") == "json_object":
+        return {"type": "json_object"}
+    inner = raw.get("json_schema") if isinstance(raw, dict) and raw.get("type") == "json_schema" else None
+    if not isinstance(inner, dict) or not isinstance(inner.get("schema"), dict):
+        raise _malformed(
+            "response_format", 'must be {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}}'
+        )
+    canonical: dict[str, Any] = {"type": "json_schema", "schema": inner["schema"]}
+    if inner.get("name") is not None:
+        canonical["name"] = _name(inner["name"], "response_format.json_schema.name")
+    if inner.get("strict") is not None:
+        if not isinstance(inner["strict"], bool):
+            raise _malformed("response_format.json_schema.strict", "must be true or false")
+        canonical["strict"] = inner["strict"]
+    return canonical
+
+
+def _v1_messages_from(raw_messages: list[Any]) -> tuple[str | None, list[lm15.Message]]:
+    system: str | None = None
+    messages: list[lm15.Message] = []
+    for entry in raw_messages:
+        valid = isinstance(entry, dict) and entry.get("role") in ROLES and isinstance(entry.get("content"), str)
+        if not valid:
+            raise MalformedEvent("each transcript message needs a role (system/user/assistant) and text content")
+        if entry["role"] == "system":
+            system = entry["content"] if system is None else f"{system}\n\n{entry['content']}"
+        elif entry["role"] == "user":
+            messages.append(lm15.Message.user(entry["content"]))
+        else:
+            messages.append(lm15.Message.assistant(entry["content"]))
+    return system, messages
+
+
+def _stop_of(job: JobRequest) -> tuple[str, ...]:
+    stop_raw = job.param("stop")
+    if stop_raw is None:
+        return ()
+    try:
+        parsed = json.loads(stop_raw)
+    except (ValueError, RecursionError):
+        parsed = stop_raw
+    values = parsed if isinstance(parsed, list) else [parsed]
+    if not all(isinstance(s, str) and s for s in values) or len(values) > 16:
+        raise MalformedEvent("param stop must be a string or a JSON list of up to 16 non-empty strings")
+    return tuple(values)
+
+
+def parse_job(job: JobRequest, max_tokens_cap: int = 32_768) -> tuple[lm15.Request, str | None]:
+    """The chat request a provider runs for ``job``, and its transcript format (None for a
+    plain-prompt job: the result is then plain text, as for v1)."""
     chat = next((i for i in job.inputs if i.marker == "chat" and i.type == "text"), None)
     system: str | None = None
     messages: list[lm15.Message] = []
+    extras: dict[str, Any] = {}
+    tools: tuple[lm15.FunctionTool, ...] = ()
+    form: str | None = None
     if chat is not None:
         try:
             data = json.loads(chat.data)
         except (ValueError, RecursionError):
             raise MalformedEvent("the chat input is not valid JSON") from None
-        if not isinstance(data, dict) or data.get("format") != TRANSCRIPT_FORMAT:
-            raise MalformedEvent(f"the chat input is not a {TRANSCRIPT_FORMAT} transcript")
+        form = data.get("format") if isinstance(data, dict) else None
+        if form not in FORMATS:
+            raise MalformedEvent(f"the chat input is not a transcript in a format read here ({', '.join(FORMATS)})")
         raw_messages = data.get("messages")
         if not isinstance(raw_messages, list) or not raw_messages:
             raise MalformedEvent("the chat transcript has no messages")
-        for entry in raw_messages:
-            valid = isinstance(entry, dict) and entry.get("role") in ROLES and isinstance(entry.get("content"), str)
-            if not valid:
-                raise MalformedEvent("each transcript message needs a role (system/user/assistant) and text content")
-            if entry["role"] == "system":
-                system = entry["content"] if system is None else f"{system}\n\n{entry['content']}"
-            elif entry["role"] == "user":
-                messages.append(lm15.Message.user(entry["content"]))
+        try:
+            if form == TRANSCRIPT_V2:
+                system, messages = _v2_messages_from(raw_messages)
+                tools = _tools_from(data["tools"]) if data.get("tools") is not None else ()
+                extras["tool_choice"] = _tool_choice_from(data)
+                if data.get("response_format") is not None:
+                    extras["response_format"] = _response_format_from(data["response_format"])
             else:
-                messages.append(lm15.Message.assistant(entry["content"]))
+                system, messages = _v1_messages_from(raw_messages)
+        except (TypeError, ValueError) as exc:  # lm15's own checks (empty ids, bad schema...)
+            raise MalformedEvent(f"the chat transcript is invalid: {exc}") from None
         if isinstance(data.get("system"), str):
             system = data["system"] if system is None else f"{data['system']}\n\n{system}"
     else:
@@ -161,26 +394,80 @@ def request_from_job(job: JobRequest, max_tokens_cap: int = 32_768) -> lm15.Requ
         messages.append(lm15.Message.user("\n\n".join(texts)))
     if not messages:
         raise MalformedEvent("the chat transcript has only system messages")
-    stop_raw = job.param("stop")
-    stop: tuple[str, ...] = ()
-    if stop_raw is not None:
-        try:
-            parsed = json.loads(stop_raw)
-        except (ValueError, RecursionError):
-            parsed = stop_raw
-        values = parsed if isinstance(parsed, list) else [parsed]
-        if not all(isinstance(s, str) and s for s in values) or len(values) > 16:
-            raise MalformedEvent("param stop must be a string or a JSON list of up to 16 non-empty strings")
-        stop = tuple(values)
     try:
         config = lm15.Config(
             max_tokens=_number(job, "max_tokens", int, 1, max_tokens_cap),
             temperature=_number(job, "temperature", float, 0, 2),
             top_p=_number(job, "top_p", float, 0, 1),
             seed=_number(job, "seed", int, -(2**63), 2**63 - 1),
-            stop=stop,
+            stop=_stop_of(job),
+            **{k: v for k, v in extras.items() if v is not None},
         )
         model = job.param("model") or "default"
-        return lm15.Request(model=model, messages=tuple(messages), system=system, config=config)
+        request = lm15.Request(model=model, messages=tuple(messages), system=system, config=config, tools=tools)
     except (TypeError, ValueError) as exc:
         raise MalformedEvent(f"the job's settings are invalid: {exc}") from None
+    return request, form
+
+
+def request_from_job(job: JobRequest, max_tokens_cap: int = 32_768) -> lm15.Request:
+    """The chat request a provider runs for ``job`` (transcript, or plain text inputs)."""
+    return parse_job(job, max_tokens_cap)[0]
+
+
+def result_content(response: lm15.Response, form: str | None) -> str:
+    """What a provider publishes as the result of a job in transcript ``form``."""
+    if form != TRANSCRIPT_V2:
+        return response.text or ""
+    parts = response.message.parts
+    text = "".join(p.text for p in parts if isinstance(p, lm15.TextPart))
+    calls = [
+        {
+            "id": p.id,
+            "type": "function",
+            "function": {"name": p.name, "arguments": json.dumps(p.input, ensure_ascii=False)},
+        }
+        for p in parts
+        if isinstance(p, lm15.ToolCallPart)
+    ]
+    # null content only beside tool calls (an empty answer is "", as on the OpenAI wire).
+    envelope: dict[str, Any] = {"format": TRANSCRIPT_V2, "content": text if text or not calls else None}
+    if calls:
+        envelope["tool_calls"] = calls
+    return json.dumps(envelope, ensure_ascii=False)
+
+
+def result_message(content: str, form: str | None) -> lm15.Message:
+    """The assistant message a customer reads from a result of a job sent in ``form``.
+
+    Raises :class:`MalformedEvent` when a v2 job's result is not a v2 answer (a provider
+    that ignored the transcript, its schema or its tools).
+    """
+    if form != TRANSCRIPT_V2:
+        return lm15.Message.assistant(content)
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or data.get("format") != TRANSCRIPT_V2:
+        raise MalformedEvent(f"the result of a {TRANSCRIPT_V2} job is not a {TRANSCRIPT_V2} answer")
+    try:
+        message = _assistant_from({"content": data.get("content"), "tool_calls": data.get("tool_calls")}, "result")
+    except (TypeError, ValueError) as exc:
+        raise MalformedEvent(f"the result is invalid: {exc}") from None
+    return message
+
+
+def transcript_format(job: JobRequest | None) -> str | None:
+    """The transcript format a customer's own job was sent in (None: no transcript)."""
+    if job is None:
+        return None
+    chat = next((i for i in job.inputs if i.marker == "chat" and i.type == "text"), None)
+    if chat is None:
+        return None
+    try:
+        data = json.loads(chat.data)
+    except (ValueError, RecursionError):
+        return None
+    form = data.get("format") if isinstance(data, dict) else None
+    return form if isinstance(form, str) else None

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +45,19 @@ class JobOutcome:
     published_to: tuple[str, ...] = ()
     failed_relays: dict[str, str] = field(default_factory=dict)
     cost_msats: int = 0
+    request: JobRequest | None = None
+
+
+#: Checks a result's content for the job it answers; raises MalformedEvent if it is unusable.
+ResultCheck = Callable[[JobResult], None]
 
 
 class _Job:
-    def __init__(self, request: JobRequest, job_id: str, bill: JobBill | None = None) -> None:
+    def __init__(
+        self, request: JobRequest, job_id: str, bill: JobBill | None = None, check: ResultCheck | None = None
+    ) -> None:
         self.request = request
+        self.check = check
         self.job_id = job_id
         self.bill = bill
         self.events: asyncio.Queue[tuple[RawEvent, str]] = asyncio.Queue()
@@ -122,11 +131,14 @@ class SwarmCustomer:
             return None
         return parsed
 
-    async def run(self, request: JobRequest, timeout: float, payer: Payer | None = None) -> JobOutcome:
+    async def run(
+        self, request: JobRequest, timeout: float, payer: Payer | None = None, check: ResultCheck | None = None
+    ) -> JobOutcome:
         """Publish ``request`` and wait for the first valid result (or an ``error``, or the timeout).
 
         With a ``payer`` the bid is reserved before publishing (:class:`BudgetExceeded`
-        otherwise) and bills are checked and paid as they arrive.
+        otherwise) and bills are checked and paid as they arrive. ``check`` refuses a
+        result whose content does not answer the job (counted as that provider's error).
         """
         client = await self._ready()
         if payer is not None:
@@ -141,7 +153,7 @@ class SwarmCustomer:
                 bid_msats=request.bid_msats or 0,
                 model=request.param("model") or "",
             )
-        job = _Job(request, job_id, bill)
+        job = _Job(request, job_id, bill, check)
         self._jobs[job_id] = job  # registered before publishing: no result can slip past
         deadline = time.monotonic() + timeout
         awaiting = False
@@ -288,6 +300,7 @@ class SwarmCustomer:
             published_to=job.published.accepted if job.published else (),
             failed_relays=job.published.failed if job.published else {},
             cost_msats=job.bill.paid_msats if job.bill is not None else 0,
+            request=job.request,
         )
 
     async def _wait(self, client: RelayClient, job: _Job, deadline: float, timeout: float) -> JobOutcome:
@@ -313,12 +326,7 @@ class SwarmCustomer:
                         if self.reputation is not None:
                             self.reputation.record_error(parsed.provider)
                         errors[parsed.provider] = "; ".join(x for x in (parsed.extra, parsed.content) if x)
-                        # One target: its error is final. Several targets: final once all said so.
-                        # A broadcast: another provider may still answer; wait for it.
-                        if request.providers and set(request.providers) <= set(errors):
-                            paid = job.bill.paid_msats if job.bill is not None else 0
-                            note = f"; {paid} msats were paid for it (ledger: paid without a result)" if paid else ""
-                            raise JobFailed(f"job {job_id[:12]}… failed: {_describe(errors)}{note}")
+                        _fail_if_every_target_failed(job, errors)
                     log.debug("job %s: %s from %s", job_id[:12], parsed.status, parsed.provider[:12])
                 elif isinstance(parsed, JobResult):
                     bill = job.bill
@@ -326,6 +334,16 @@ class SwarmCustomer:
                         # A broadcast we paid one provider for: another's result is not what we bought.
                         self.ignored["result from a provider we did not pay"] += 1
                         continue
+                    if job.check is not None:
+                        try:
+                            job.check(parsed)
+                        except MalformedEvent as exc:
+                            self.ignored["result that does not answer the job"] += 1
+                            if self.reputation is not None:
+                                self.reputation.record_error(parsed.provider)
+                            errors[parsed.provider] = f"its result does not answer the job: {exc}"
+                            _fail_if_every_target_failed(job, errors)
+                            continue
                     if (
                         bill is not None
                         and not bill.paid
@@ -383,6 +401,16 @@ class SwarmCustomer:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _fail_if_every_target_failed(job: _Job, errors: dict[str, str]) -> None:
+    """One target: its error is final. Several targets: final once all failed.
+    A broadcast: another provider may still answer; keep waiting."""
+    providers = job.request.providers
+    if providers and set(providers) <= set(errors):
+        paid = job.bill.paid_msats if job.bill is not None else 0
+        note = f"; {paid} msats were paid for it (ledger: paid without a result)" if paid else ""
+        raise JobFailed(f"job {job.job_id[:12]}… failed: {_describe(errors)}{note}")
 
 
 def _describe(errors: dict[str, str]) -> str:

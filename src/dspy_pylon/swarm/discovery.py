@@ -24,6 +24,10 @@ class ProviderRecord:
     kinds: tuple[int, ...]
     announced_at: int
     prices: tuple[tuple[str, int], ...] = ()
+    #: Chat transcript formats it reads, and what its backend honours (``json_schema``,
+    #: ``json_object``, ``tools``); empty for providers that do not say.
+    formats: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
 
     def price_for(self, model: str | None) -> int:
         """The announced price (msats per job) for ``model``: its own price if listed, else the default."""
@@ -48,7 +52,18 @@ def records_from(announcements: Sequence[Announcement], kind: int) -> list[Provi
             newest[a.pubkey] = a
     return sorted(
         (
-            ProviderRecord(a.pubkey, a.name, a.models, a.price_msats, a.relays, a.kinds, a.created_at, a.prices)
+            ProviderRecord(
+                a.pubkey,
+                a.name,
+                a.models,
+                a.price_msats,
+                a.relays,
+                a.kinds,
+                a.created_at,
+                a.prices,
+                a.formats,
+                a.features,
+            )
             for a in newest.values()
         ),
         key=lambda r: (r.price_msats, -r.announced_at),

@@ -21,6 +21,7 @@ from typing import Any
 
 from dspy import lm15
 
+from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.config import BackendName, Local
 from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge, WalletError
 from dspy_pylon.local.backends import LocalRouter, match_model
@@ -32,7 +33,7 @@ from dspy_pylon.pay.invoice import invoice_description
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import MadeInvoice, NwcWallet
 from dspy_pylon.route import Route
-from dspy_pylon.swarm.chat_job import request_from_job
+from dspy_pylon.swarm.chat_job import FORMATS, parse_job, result_content
 from dspy_pylon.swarm.jobs_db import JobsDB
 
 log = logging.getLogger("dspy_pylon.provider")
@@ -119,6 +120,8 @@ class ProviderNode:
         self._refills: set[asyncio.Task[None]] = set()
         self.stats = ProviderStats()
         self.models: list[str] = []
+        # What the served backend honours (schemas, tools), as announced.
+        self.capabilities = caps_mod.Capabilities()
         self._route: Route | None = None
         self._client: RelayClient | None = None
         self._queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
@@ -140,6 +143,7 @@ class ProviderNode:
 
         self._route = (await asyncio.to_thread(self.router.resolve))[0]
         self.models = await asyncio.to_thread(self.router.served_models)
+        self.capabilities = await asyncio.to_thread(self.router.capabilities, self._route)
         self._client = await RelayClient(self.settings.relays).start()
         if self.wallet is not None:
             await self.wallet.start_listening()
@@ -179,6 +183,8 @@ class ProviderNode:
             price_msats=self.settings.price_msats,
             relays=self.settings.relays,
             prices=tuple(sorted(self.settings.prices.items())),
+            formats=FORMATS,
+            features=caps_mod.feature_names(self.capabilities),
         )
 
     async def announce(self) -> None:
@@ -207,6 +213,10 @@ class ProviderNode:
         if not self.jobs.claim(job.id, job.customer, job.kind):
             self.stats.ignored["duplicate"] += 1
             return
+        why = self._cannot_run(job)
+        if why is not None:  # before any invoice: a job we would refuse must not be billed first
+            self._spawn(self._refuse(job.id, job.customer, why))
+            return
         price = self.price_for(job)
         if price and (job.bid_msats or 0) < price:
             self._spawn(self._refuse(job.id, job.customer, f"bid below price of {price} msats"))
@@ -223,6 +233,18 @@ class ProviderNode:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             self._spawn(self._refuse(job.id, job.customer, "provider busy: queue full, try another provider"))
+
+    def _cannot_run(self, job: JobRequest) -> str | None:
+        """Why this node cannot run ``job`` (pure: parsing and capability checks), or None."""
+        try:
+            request, _form = parse_job(job, self.settings.max_tokens_cap)
+            self._model_for(job)
+        except (MalformedEvent, PylonError) as exc:
+            return str(exc)
+        # A schema or tools this backend cannot honour would come back ignored (free text
+        # where JSON was asked), which a customer must never get.
+        refusal = caps_mod.unmet(request, self.capabilities)
+        return None if refusal is None else f"this provider cannot honour the job: {refusal}"
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -382,17 +404,18 @@ class ProviderNode:
 
     async def _run(self, job: JobRequest) -> None:
         assert self._client is not None and self._route is not None
-        try:
-            request = request_from_job(job, self.settings.max_tokens_cap)
-            route = Route(self._route.venue, self._route.backend, self._route.base_url, self._model_for(job))
-        except (MalformedEvent, PylonError) as exc:
-            await self._refuse(job.id, job.customer, str(exc))
+        # Checked at intake already; again here for jobs read back from the relays after a restart.
+        why = self._cannot_run(job)
+        if why is not None:
+            await self._refuse(job.id, job.customer, why)
             return
+        request, form = parse_job(job, self.settings.max_tokens_cap)
+        route = Route(self._route.venue, self._route.backend, self._route.base_url, self._model_for(job))
         # Not awaited: inference need not wait for the relay's OK on a status message.
         self._spawn(self._feedback(job, "processing"))
         try:
             _, client = self.router.resolve()
-            response = await client.acomplete(request, route)
+            response = await client.acomplete(request, route, self.capabilities)
         except (PylonError, lm15.LM15Error) as exc:
             self.router.invalidate()
             await self._refuse(job.id, job.customer, f"inference failed: {exc}")
@@ -400,7 +423,7 @@ class ProviderNode:
         result = JobResult(
             request_id=job.id,
             customer=job.customer,
-            content=response.text or "",
+            content=result_content(response, form),
             kind=job.kind + 1000,
             request_json=None if job.encrypted else job.event_json or None,
             inputs=() if job.encrypted else job.inputs,

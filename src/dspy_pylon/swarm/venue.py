@@ -8,8 +8,9 @@ from dspy import lm15
 
 from dspy_pylon.config import Hybrid, Swarm
 from dspy_pylon.nostr.loop import NostrLoop
+from dspy_pylon.nostr.nip90 import JobResult
 from dspy_pylon.pay.billing import Payer
-from dspy_pylon.swarm.chat_job import chat_job
+from dspy_pylon.swarm.chat_job import chat_job, result_message, transcript_format
 from dspy_pylon.swarm.customer import JobOutcome, SwarmCustomer
 from dspy_pylon.swarm.reputation import Reputation
 
@@ -24,9 +25,11 @@ def _hex_pubkey(provider: str) -> str:
     return provider
 
 
-def response_from_outcome(outcome: JobOutcome, requested_model: str | None) -> lm15.Response:
-    """The lm15 response for a finished job, with the swarm route in ``provider_data["pylon"]``."""
+def response_from_outcome(outcome: JobOutcome, requested_model: str | None, form: str | None = None) -> lm15.Response:
+    """The lm15 response for a finished job sent in transcript ``form``, with the swarm
+    route in ``provider_data["pylon"]``."""
     result = outcome.result
+    message = result_message(result.content, form)
     model = result.model or requested_model or "unknown"
     # Always numbers (0 when the provider reported none): DSPy tells a cache hit by its empty
     # usage, and a live paid call must never look like one, or its cost would read 0.
@@ -50,7 +53,7 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None) -> l
     return lm15.Response(
         id=outcome.job_id,
         model=model,
-        message=lm15.Message.assistant(result.content),
+        message=message,
         finish_reason=_FINISH.get(result.finish_reason or "stop", "stop"),
         usage=usage,
         provider_data={"pylon": pylon},
@@ -83,12 +86,18 @@ class SwarmVenue:
             providers=self.providers,
             encrypted=len(self.providers) == 1,
         )
-        outcome = await self.customer.run(job, self.timeout, self.payer)
-        return response_from_outcome(outcome, self.model)
+        form = transcript_format(job)
+
+        def check(result: JobResult) -> None:
+            # A provider that ignored a v2 transcript (schema, tools) has no valid answer for it.
+            result_message(result.content, form)
+
+        outcome = await self.customer.run(job, self.timeout, self.payer, check=check)
+        return response_from_outcome(outcome, self.model, form)
 
     async def _pay(self, job_id: str, timeout: float | None) -> lm15.Response:
         outcome = await self.customer.pay(job_id, self.timeout if timeout is None else timeout)
-        return response_from_outcome(outcome, self.model)
+        return response_from_outcome(outcome, self.model, transcript_format(outcome.request))
 
     def pay(self, job_id: str, timeout: float | None = None) -> lm15.Response:
         """Pay a job that raised PaymentRequired and wait for its result, blocking."""

@@ -40,6 +40,25 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
+# Tools as plain JSON (no tags): llama.cpp derives a JSON tool-call format from this
+# template, and with ``tool_choice="required"`` its grammar then forces a well-formed call,
+# so even random weights produce a real tool call to parse. (With the Hermes template
+# above, the grammar lets free text run on before ``<tool_call>``, and noise never gets there.)
+JSON_TOOLS_TEMPLATE = (
+    "{%- if tools %}{{ '<|im_start|>system\\nTools: ' + (tools | tojson) + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and message.tool_calls %}"
+    "{{ '<|im_start|>assistant\\n' + ({'tool_calls': message.tool_calls} | tojson) + '<|im_end|>\\n' }}"
+    "{%- else %}{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+#: Bare ChatML: renders no tools (llama.cpp then reports ``supports_tools: false``).
+BARE_CHATML_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 HIDDEN = 64
 LAYERS = 2
 HEADS = 4
@@ -63,8 +82,12 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write_tiny_gguf(path: str | Path) -> Path:
-    """Write the tiny model to ``path`` (byte-identical on every call) and return the path."""
+def write_tiny_gguf(path: str | Path, chat_template: str = CHAT_TEMPLATE) -> Path:
+    """Write the tiny model to ``path`` (byte-identical on every call) and return the path.
+
+    ``chat_template``: :data:`CHAT_TEMPLATE` (Hermes-style tools, the default),
+    :data:`JSON_TOOLS_TEMPLATE` (tool calls forced by grammar) or :data:`BARE_CHATML_TEMPLATE`.
+    """
     import gguf
     import numpy as np
 
@@ -94,7 +117,7 @@ def write_tiny_gguf(path: str | Path) -> Path:
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template)
     # No SentencePiece space prefix: with one, llama.cpp's grammar cannot start a JSON
     # answer ("Failed to initialize samplers") and structured outputs cannot be tested.
     writer.add_add_space_prefix(False)
