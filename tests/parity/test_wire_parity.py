@@ -1,7 +1,8 @@
 """The same calls through DSPy's own client and through pylon:local, against one real llama.cpp.
 
 A recording proxy sits in front of the server; each test compares what the two clients put
-on the wire and what came back. Where pylon deliberately differs, the test says so:
+on the wire and what came back (and, for the swarm, what a provider node puts on the wire for
+a job carrying the same call). Where pylon deliberately differs, the test says so:
 - pylon sends ``max_tokens`` (every local server reads it; older llama.cpp and Ollama do not
   read DSPy's ``max_completion_tokens``), and
 - pylon sends ``top_k`` (lm15's OpenAI dialect drops it; llama.cpp and Ollama honour it), and
@@ -24,6 +25,10 @@ import dspy_pylon as pylon
 from dspy_pylon.local.embedded import EmbeddedLlama
 from tests.helpers import WholeAnswerAdapter
 from tests.parity.recording_proxy import RecordingProxy
+from tests.swarm.conftest import customer_keys, relay_loop, relay_url, start_provider, swarm_lm
+
+# Fixtures of the swarm venue, for the swarm parity check.
+__all__ = ["customer_keys", "relay_loop", "relay_url", "start_provider", "swarm_lm"]
 
 TOOLS = [
     {
@@ -146,3 +151,25 @@ def test_streamed_usage_matches(clients: tuple[dspy.LM, pylon.PylonLM], proxy: R
     # Both report cached prompt tokens; pylon's call came second, so llama.cpp's prompt cache held it.
     assert set(own["prompt_tokens_details"]) == set(mine["prompt_tokens_details"]) == {"cached_tokens"}
     assert mine["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+# ─── through the swarm: the provider's body is DSPy's body ───
+
+
+def test_a_swarm_job_reaches_the_providers_llamacpp_with_dspys_body(
+    clients: tuple[dspy.LM, pylon.PylonLM], proxy: RecordingProxy, start_provider: Any, swarm_lm: Any
+) -> None:
+    """A schema or tools call sent as a pylon.chat.v2 job: the provider node (its llama.cpp
+    behind the same recording proxy) puts on the wire what DSPy's own client would."""
+    start_provider(backend_url=proxy.url)
+    swarm = swarm_lm(max_tokens=6, temperature=0.0, timeout=20)
+    schema = {
+        "type": "json_schema",
+        "json_schema": {"name": "r", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+    }
+    for kwargs in ({"response_format": schema}, {"tools": TOOLS, "tool_choice": "auto", "seed": 3}):
+        own, _mine = _both(clients, proxy, "Weather?", **kwargs)
+        answer = swarm("Weather?", **kwargs)
+        provider_body = _normalised(proxy.chat_bodies()[-1])
+        assert provider_body == own
+        assert answer == clients[0].history[-1]["outputs"]
