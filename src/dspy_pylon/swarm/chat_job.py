@@ -58,10 +58,8 @@ TRANSCRIPT_V2 = "pylon.chat.v2"
 #: The transcript formats this version reads and writes (announced over NIP-89).
 FORMATS = (TRANSCRIPT_FORMAT, TRANSCRIPT_V2)
 ROLES = ("system", "user", "assistant")
-V2_ROLES = (*ROLES, "tool")
 # Bounds on what a provider parses from a stranger's job.
 _MAX_TOOLS = 128
-_MAX_NAME = 128
 
 
 def _text_of(message: lm15.Message, index: int) -> str:
@@ -196,132 +194,17 @@ def _number(job: JobRequest, name: str, cast: type[int] | type[float], low: floa
     return value
 
 
-def _malformed(where: str, what: str) -> MalformedEvent:
-    return MalformedEvent(f"the chat transcript's {where} {what}")
+# The v2 fields read from a stranger's transcript; sampling settings come from params only.
+_V2_FIELDS = ("messages", "tools", "tool_choice", "parallel_tool_calls", "response_format")
 
 
-def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
-        raise _malformed(where, f"must be a name of 1 to {_MAX_NAME} characters")
-    return value
-
-
-def _tool_calls_from(raw: Any, where: str) -> list[lm15.ToolCallPart]:
-    if not isinstance(raw, list) or len(raw) > _MAX_TOOLS:
-        raise _malformed(where, f"must be a list of up to {_MAX_TOOLS} tool calls")
-    calls = []
-    for index, call in enumerate(raw):
-        at = f"{where}[{index}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise _malformed(at, 'must be {"id", "type": "function", "function": {"name", "arguments"}}')
-        arguments = function.get("arguments", "{}")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except (ValueError, RecursionError):
-                raise _malformed(f"{at}.function.arguments", "is not valid JSON") from None
-        if not isinstance(arguments, dict):
-            raise _malformed(f"{at}.function.arguments", "must be a JSON object")
-        calls.append(
-            lm15.ToolCallPart(
-                id=_name(call.get("id"), f"{at}.id"), name=_name(function.get("name"), at), input=arguments
-            )
-        )
-    return calls
-
-
-def _assistant_from(entry: Mapping[str, Any], where: str) -> lm15.Message:
-    content = entry.get("content")
-    if content is not None and not isinstance(content, str):
-        raise _malformed(f"{where}.content", "must be text or null")
-    calls = _tool_calls_from(entry["tool_calls"], f"{where}.tool_calls") if entry.get("tool_calls") else []
-    if not calls:
-        if content is None:
-            raise _malformed(where, "has neither content nor tool calls")
-        return lm15.Message.assistant(content)
-    texts: list[lm15.TextPart] = [lm15.TextPart(content)] if content else []
-    return lm15.Message(role="assistant", parts=(*texts, *calls))
-
-
-def _v2_messages_from(raw_messages: list[Any]) -> tuple[str | None, list[lm15.Message]]:
-    system: str | None = None
-    messages: list[lm15.Message] = []
-    for index, entry in enumerate(raw_messages):
-        where = f"messages[{index}]"
-        if not isinstance(entry, dict) or entry.get("role") not in V2_ROLES:
-            raise _malformed(where, "needs a role: system, user, assistant or tool")
-        role = entry["role"]
-        if role == "assistant":
-            messages.append(_assistant_from(entry, where))
-            continue
-        if not isinstance(entry.get("content"), str):
-            raise _malformed(f"{where}.content", "must be text")
-        content = entry["content"]
-        if role == "system":
-            system = content if system is None else f"{system}\n\n{content}"
-        elif role == "user":
-            messages.append(lm15.Message.user(content))
-        else:
-            call_id = _name(entry.get("tool_call_id"), f"{where}.tool_call_id")
-            result = lm15.ToolResultPart(id=call_id, content=(lm15.TextPart(content),))
-            messages.append(lm15.Message(role="tool", parts=(result,)))
-    return system, messages
-
-
-def _tools_from(raw: Any) -> tuple[lm15.FunctionTool, ...]:
-    if not isinstance(raw, list) or len(raw) > _MAX_TOOLS:
-        raise _malformed("tools", f"must be a list of up to {_MAX_TOOLS} function tools")
-    tools = []
-    for index, tool in enumerate(raw):
-        where = f"tools[{index}]"
-        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
-        if not isinstance(function, dict):
-            raise _malformed(where, 'must be {"type": "function", "function": {"name", "parameters"}}')
-        description = function.get("description")
-        parameters = function.get("parameters", {"type": "object", "properties": {}})
-        if description is not None and not isinstance(description, str):
-            raise _malformed(f"{where}.function.description", "must be text")
-        if not isinstance(parameters, dict):
-            raise _malformed(f"{where}.function.parameters", "must be a JSON schema object")
-        tools.append(
-            lm15.FunctionTool(name=_name(function.get("name"), where), description=description, parameters=parameters)
-        )
-    return tuple(tools)
-
-
-def _tool_choice_from(data: Mapping[str, Any]) -> lm15.ToolChoice | None:
-    raw, parallel = data.get("tool_choice"), data.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise _malformed("parallel_tool_calls", "must be true or false")
-    if raw is None:
-        return None if parallel is None else lm15.ToolChoice(mode="auto", parallel=parallel)
-    if raw in ("auto", "required", "none"):
-        return lm15.ToolChoice(mode=raw, parallel=None if raw == "none" else parallel)
-    function = raw.get("function") if isinstance(raw, dict) and raw.get("type") == "function" else None
-    if not isinstance(function, dict):
-        raise _malformed(
-            "tool_choice", 'must be "auto", "required", "none" or {"type": "function", "function": {"name"}}'
-        )
-    return lm15.ToolChoice(mode="required", allowed=(_name(function.get("name"), "tool_choice"),), parallel=parallel)
-
-
-def _response_format_from(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict) and raw.get("type") == "json_object":
-        return {"type": "json_object"}
-    inner = raw.get("json_schema") if isinstance(raw, dict) and raw.get("type") == "json_schema" else None
-    if not isinstance(inner, dict) or not isinstance(inner.get("schema"), dict):
-        raise _malformed(
-            "response_format", 'must be {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}}'
-        )
-    canonical: dict[str, Any] = {"type": "json_schema", "schema": inner["schema"]}
-    if inner.get("name") is not None:
-        canonical["name"] = _name(inner["name"], "response_format.json_schema.name")
-    if inner.get("strict") is not None:
-        if not isinstance(inner["strict"], bool):
-            raise _malformed("response_format.json_schema.strict", "must be true or false")
-        canonical["strict"] = inner["strict"]
-    return canonical
+def _v2_request_from(data: Mapping[str, Any]) -> lm15.Request:
+    """The v2 transcript read by DSPy's own reader of OpenAI chat requests (lm15's)."""
+    tools = data.get("tools")
+    if isinstance(tools, list) and len(tools) > _MAX_TOOLS:
+        raise MalformedEvent(f"the chat transcript has more than {_MAX_TOOLS} tools")
+    body = {"model": "default", **{key: data[key] for key in _V2_FIELDS if data.get(key) is not None}}
+    return lm15.request_from_openai_chat(body)
 
 
 def _v1_messages_from(raw_messages: list[Any]) -> tuple[str | None, list[lm15.Message]]:
@@ -376,14 +259,13 @@ def parse_job(job: JobRequest, max_tokens_cap: int = 32_768) -> tuple[lm15.Reque
             raise MalformedEvent("the chat transcript has no messages")
         try:
             if form == TRANSCRIPT_V2:
-                system, messages = _v2_messages_from(raw_messages)
-                tools = _tools_from(data["tools"]) if data.get("tools") is not None else ()
-                extras["tool_choice"] = _tool_choice_from(data)
-                if data.get("response_format") is not None:
-                    extras["response_format"] = _response_format_from(data["response_format"])
+                v2 = _v2_request_from(data)
+                system = _system_text(v2)
+                messages, tools = list(v2.messages), v2.tools
+                extras = {"tool_choice": v2.config.tool_choice, "response_format": v2.config.response_format}
             else:
                 system, messages = _v1_messages_from(raw_messages)
-        except (TypeError, ValueError) as exc:  # lm15's own checks (empty ids, bad schema...)
+        except (TypeError, ValueError, lm15.LM15Error) as exc:  # lm15's own checks (ids, schema, hosted tools)
             raise MalformedEvent(f"the chat transcript is invalid: {exc}") from None
         if isinstance(data.get("system"), str):
             system = data["system"] if system is None else f"{data['system']}\n\n{system}"
@@ -451,9 +333,12 @@ def result_message(content: str, form: str | None) -> lm15.Message:
         data = None
     if not isinstance(data, dict) or data.get("format") != TRANSCRIPT_V2:
         raise MalformedEvent(f"the result of a {TRANSCRIPT_V2} job is not a {TRANSCRIPT_V2} answer")
+    assistant: dict[str, Any] = {"role": "assistant", "content": data.get("content")}
+    if data.get("tool_calls") is not None:
+        assistant["tool_calls"] = data["tool_calls"]
     try:
-        message = _assistant_from({"content": data.get("content"), "tool_calls": data.get("tool_calls")}, "result")
-    except (TypeError, ValueError) as exc:
+        [message] = lm15.request_from_openai_chat({"model": "result", "messages": [assistant]}).messages
+    except (TypeError, ValueError, lm15.LM15Error) as exc:
         raise MalformedEvent(f"the result is invalid: {exc}") from None
     return message
 
