@@ -60,6 +60,31 @@ LLAMACPP_OPTIONS = frozenset(
 )
 _TOOL_PARAMS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
 
+#: Ollama's own option names (its Modelfile parameters). Its OpenAI-compatible ``/v1`` API
+#: ignores them, so a call carrying any goes to its native ``/api/chat`` in ``options``
+#: (``keep_alive`` at the top of the body), as DSPy's own client does through LiteLLM's
+#: ``ollama_chat/`` provider.
+OLLAMA_OPTIONS = frozenset(
+    {
+        "num_ctx",
+        "num_keep",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "num_thread",
+        "use_mmap",
+        "repeat_penalty",
+        "repeat_last_n",
+        "min_p",
+        "typical_p",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+        "keep_alive",
+    }
+)
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -88,8 +113,8 @@ def local_capabilities(backend: str, *, template_tools: bool = True) -> Capabili
         tools = template_tools
         options = LLAMACPP_OPTIONS
     elif backend == "ollama":
-        # Its OpenAI-compatible /v1 API ignores its native option names: refused, not sent.
         tools = True
+        options = OLLAMA_OPTIONS
     else:
         # The Apple FM bridge's OpenAI-compatible surface carries plain chat only.
         return Capabilities(params=_BASE_PARAMS)

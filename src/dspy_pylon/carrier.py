@@ -18,13 +18,13 @@ from typing import Any
 
 from dspy import lm15
 
-from dspy_pylon.capabilities import LLAMACPP_OPTIONS
+from dspy_pylon.capabilities import LLAMACPP_OPTIONS, OLLAMA_OPTIONS
 
 CARRIER_KEY = "provider"
 CARRIER_NAME = "pylon"
 
 #: Every backend option pylon can carry; each backend's capabilities say which it reads.
-OPTION_NAMES = LLAMACPP_OPTIONS
+OPTION_NAMES = LLAMACPP_OPTIONS | OLLAMA_OPTIONS
 
 
 def fold(defaults: Mapping[str, Any], kwargs: Mapping[str, Any], route: str) -> dict[str, Any]:

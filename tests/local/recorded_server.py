@@ -7,7 +7,9 @@ Ollama, and the bridge needs macOS 26+). It serves the real-shaped bodies record
 behaviours of theirs that pylon relies on:
 
 * Ollama (``profile="ollama"``): ``GET /api/version``, ``GET /api/tags``, ``GET /``
-  ("Ollama is running") and ``POST /v1/chat/completions``. Like Ollama, chat echoes the
+  ("Ollama is running"), ``POST /v1/chat/completions`` and its native ``POST /api/chat``
+  (bodies shaped as Ollama's API reference documents them: a tool call when tools were
+  sent, NDJSON lines when streaming). Like Ollama, chat echoes the
   requested model name, accepts ``name`` for ``name:latest``, and answers an unknown
   model with its 404 ``model "..." not found, try pulling it first``.
 * Apple FM bridge (``profile="fm_bridge"``): ``GET /health``, ``GET /v1/models`` and
@@ -38,6 +40,7 @@ RECORDED = Path(__file__).parent / "recorded"
 Profile = Literal["ollama", "fm_bridge"]
 
 CHAT_PATH = "/v1/chat/completions"
+NATIVE_CHAT_PATH = "/api/chat"
 
 
 def load_recorded(profile: Profile, name: str) -> Any:
@@ -182,6 +185,10 @@ class RecordedServer:
         """The JSON bodies posted to ``/v1/chat/completions``, in order."""
         return [r.body for r in self.received if r.method == "POST" and r.path == CHAT_PATH]
 
+    def native_bodies(self) -> list[dict[str, Any]]:
+        """The JSON bodies posted to Ollama's native ``/api/chat``, in order."""
+        return [r.body for r in self.received if r.method == "POST" and r.path == NATIVE_CHAT_PATH]
+
     def fail(self, path: str, status: int, body: Any = None) -> None:
         """Answer every later request to ``path`` with ``status`` and ``body`` (JSON)."""
         with self._lock:
@@ -229,6 +236,8 @@ class RecordedServer:
             return
         if method == "POST" and path == CHAT_PATH:
             self._chat(handler, body)
+        elif method == "POST" and path == NATIVE_CHAT_PATH and self.profile == "ollama":
+            self._native_chat(handler, body)
         elif method in ("GET", "HEAD") and path == "/api/tags" and tags is not None:
             self._send_json(handler, 200, tags)
         elif method in ("GET", "HEAD") and path in self._routes:
@@ -265,6 +274,29 @@ class RecordedServer:
         answer = copy.deepcopy(self.chat_completion)
         if self.profile == "ollama":
             answer["model"] = model  # Ollama echoes the model name it was asked for
+        self._send_json(handler, 200, answer)
+
+    def _native_chat(self, handler: _Handler, body: Any) -> None:
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            self._send_json(handler, 400, {"error": "model is required"})
+            return
+        model: str = body["model"]
+        if self._ollama_served_name(model) is None:
+            self._send_json(handler, 404, {"error": f"model {json.dumps(model)} not found, try pulling it first"})
+            return
+        if body.get("stream", True):  # the native API streams unless told not to
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/x-ndjson")
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            for chunk in load_recorded("ollama", "api_chat_stream"):
+                chunk["model"] = model
+                self._write_chunk(handler, (json.dumps(chunk) + "\n").encode())
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+            return
+        answer = load_recorded("ollama", "api_chat_tool_call" if body.get("tools") else "api_chat")
+        answer["model"] = model
         self._send_json(handler, 200, answer)
 
     def _stream(self, handler: _Handler, model: str, include_usage: bool) -> None:

@@ -471,3 +471,106 @@ def test_a_newly_pulled_model_listed_first_does_not_take_over(ollama: RecordedSe
     assert lm(unique_prompt()) == [TEXT]
     assert lm.route().model == TAGS[0]
     assert ollama.chat_bodies()[-1]["model"] == TAGS[0]
+
+
+# ─── Ollama's own options: its native /api/chat (the OpenAI-compatible /v1 ignores them) ───
+
+NATIVE = load_recorded("ollama", "api_chat")
+
+
+def test_ollama_options_go_to_the_native_api(ollama: RecordedServer) -> None:
+    """Runs against recorded responses: num_ctx, repeat_penalty, mirostat land in ``options``
+    with the sampling settings, keep_alive at the top, and the answer reads as from /v1."""
+    lm = pylon.LM("pylon:local:ollama:llama3.2", cache=False, temperature=0.2, max_tokens=40, num_ctx=8192)
+    prompt = unique_prompt()
+    assert lm(prompt, repeat_penalty=1.1, mirostat=2, keep_alive="5m", seed=7, stop=["\n\n"]) == [TEXT]
+    assert ollama.chat_bodies() == []
+    [body] = ollama.native_bodies()
+    assert body["model"] == "llama3.2:latest" and body["stream"] is False and body["keep_alive"] == "5m"
+    assert body["messages"] == [{"role": "user", "content": prompt}]
+    assert body["options"] == {
+        "temperature": 0.2,
+        "num_predict": 40,
+        "seed": 7,
+        "stop": ["\n\n"],
+        "num_ctx": 8192,
+        "repeat_penalty": 1.1,
+        "mirostat": 2,
+    }
+    entry = lm.history[-1]
+    assert entry["usage"]["prompt_tokens"] == NATIVE["prompt_eval_count"]
+    assert entry["usage"]["completion_tokens"] == NATIVE["eval_count"]
+    assert entry["response"].provider_data["pylon"]["backend"] == "ollama"
+
+
+def test_without_options_calls_stay_on_v1(ollama: RecordedServer) -> None:
+    lm = qa_lm("pylon:local:ollama:llama3.2")
+    lm(unique_prompt())
+    assert len(ollama.chat_bodies()) == 1 and ollama.native_bodies() == []
+
+
+def test_native_api_schema_tools_and_tool_calls(ollama: RecordedServer) -> None:
+    """Runs against recorded responses: a JSON schema goes in ``format``, JSON mode as "json",
+    tools as sent, tool-call arguments as objects; the recorded tool call parses back."""
+    lm = pylon.LM("pylon:local:ollama:llama3.2", cache=False, num_ctx=4096)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    lm("x", response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}})
+    assert ollama.native_bodies()[-1]["format"] == schema
+    lm("x", response_format={"type": "json_object"})
+    assert ollama.native_bodies()[-1]["format"] == "json"
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    history = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Rome"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    [output] = lm(messages=history, tools=[weather])
+    body = ollama.native_bodies()[-1]
+    assert body["tools"] == [weather]
+    assert body["messages"][1]["tool_calls"] == [{"function": {"name": "weather", "arguments": {"city": "Rome"}}}]
+    assert body["messages"][2] == {"role": "tool", "content": "sunny"}
+    assert isinstance(output, dict)
+    [call] = output["tool_calls"]
+    assert call["id"] == "call_wy6hpf1u" and call["function"]["name"] == "weather"
+    assert call["function"]["arguments"] == '{"city": "Paris"}'
+
+
+def test_native_api_streams_ndjson(ollama: RecordedServer) -> None:
+    lm = pylon.LM("pylon:local:ollama:llama3.2", cache=False, num_ctx=4096)
+    request = lm15.Request(model=lm.model, messages=(lm15.Message.user(unique_prompt()),))
+    events = list(lm.runtime.stream(request, {"num_ctx": 4096}))
+    text = "".join(e.delta.text for e in events if isinstance(e, lm15.StreamDeltaEvent))
+    assert text == TEXT
+    end = events[-1]
+    assert isinstance(end, lm15.StreamEndEvent) and end.usage.output_tokens == NATIVE["eval_count"]
+    assert ollama.native_bodies()[-1]["stream"] is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "feature"),
+    [
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"cache_prompt": True}, "cache_prompt"),  # a llama.cpp option Ollama does not read
+    ],
+)
+def test_native_api_refuses_what_it_cannot_carry(ollama: RecordedServer, kwargs: dict[str, Any], feature: str) -> None:
+    lm = pylon.LM("pylon:local:ollama:llama3.2", cache=False, num_ctx=4096, num_retries=0)
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    with pytest.raises(dspy.utils.exceptions.LMUnsupportedFeatureError) as info:
+        lm("x", tools=[weather], **kwargs)
+    assert isinstance(info.value.__cause__, pylon.UnsupportedRequest) and info.value.__cause__.feature == feature
+    assert ollama.native_bodies() == []
+
+
+def test_native_api_unknown_model_is_unknown_model(ollama: RecordedServer) -> None:
+    lm = pylon.LM("pylon:local:ollama:llama3.2", cache=False, num_ctx=4096, num_retries=0)
+    ollama.remove_model("llama3.2:latest")
+    with pytest.raises(LMUnsupportedModelError) as info:
+        lm("x")
+    assert isinstance(info.value.__cause__, UnknownModel)

@@ -7,7 +7,8 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,10 +23,38 @@ from dspy_pylon.errors import (
     ContextTooLong,
     PylonError,
 )
-from dspy_pylon.local import openai_chat
+from dspy_pylon.local import ollama_native, openai_chat
 from dspy_pylon.route import Route
 
 CHAT_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """One chat wire: where to post, how to build the body and read the answer and stream."""
+
+    path: str
+    payload: Callable[..., dict[str, Any]]
+    parse: Callable[[Any, Route, float], lm15.Response]
+    payloads: Callable[[Iterable[str]], Iterator[str]]
+    events: Callable[[str, openai_chat.StreamState, Route], list[lm15.StreamEvent]]
+
+
+_OPENAI = _Dialect(
+    CHAT_PATH, openai_chat.chat_payload, openai_chat.parse_chat_response, openai_chat.sse_data, openai_chat.chunk_events
+)
+_OLLAMA_NATIVE = _Dialect(
+    ollama_native.NATIVE_PATH,
+    ollama_native.native_payload,
+    ollama_native.parse_native_response,
+    ollama_native.ndjson,
+    ollama_native.native_chunk_events,
+)
+
+
+def _dialect(route: Route, options: Mapping[str, Any] | None) -> _Dialect:
+    # Ollama's /v1 ignores its own option names; its native API reads them.
+    return _OLLAMA_NATIVE if route.backend == "ollama" and options else _OPENAI
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -111,15 +140,16 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> lm15.Response:
         """One chat completion, blocking."""
-        body = openai_chat.chat_payload(request, route.model, capabilities=caps, options=options)
+        wire = _dialect(route, options)
+        body = wire.payload(request, route.model, capabilities=caps, options=options)
         start = time.perf_counter()
         try:
-            response = self._sync.post(CHAT_PATH, json=body)
+            response = self._sync.post(wire.path, json=body)
         except httpx.HTTPError as exc:
             raise transport_error(route, exc, self.timeout) from exc
         if not response.is_success:
             raise status_error(route, response.status_code, _error_text(response))
-        return openai_chat.parse_chat_response(_json(response, route), route, _ms(start))
+        return wire.parse(_json(response, route), route, _ms(start))
 
     async def acomplete(
         self,
@@ -129,15 +159,16 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> lm15.Response:
         """One chat completion, awaited."""
-        body = openai_chat.chat_payload(request, route.model, capabilities=caps, options=options)
+        wire = _dialect(route, options)
+        body = wire.payload(request, route.model, capabilities=caps, options=options)
         start = time.perf_counter()
         try:
-            response = await self._async_client().post(CHAT_PATH, json=body)
+            response = await self._async_client().post(wire.path, json=body)
         except httpx.HTTPError as exc:
             raise transport_error(route, exc, self.timeout) from exc
         if not response.is_success:
             raise status_error(route, response.status_code, _error_text(response))
-        return openai_chat.parse_chat_response(_json(response, route), route, _ms(start))
+        return wire.parse(_json(response, route), route, _ms(start))
 
     # ─── streaming ───
 
@@ -149,16 +180,17 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> Iterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, blocking."""
-        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps, options=options)
+        wire = _dialect(route, options)
+        body = wire.payload(request, route.model, stream=True, capabilities=caps, options=options)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:
-            with self._sync.stream("POST", CHAT_PATH, json=body) as response:
+            with self._sync.stream("POST", wire.path, json=body) as response:
                 if not response.is_success:
                     response.read()
                     raise status_error(route, response.status_code, _error_text(response))
-                for data in openai_chat.sse_data(response.iter_lines()):
-                    yield from openai_chat.chunk_events(data, state, route)
+                for data in wire.payloads(response.iter_lines()):
+                    yield from wire.events(data, state, route)
         except httpx.HTTPError as exc:
             raise transport_error(route, exc, self.timeout) from exc
         yield openai_chat.end_event(state, route, _ms(start))
@@ -171,17 +203,18 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, awaited."""
-        body = openai_chat.chat_payload(request, route.model, stream=True, capabilities=caps, options=options)
+        wire = _dialect(route, options)
+        body = wire.payload(request, route.model, stream=True, capabilities=caps, options=options)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:
-            async with self._async_client().stream("POST", CHAT_PATH, json=body) as response:
+            async with self._async_client().stream("POST", wire.path, json=body) as response:
                 if not response.is_success:
                     await response.aread()
                     raise status_error(route, response.status_code, _error_text(response))
                 async for line in response.aiter_lines():
-                    for data in openai_chat.sse_data((line,)):
-                        for event in openai_chat.chunk_events(data, state, route):
+                    for data in wire.payloads((line,)):
+                        for event in wire.events(data, state, route):
                             yield event
         except httpx.HTTPError as exc:
             raise transport_error(route, exc, self.timeout) from exc

@@ -155,7 +155,7 @@ def _options_to_chat(options: Mapping[str, Any], caps: Capabilities, body: dict[
     for key, value in options.items():
         if key not in caps.options:
             raise UnsupportedRequest(
-                f"{key}={value!r} is a llama.cpp server option this backend does not read; it would be ignored",
+                f"{key}={value!r} is not an option this backend reads; it would be ignored",
                 feature=key,
             )
         if key != "extra_body":
@@ -259,6 +259,8 @@ class StreamState:
     finish_reason: str | None = None
     usage: lm15.Usage | None = None
     started: bool = False
+    # Tool calls seen so far (Ollama's native stream sends each whole, numbered here).
+    tool_calls: int = 0
 
 
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_call", "content_filter": "content_filter"}
