@@ -119,11 +119,11 @@ class _TimedClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def acomplete(self, request: Any, route: Any) -> Any:
+    async def acomplete(self, request: Any, route: Any, *args: Any, **kwargs: Any) -> Any:
         TIMELINE.mark("provider: inference start")
         start = time.perf_counter_ns()
         try:
-            return await self._inner.acomplete(request, route)
+            return await self._inner.acomplete(request, route, *args, **kwargs)
         finally:
             self._samples.append((time.perf_counter_ns() - start) / 1e6)
             TIMELINE.mark("provider: inference end")

@@ -129,6 +129,9 @@ def local_capabilities(backend: str, *, template_tools: bool = True) -> Capabili
     )
 
 
+#: What every venue honours: text chat with the base sampling settings.
+PLAIN_CHAT = Capabilities()
+
 #: What the swarm's transcripts carry: text chat, sampling settings, JSON schemas and JSON
 #: mode, tools, tool calls and tool results (``pylon.chat.v2``). A provider whose backend
 #: cannot honour one of them refuses the job with ``error`` feedback; it never ignores it.

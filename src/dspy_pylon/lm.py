@@ -194,7 +194,7 @@ class PylonRuntime:
             self._last_capabilities = self._local.capabilities(route)
         except PylonError:
             if self._last_capabilities is None:
-                return caps_mod.SWARM
+                return caps_mod.PLAIN_CHAT
         return self._last_capabilities
 
     def _local_complete(self, router: LocalRouter, request: lm15.Request, options: Options) -> lm15.Response:

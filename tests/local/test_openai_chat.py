@@ -235,10 +235,12 @@ def test_backend_options_and_reasoning_effort_are_sent_or_refused() -> None:
     )
     body = openai_chat.chat_payload(request, "m", options={"repeat_penalty": 1.1, "extra_body": {"n_probs": 2}})
     assert (body["repeat_penalty"], body["n_probs"], body["reasoning_effort"]) == (1.1, 2, "low")
-    with pytest.raises(pylon.UnsupportedRequest, match="repeat_penalty"):
+    with pytest.raises(pylon.UnsupportedRequest, match="cache_prompt"):  # llama.cpp's, not Ollama's
         openai_chat.chat_payload(
-            _request(), "m", capabilities=local_capabilities("ollama"), options={"repeat_penalty": 1}
+            _request(), "m", capabilities=local_capabilities("ollama"), options={"cache_prompt": 1}
         )
+    with pytest.raises(pylon.UnsupportedRequest, match="num_ctx"):  # Ollama's, not llama.cpp's
+        openai_chat.chat_payload(_request(), "m", options={"num_ctx": 4096})
     with pytest.raises(pylon.UnsupportedRequest, match="extra_body cannot override messages"):
         openai_chat.chat_payload(_request(), "m", options={"extra_body": {"messages": []}})
     with pytest.raises(pylon.UnsupportedRequest, match="reasoning_effort"):

@@ -471,6 +471,15 @@ def v2_job(**fields: Any) -> JobRequest:
         {"response_format": {"type": "json_schema"}},
         {"response_format": {"type": "json_schema", "json_schema": {"schema": "x"}}},
         {"response_format": {"type": "json_schema", "json_schema": {"schema": {}, "strict": "yes"}}},
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://10.0.0.1/x"}}]}]},
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "[" * 100_000}}],
+                }
+            ]
+        },
     ],
 )
 def test_bad_v2_transcripts_are_malformed(fields: dict[str, Any]) -> None:
@@ -527,6 +536,12 @@ def test_v1_results_stay_plain_text() -> None:
         '{"format": "pylon.chat.v1", "content": "x"}',
         '{"format": "pylon.chat.v2", "content": 3}',
         '{"format": "pylon.chat.v2", "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "nope"}}]}',
+        json.dumps(
+            {
+                "format": "pylon.chat.v2",
+                "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "[" * 100_000}}],
+            }
+        ),
         "[" * 100_000,
     ],
 )

@@ -96,3 +96,29 @@ def test_all_relays_down_is_a_transport_error(customer_keys: Any) -> None:
     with pytest.raises(dspy_errors.LMTransportError, match="no relay accepted") as info:
         lm("nobody home")
     assert isinstance(info.value.__cause__, pylon.RelayUnavailable)
+
+
+def test_a_bug_inside_a_job_is_answered_and_the_worker_lives_on(
+    start_provider: StartProvider, swarm_lm: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that hits a bug in the node (here: a backend client that raises what no code
+    expects) gets error feedback at once, and the node's only worker still serves the next."""
+    provider = start_provider(concurrency=1)
+    real_resolve = provider.node.router.resolve
+    broken = threading.Event()
+
+    class Broken:
+        async def acomplete(self, *args: Any, **kwargs: Any) -> Any:
+            raise ZeroDivisionError("a bug")
+
+    def resolve() -> Any:
+        route, client = real_resolve()
+        return (route, Broken()) if not broken.is_set() else (route, client)
+
+    monkeypatch.setattr(provider.node.router, "resolve", resolve)
+    lm = swarm_lm(providers=(provider.pubkey,), timeout=20, max_tokens=3)
+    with pytest.raises(dspy_errors.LMProviderError, match="internal error"):
+        lm("first")
+    broken.set()
+    assert lm("second")
+    eventually(lambda: provider.node.stats.errors == 1 and provider.node.stats.done == 1)

@@ -31,9 +31,11 @@ The result of a v2 job is a JSON object in the same spirit (the assistant messag
     {"format": "pylon.chat.v2", "content": "..." | null, "tool_calls": [...as above...]}
 
 A provider that cannot honour a v2 job (no schema enforcement, no tools) answers with
-``error`` feedback; a v1-only provider refuses the unknown format the same way. A customer
-refuses a v2 job's result that is not such an object, so a provider that ignored the
-transcript cannot hand back unconstrained text as if it were the answer.
+``error`` feedback before it bills; a provider of an earlier pylon version refuses the
+unknown format too, but only after its invoice is paid. A customer refuses a v2 job's result
+that is not such an object, so a provider that ignored the transcript (answering the readable
+prompt in free text) cannot hand that back as the answer; what is inside a well-formed v2
+answer (its JSON against the schema) is the provider's word.
 
 A provider accepts plain-prompt jobs from other clients too: without a ``chat`` input,
 the text inputs joined by blank lines become one user message.
@@ -196,6 +198,7 @@ def _number(job: JobRequest, name: str, cast: type[int] | type[float], low: floa
 
 # The v2 fields read from a stranger's transcript; sampling settings come from params only.
 _V2_FIELDS = ("messages", "tools", "tool_choice", "parallel_tool_calls", "response_format")
+_V2_PARTS = (lm15.TextPart, lm15.ToolCallPart, lm15.ToolResultPart)
 
 
 def _v2_request_from(data: Mapping[str, Any]) -> lm15.Request:
@@ -204,7 +207,16 @@ def _v2_request_from(data: Mapping[str, Any]) -> lm15.Request:
     if isinstance(tools, list) and len(tools) > _MAX_TOOLS:
         raise MalformedEvent(f"the chat transcript has more than {_MAX_TOOLS} tools")
     body = {"model": "default", **{key: data[key] for key in _V2_FIELDS if data.get(key) is not None}}
-    return lm15.request_from_openai_chat(body)
+    request = lm15.request_from_openai_chat(body)
+    for index, message in enumerate(request.messages):
+        for part in message.parts:
+            inner = part.content if isinstance(part, lm15.ToolResultPart) else ()
+            if not isinstance(part, _V2_PARTS) or not all(isinstance(p, lm15.TextPart) for p in inner):
+                # Images or files would make the provider's server fetch or decode a stranger's data.
+                raise MalformedEvent(
+                    f"messages[{index}]: a pylon.chat.v2 transcript carries text, tool calls and tool results only"
+                )
+    return request
 
 
 def _v1_messages_from(raw_messages: list[Any]) -> tuple[str | None, list[lm15.Message]]:
@@ -265,7 +277,8 @@ def parse_job(job: JobRequest, max_tokens_cap: int = 32_768) -> tuple[lm15.Reque
                 extras = {"tool_choice": v2.config.tool_choice, "response_format": v2.config.response_format}
             else:
                 system, messages = _v1_messages_from(raw_messages)
-        except (TypeError, ValueError, lm15.LM15Error) as exc:  # lm15's own checks (ids, schema, hosted tools)
+        # lm15's own checks (ids, schema, hosted tools); RecursionError: tool arguments nested deep.
+        except (TypeError, ValueError, RecursionError, lm15.LM15Error) as exc:
             raise MalformedEvent(f"the chat transcript is invalid: {exc}") from None
         if isinstance(data.get("system"), str):
             system = data["system"] if system is None else f"{data['system']}\n\n{system}"
@@ -338,8 +351,8 @@ def result_message(content: str, form: str | None) -> lm15.Message:
         assistant["tool_calls"] = data["tool_calls"]
     try:
         [message] = lm15.request_from_openai_chat({"model": "result", "messages": [assistant]}).messages
-    except (TypeError, ValueError, lm15.LM15Error) as exc:
-        raise MalformedEvent(f"the result is invalid: {exc}") from None
+    except (TypeError, ValueError, RecursionError, lm15.LM15Error) as exc:
+        raise MalformedEvent(f"the result is invalid: {exc}"[:300]) from None
     return message
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from dspy import lm15
 from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.config import BackendName, Local
 from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge, WalletError
+from dspy_pylon.local import openai_chat
 from dspy_pylon.local.backends import LocalRouter, match_model
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
@@ -244,7 +246,15 @@ class ProviderNode:
         # A schema or tools this backend cannot honour would come back ignored (free text
         # where JSON was asked), which a customer must never get.
         refusal = caps_mod.unmet(request, self.capabilities)
-        return None if refusal is None else f"this provider cannot honour the job: {refusal}"
+        if refusal is not None:
+            return f"this provider cannot honour the job: {refusal}"
+        try:  # the body the backend would get, built and serialised now: a refusal after payment costs the customer
+            json.dumps(openai_chat.chat_payload(request, "check", capabilities=self.capabilities))
+        except PylonError as exc:
+            return f"this provider cannot honour the job: {exc}"
+        except (ValueError, RecursionError):
+            return "the job's transcript is nested too deeply to send to the backend"
+        return None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -388,6 +398,9 @@ class ProviderNode:
             job = await self._queue.get()
             try:
                 await self._run(job)
+            except Exception:  # a supervisor: one job's bug must not stop this worker for good
+                log.exception("job %s failed inside the node", job.id[:12])
+                await self._refuse(job.id, job.customer, "the provider failed on this job (internal error)")
             finally:
                 self._queue.task_done()
 
