@@ -534,7 +534,7 @@ def test_native_api_schema_tools_and_tool_calls(ollama: RecordedServer) -> None:
     body = ollama.native_bodies()[-1]
     assert body["tools"] == [weather]
     assert body["messages"][1]["tool_calls"] == [{"function": {"name": "weather", "arguments": {"city": "Rome"}}}]
-    assert body["messages"][2] == {"role": "tool", "content": "sunny"}
+    assert body["messages"][2] == {"role": "tool", "tool_name": "weather", "content": "sunny"}
     assert isinstance(output, dict)
     [call] = output["tool_calls"]
     assert call["id"] == "call_wy6hpf1u" and call["function"]["name"] == "weather"

@@ -9,7 +9,7 @@ from dspy import lm15
 
 import dspy_pylon as pylon
 from dspy_pylon.capabilities import local_capabilities
-from dspy_pylon.local import ollama_native
+from dspy_pylon.local import ollama_native, openai_chat
 from dspy_pylon.local.openai_chat import StreamState
 from dspy_pylon.route import Route
 
@@ -67,7 +67,10 @@ def test_answer_with_thinking_length_and_no_call_ids() -> None:
     response = ollama_native.parse_native_response(body, ROUTE, 1.0)
     assert response.finish_reason == "tool_call" and response.usage.total_tokens == 7
     assert [type(p) for p in response.message.parts] == [lm15.ThinkingPart, lm15.ToolCallPart]
-    assert response.message.parts[1].id == "call_0"
+    first_id = response.message.parts[1].id
+    assert first_id.startswith("call_")
+    again = ollama_native.parse_native_response(body, ROUTE, 1.0).message.parts[1].id
+    assert again != first_id  # made-up ids never repeat across turns
     cut = ollama_native.parse_native_response({"message": {"content": "ab"}, "done_reason": "length"}, ROUTE, 1.0)
     assert cut.finish_reason == "length" and cut.text == "ab"
 
@@ -87,3 +90,10 @@ def test_stream_lines() -> None:
         with pytest.raises(pylon.BackendServerError):
             ollama_native.native_chunk_events(bad, StreamState(), ROUTE)
     assert list(ollama_native.ndjson(["", '{"a": 1}', "  "])) == ['{"a": 1}']
+
+
+def test_keys_without_a_native_spelling_are_refused() -> None:
+    request = _request(extensions={"user": "someone"})
+    assert "user" in openai_chat.chat_payload(request, "m")
+    with pytest.raises(pylon.UnsupportedRequest, match="user"):
+        ollama_native.native_payload(request, "m", capabilities=CAPS)

@@ -320,3 +320,28 @@ def test_a_result_delivered_after_an_interruption_is_found_at_the_next_start(
     assert [row.state for row in rows] == ["done", "done"]
     assert "found on a relay later" in rows[0].reason
     assert dev_wallet.balance("customer") == FUNDS - 2_000
+
+
+def test_a_paid_broadcast_whose_result_ignores_the_schema_fails_at_once(
+    scripted: Callable[[Any, Any], ScriptedProvider],  # noqa: F811 - the imported fixture
+    dev_wallet: DevWallet,
+    swarm_lm: Any,
+) -> None:
+    """Paid for, then answered in free text where JSON was asked: no other provider's result
+    can be taken any more, so the call fails now (not at the timeout), recorded as paid."""
+    keys = nostr_sdk.Keys.generate()
+    dev_wallet.account("provider")
+
+    def script(job: JobRequest) -> list[Any]:
+        bill = _bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000))
+        return [bill, _result(job, keys, "Sure! Some text, not JSON")]
+
+    scripted(keys, script)
+    lm = swarm_lm(nwc_uri=dev_wallet.account("customer", FUNDS), auto_pay=True, bid_msats=BID, timeout=20)
+    started = time.monotonic()
+    with pytest.raises(dspy_errors.LMProviderError, match="does not answer the job"):
+        lm("json please", response_format={"type": "json_object"})
+    assert time.monotonic() - started < 10
+    ledger = SpendLedger(pylon_home() / "ledger.sqlite")
+    [row] = ledger.entries("spent")
+    assert row.paid_msats == 1_000 and "does not answer the job" in row.reason

@@ -12,6 +12,7 @@ back into lm15 objects. No socket here.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -36,11 +37,17 @@ _SAMPLING = {
     "frequency_penalty": "frequency_penalty",
 }
 _TOP_LEVEL_OPTIONS = frozenset({"keep_alive"})
-_UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias")
+# What the OpenAI-chat body may hold that is read below; anything else has no native spelling.
+_READ = frozenset(
+    {"model", "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort"}
+) | frozenset(_SAMPLING)
 
 
-def _native_message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
+def _native_message(message: Mapping[str, Any], index: int, names: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message["role"]}
+    if message["role"] == "tool" and message.get("tool_call_id") in names:
+        # The native API matches a result to its call by the tool's name.
+        out["tool_name"] = names[message["tool_call_id"]]
     content = message.get("content")
     if isinstance(content, list):  # text and images: the native API takes base64 images apart
         texts, images = [], []
@@ -77,18 +84,18 @@ def native_payload(
 ) -> dict[str, Any]:
     """The JSON body for ``POST /api/chat`` carrying ``request`` to ``model`` with ``options``."""
     chat = openai_chat.chat_payload(request, model, capabilities=capabilities)
-    for key in _UNSUPPORTED:
-        if key in chat:
-            raise UnsupportedRequest(f"{key} is not read by Ollama's native API (used for Ollama options)", feature=key)
+    for key in sorted(set(chat) - _READ):
+        raise UnsupportedRequest(f"{key} is not read by Ollama's native API (used for Ollama options)", feature=key)
     choice = chat.pop("tool_choice", None)
     if choice not in (None, "auto") or "parallel_tool_calls" in chat:
         raise UnsupportedRequest(
             "Ollama's native API (used for calls with Ollama options) has no tool_choice or parallel_tool_calls",
             feature="tool_choice",
         )
+    names = {c["id"]: c["function"]["name"] for m in chat["messages"] for c in m.get("tool_calls") or ()}
     body: dict[str, Any] = {
         "model": model,
-        "messages": [_native_message(m, i) for i, m in enumerate(chat["messages"])],
+        "messages": [_native_message(m, i, names) for i, m in enumerate(chat["messages"])],
         "stream": stream,
     }
     sampling = {name: chat[key] for key, name in _SAMPLING.items() if key in chat}
@@ -114,9 +121,9 @@ def native_payload(
     return body
 
 
-def _tool_calls(message: Mapping[str, Any], route: Route, first: int = 0) -> list[lm15.ToolCallPart]:
+def _tool_calls(message: Mapping[str, Any], route: Route) -> list[lm15.ToolCallPart]:
     calls = []
-    for index, call in enumerate(message.get("tool_calls") or (), start=first):
+    for call in message.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise BackendServerError(f"ollama at {route.base_url} sent an unreadable tool call")
@@ -128,8 +135,9 @@ def _tool_calls(message: Mapping[str, Any], route: Route, first: int = 0) -> lis
                 raise BackendServerError(f"ollama at {route.base_url} sent tool arguments that are not JSON") from None
         if not isinstance(arguments, dict):
             raise BackendServerError(f"ollama at {route.base_url} sent tool arguments that are not an object")
-        # Older Ollama versions give calls no id; tool results are matched by position then.
-        call_id = str(call.get("id") or f"call_{index}")
+        # Older Ollama versions give calls no id: one is made, unique across turns (DSPy pairs
+        # each result with its call by id), while results go back to Ollama by tool name.
+        call_id = str(call.get("id") or f"call_{secrets.token_hex(6)}")
         calls.append(lm15.ToolCallPart(id=call_id, name=function["name"], input=arguments))
     return calls
 
@@ -196,7 +204,7 @@ def native_chunk_events(line: str, state: openai_chat.StreamState, route: Route)
         events.append(lm15.StreamDeltaEvent(lm15.ThinkingDelta(str(message["thinking"]))))
     if message.get("content"):
         events.append(lm15.StreamDeltaEvent(lm15.TextDelta(str(message["content"]))))
-    calls = _tool_calls(message, route, state.tool_calls)
+    calls = _tool_calls(message, route)
     for call in calls:
         index = state.tool_calls
         state.tool_calls += 1

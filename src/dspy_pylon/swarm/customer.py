@@ -342,6 +342,12 @@ class SwarmCustomer:
                             if self.reputation is not None:
                                 self.reputation.record_error(parsed.provider)
                             errors[parsed.provider] = f"its result does not answer the job: {exc}"
+                            if bill is not None and bill.paid_provider == parsed.provider:
+                                # Paid for: no other provider's result will be taken, so this is final.
+                                raise JobFailed(
+                                    f"job {job_id[:12]}… failed: {_describe(errors)}; {bill.paid_msats} msats were "
+                                    "paid for it (ledger: paid without a result)"
+                                ) from None
                             _fail_if_every_target_failed(job, errors)
                             continue
                     if (
