@@ -180,3 +180,19 @@ def test_config_record_round_trip(config: PylonConfig) -> None:
 def test_corrupted_config_record_is_a_config_error(record: object) -> None:
     with pytest.raises(pylon.ConfigError):
         config_from_dict(record)
+
+
+@pytest.mark.parametrize("venue", [Swarm, Hybrid])
+def test_npubs_are_decoded_when_the_venue_is_made(venue: type) -> None:
+    """A bad npub is a ConfigError at once, not a nostr-sdk error at the first call."""
+    import nostr_sdk
+
+    keys = nostr_sdk.Keys.generate()
+    npub, hex_key = keys.public_key().to_bech32(), keys.public_key().to_hex()
+    assert venue(providers=(npub, hex_key)).providers == (hex_key, hex_key)
+    broken = npub[:-1] + ("q" if npub[-1] != "q" else "p")
+    for bad in (broken, "npub1short", "npub1" + "q" * 58):
+        with pytest.raises(pylon.ConfigError, match="not a valid npub"):
+            venue(providers=(bad,))
+    with pytest.raises(pylon.ConfigError, match="not a hex public key or an npub"):
+        venue(providers=("alice",))

@@ -57,9 +57,11 @@ def local() -> None:
 @local.command("serve")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="GGUF file to serve.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help="Port (default: a free one).")
-@click.option("--ctx", "n_ctx", type=int, default=8192, show_default=True, help="Context size in tokens.")
-@click.option("--parallel", type=int, default=4, show_default=True, help="Requests served at once.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: a free one).")
+@click.option(
+    "--ctx", "n_ctx", type=click.IntRange(256, 1 << 20), default=8192, show_default=True, help="Context size in tokens."
+)
+@click.option("--parallel", type=click.IntRange(1, 256), default=4, show_default=True, help="Requests served at once.")
 def local_serve(model_path: Path | None, host: str, port: int | None, n_ctx: int, parallel: int) -> None:
     """Serve a GGUF model (default: the bundled SmolLM2-135M-Instruct) with embedded llama.cpp."""
     from dspy_pylon.local.embedded import EmbeddedLlama
@@ -267,7 +269,7 @@ def serve(
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: a free one).")
 def relay(host: str, port: int | None) -> None:
     """Run the embedded Nostr relay (nostr-sdk) and print its URL; Ctrl-C stops it."""
     import asyncio

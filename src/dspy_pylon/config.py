@@ -57,12 +57,24 @@ class Local:
         _check_backend(self.backend)
 
 
-def _check_providers(providers: tuple[str, ...]) -> None:
+def _hex_providers(providers: tuple[str, ...]) -> tuple[str, ...]:
+    """The providers as hex public keys; an npub is decoded here (pure), so a bad one is a
+    ConfigError when the venue is made, not a nostr-sdk error at the first call."""
+    hexed = []
     for provider in providers:
-        if not isinstance(provider, str) or not (
-            (len(provider) == 64 and all(c in "0123456789abcdef" for c in provider)) or provider.startswith("npub1")
-        ):
-            raise ConfigError(f"provider {provider!r} is not a hex public key or an npub")
+        if isinstance(provider, str) and len(provider) == 64 and all(c in "0123456789abcdef" for c in provider):
+            hexed.append(provider)
+            continue
+        if isinstance(provider, str) and provider.startswith("npub1"):
+            import nostr_sdk
+
+            try:
+                hexed.append(str(nostr_sdk.PublicKey.parse(provider).to_hex()))
+                continue
+            except nostr_sdk.NostrSdkError:
+                raise ConfigError(f"provider {provider!r} is not a valid npub (bad checksum or length)") from None
+        raise ConfigError(f"provider {provider!r} is not a hex public key or an npub")
+    return tuple(hexed)
 
 
 @dataclass(frozen=True)
@@ -84,10 +96,9 @@ class Swarm:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relays", tuple(self.relays))
-        object.__setattr__(self, "providers", tuple(self.providers))
+        object.__setattr__(self, "providers", _hex_providers(tuple(self.providers)))
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
-        _check_providers(self.providers)
         _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)
 
 
@@ -108,10 +119,9 @@ class Hybrid:
     def __post_init__(self) -> None:
         _check_backend(self.backend)
         object.__setattr__(self, "relays", tuple(self.relays))
-        object.__setattr__(self, "providers", tuple(self.providers))
+        object.__setattr__(self, "providers", _hex_providers(tuple(self.providers)))
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
-        _check_providers(self.providers)
         _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)
 
 
