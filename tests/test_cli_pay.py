@@ -344,7 +344,7 @@ def test_spend_by_job_lists_every_job(ledger_rows: SpendLedger) -> None:
 
 
 def test_spend_set_budget_writes_the_global_budget_and_spend_shows_it(home: Path, ledger_rows: SpendLedger) -> None:
-    from dspy_pylon.pay.billing import load_global_budget
+    from dspy_pylon.pay.budget_file import load_global_budget
 
     result = _pylon("spend", "--set-budget", "25")
     assert result.returncode == 0, result.stderr

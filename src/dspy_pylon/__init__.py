@@ -4,65 +4,161 @@
 >>> dspy.configure(lm=pylon.LM("pylon:local"))
 """
 
-from dspy_pylon.config import (
-    BACKENDS,
-    Hybrid,
-    Local,
-    ModelSpec,
-    PylonConfig,
-    Swarm,
-    parse_model_string,
-)
-from dspy_pylon.errors import (
-    BackendConnectionError,
-    BackendRequestError,
-    BackendServerError,
-    BackendTimeout,
-    BudgetExceeded,
-    ConfigError,
-    ContextTooLong,
-    EmbeddedUnavailable,
-    IdentityError,
-    IdentityMissing,
-    InvalidMnemonic,
-    InvalidModelString,
-    JobFailed,
-    MalformedEvent,
-    NoLocalBackend,
-    PaymentFailed,
-    PaymentRefused,
-    PaymentRequired,
-    PylonError,
-    RelayUnavailable,
-    ResultTooLarge,
-    SwarmTimeout,
-    UnknownModel,
-    UnsupportedRequest,
-    WalletError,
-)
-from dspy_pylon.identity import (
-    Identity,
-    generate_mnemonic,
-    init_identity,
-    keys_from_mnemonic,
-    load_identity,
-    pylon_home,
-    resolve_keys,
-    validate_mnemonic,
-)
-from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string, pay
-from dspy_pylon.local.embedded import EmbeddedLlama
-from dspy_pylon.pay.billing import Approver, PaymentRequest, load_global_budget, save_global_budget
-from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletService, DevWalletStore
-from dspy_pylon.pay.invoice import Bill, BillCheck, Invoice, check_bill, decode_invoice
-from dspy_pylon.pay.ledger import LedgerEntry, SpendLedger, SpendRow
-from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet, PaymentResult, load_nwc_uri, save_nwc_uri
-from dspy_pylon.route import Route
-from dspy_pylon.swarm.discovery import ProviderRecord, discover
-from dspy_pylon.swarm.reputation import ProviderStats, Reputation
-from dspy_pylon.usage import Budget, LmUsage, Reservation, msats_to_sats
+# Exports load on first use (PEP 562): ``import dspy_pylon`` (and so the ``pylon`` CLI) does
+# not import DSPy until something that needs it is touched; ``pylon.LM`` still works as before.
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from dspy_pylon.config import BACKENDS, Hybrid, Local, ModelSpec, PylonConfig, Swarm, parse_model_string
+    from dspy_pylon.errors import (
+        BackendConnectionError,
+        BackendRequestError,
+        BackendServerError,
+        BackendTimeout,
+        BudgetExceeded,
+        ConfigError,
+        ContextTooLong,
+        EmbeddedUnavailable,
+        IdentityError,
+        IdentityMissing,
+        InvalidMnemonic,
+        InvalidModelString,
+        JobFailed,
+        MalformedEvent,
+        NoLocalBackend,
+        PaymentFailed,
+        PaymentRefused,
+        PaymentRequired,
+        PylonError,
+        RelayUnavailable,
+        ResultTooLarge,
+        SwarmTimeout,
+        UnknownModel,
+        UnsupportedRequest,
+        WalletError,
+    )
+    from dspy_pylon.identity import (
+        Identity,
+        generate_mnemonic,
+        init_identity,
+        keys_from_mnemonic,
+        load_identity,
+        pylon_home,
+        resolve_keys,
+        validate_mnemonic,
+    )
+    from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string, pay
+    from dspy_pylon.local.embedded import EmbeddedLlama
+    from dspy_pylon.money import msats_to_sats
+    from dspy_pylon.pay.billing import Approver, PaymentRequest
+    from dspy_pylon.pay.budget_file import load_global_budget, save_global_budget
+    from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletService, DevWalletStore
+    from dspy_pylon.pay.invoice import Bill, BillCheck, Invoice, check_bill, decode_invoice
+    from dspy_pylon.pay.ledger import LedgerEntry, SpendLedger, SpendRow
+    from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet, PaymentResult, load_nwc_uri, save_nwc_uri
+    from dspy_pylon.route import Route
+    from dspy_pylon.swarm.discovery import ProviderRecord, discover
+    from dspy_pylon.swarm.reputation import ProviderStats, Reputation
+    from dspy_pylon.usage import Budget, LmUsage, Reservation
+
+_EXPORTS: dict[str, str] = {
+    "Approver": "dspy_pylon.pay.billing",
+    "AsyncPylonEngine": "dspy_pylon.lm",
+    "BACKENDS": "dspy_pylon.config",
+    "BackendConnectionError": "dspy_pylon.errors",
+    "BackendRequestError": "dspy_pylon.errors",
+    "BackendServerError": "dspy_pylon.errors",
+    "BackendTimeout": "dspy_pylon.errors",
+    "Bill": "dspy_pylon.pay.invoice",
+    "BillCheck": "dspy_pylon.pay.invoice",
+    "Budget": "dspy_pylon.usage",
+    "BudgetExceeded": "dspy_pylon.errors",
+    "ConfigError": "dspy_pylon.errors",
+    "ContextTooLong": "dspy_pylon.errors",
+    "DEV_WALLET_LABEL": "dspy_pylon.pay.dev_wallet",
+    "DevWalletService": "dspy_pylon.pay.dev_wallet",
+    "DevWalletStore": "dspy_pylon.pay.dev_wallet",
+    "EmbeddedLlama": "dspy_pylon.local.embedded",
+    "EmbeddedUnavailable": "dspy_pylon.errors",
+    "Hybrid": "dspy_pylon.config",
+    "Identity": "dspy_pylon.identity",
+    "IdentityError": "dspy_pylon.errors",
+    "IdentityMissing": "dspy_pylon.errors",
+    "InvalidMnemonic": "dspy_pylon.errors",
+    "InvalidModelString": "dspy_pylon.errors",
+    "Invoice": "dspy_pylon.pay.invoice",
+    "InvoiceStatus": "dspy_pylon.pay.nwc",
+    "JobFailed": "dspy_pylon.errors",
+    "LM": "dspy_pylon.lm",
+    "LedgerEntry": "dspy_pylon.pay.ledger",
+    "LmUsage": "dspy_pylon.usage",
+    "Local": "dspy_pylon.config",
+    "MadeInvoice": "dspy_pylon.pay.nwc",
+    "MalformedEvent": "dspy_pylon.errors",
+    "ModelSpec": "dspy_pylon.config",
+    "NoLocalBackend": "dspy_pylon.errors",
+    "NwcWallet": "dspy_pylon.pay.nwc",
+    "PaymentFailed": "dspy_pylon.errors",
+    "PaymentRefused": "dspy_pylon.errors",
+    "PaymentRequest": "dspy_pylon.pay.billing",
+    "PaymentRequired": "dspy_pylon.errors",
+    "PaymentResult": "dspy_pylon.pay.nwc",
+    "ProviderRecord": "dspy_pylon.swarm.discovery",
+    "ProviderStats": "dspy_pylon.swarm.reputation",
+    "PylonConfig": "dspy_pylon.config",
+    "PylonEngine": "dspy_pylon.lm",
+    "PylonError": "dspy_pylon.errors",
+    "PylonLM": "dspy_pylon.lm",
+    "RelayUnavailable": "dspy_pylon.errors",
+    "Reputation": "dspy_pylon.swarm.reputation",
+    "Reservation": "dspy_pylon.usage",
+    "ResultTooLarge": "dspy_pylon.errors",
+    "Route": "dspy_pylon.route",
+    "SpendLedger": "dspy_pylon.pay.ledger",
+    "SpendRow": "dspy_pylon.pay.ledger",
+    "Swarm": "dspy_pylon.config",
+    "SwarmTimeout": "dspy_pylon.errors",
+    "UnknownModel": "dspy_pylon.errors",
+    "UnsupportedRequest": "dspy_pylon.errors",
+    "WalletError": "dspy_pylon.errors",
+    "check_bill": "dspy_pylon.pay.invoice",
+    "decode_invoice": "dspy_pylon.pay.invoice",
+    "discover": "dspy_pylon.swarm.discovery",
+    "generate_mnemonic": "dspy_pylon.identity",
+    "init_identity": "dspy_pylon.identity",
+    "keys_from_mnemonic": "dspy_pylon.identity",
+    "load_global_budget": "dspy_pylon.pay.budget_file",
+    "load_identity": "dspy_pylon.identity",
+    "load_nwc_uri": "dspy_pylon.pay.nwc",
+    "model_string": "dspy_pylon.lm",
+    "msats_to_sats": "dspy_pylon.money",
+    "parse_model_string": "dspy_pylon.config",
+    "pay": "dspy_pylon.lm",
+    "pylon_home": "dspy_pylon.identity",
+    "resolve_keys": "dspy_pylon.identity",
+    "save_global_budget": "dspy_pylon.pay.budget_file",
+    "save_nwc_uri": "dspy_pylon.pay.nwc",
+    "validate_mnemonic": "dspy_pylon.identity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dspy_pylon' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "BACKENDS",

@@ -1,4 +1,8 @@
-"""The ``pylon`` command. Thin: parses arguments and calls the library."""
+"""The ``pylon`` command. Thin: parses arguments and calls the library.
+
+Each command imports what it needs when it runs: ``pylon --help``, ``identity``, ``init``
+and ``spend`` never import DSPy (about a second of start-up).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,15 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-import dspy_pylon
-from dspy_pylon.errors import PylonError
+from dspy_pylon import __version__
+from dspy_pylon.config import BACKENDS
+from dspy_pylon.plain_errors import PylonError
 
 console = Console()
 
 
 @click.group()
-@click.version_option(dspy_pylon.__version__, prog_name="pylon")
+@click.version_option(__version__, prog_name="pylon")
 @click.option("-v", "--verbose", is_flag=True, help="Log what pylon does (routes, servers started).")
 def main(verbose: bool) -> None:
     """dspy-pylon: run DSPy programs on local models or a paid Nostr compute swarm."""
@@ -36,7 +41,7 @@ def main(verbose: bool) -> None:
     "--backend",
     default="embedded",
     show_default=True,
-    type=click.Choice(["embedded", *(b for b in dspy_pylon.BACKENDS if b != "embedded")]),
+    type=click.Choice(["embedded", *(b for b in BACKENDS if b != "embedded")]),
     help="Local backend for the demo (embedded starts llama.cpp with the bundled model).",
 )
 def demo(backend: str) -> None:
@@ -161,7 +166,7 @@ def identity_cmd() -> None:
 @click.option("--relay", "relays", multiple=True, help="Relay URL (repeatable). Default: relays in provider.toml.")
 @click.option(
     "--backend",
-    type=click.Choice(list(dspy_pylon.BACKENDS)),
+    type=click.Choice(list(BACKENDS)),
     default=None,
     help="Local backend that runs the jobs [default: auto].",
 )
@@ -309,7 +314,8 @@ def relay(host: str, port: int | None) -> None:
 def spend(earned: bool, by: str | None, limit: int, set_budget: int | None) -> None:
     """What swarm jobs cost (or earned): totals from the spend ledger in $PYLON_HOME."""
     from dspy_pylon.identity import pylon_home
-    from dspy_pylon.pay.billing import load_global_budget, save_global_budget
+    from dspy_pylon.money import msats_to_sats
+    from dspy_pylon.pay.budget_file import load_global_budget, save_global_budget
     from dspy_pylon.pay.ledger import SpendLedger
 
     home = pylon_home()
@@ -334,7 +340,7 @@ def spend(earned: bool, by: str | None, limit: int, set_budget: int | None) -> N
                 console.print(_spend_table(ledger, grouping, direction))
         total = ledger.total_paid_msats(direction)
         word = "earned" if earned else "paid"
-        console.print(f"total {word}: {total} msats ({dspy_pylon.msats_to_sats(total)} sats)")
+        console.print(f"total {word}: {total} msats ({msats_to_sats(total)} sats)")
         if global_budget and not earned:
             committed = ledger.committed_msats()
             console.print(

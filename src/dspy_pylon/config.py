@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from dspy_pylon.errors import ConfigError, InvalidModelString
+from dspy_pylon.plain_errors import ConfigError, InvalidModelString
 
 BackendName: TypeAlias = Literal["auto", "ollama", "apple-fm", "llamacpp", "embedded"]
 BACKENDS: tuple[BackendName, ...] = ("auto", "ollama", "apple-fm", "llamacpp", "embedded")

@@ -14,24 +14,16 @@ from typing import Any
 
 from dspy import lm15
 
-
-class PylonError(Exception):
-    """Base class of every error raised by dspy-pylon.
-
-    Keyword arguments (``provider``, ``status``, ``feature``...) pass through to the
-    ``dspy.lm15`` error a subclass also derives from.
-    """
-
-    def __init__(self, message: str = "", **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-
-
-class ConfigError(PylonError, ValueError):
-    """A configuration value is invalid; the message says what is allowed."""
-
-
-class InvalidModelString(ConfigError):
-    """A model string is not one of the ``pylon:...`` / ``pylon/...`` forms."""
+from dspy_pylon.plain_errors import (
+    ConfigError,
+    IdentityError,
+    IdentityMissing,
+    InvalidMnemonic,
+    InvalidModelString,
+    MalformedEvent,
+    PylonError,
+    WalletError,
+)
 
 
 class NoLocalBackend(PylonError, lm15.NotConfiguredError):
@@ -90,10 +82,6 @@ class UnsupportedRequest(PylonError, lm15.UnsupportedFeatureError):
 __all__ += ["UnsupportedRequest"]
 
 
-class MalformedEvent(PylonError, ValueError):
-    """A Nostr event does not follow the protocol (NIP-90, NIP-89): the message says what is wrong."""
-
-
 class RelayUnavailable(PylonError, lm15.TransportError):
     """No configured relay accepted the event; the message lists each relay's failure (retried by DSPy)."""
 
@@ -111,21 +99,6 @@ class ResultTooLarge(PylonError, lm15.ProviderError):
 
 
 __all__ += ["JobFailed", "MalformedEvent", "RelayUnavailable", "ResultTooLarge", "SwarmTimeout"]
-
-
-class IdentityError(ConfigError):
-    """The Nostr identity (mnemonic file, private key) cannot be used; the message says what to do.
-
-    Messages name files and word positions, never a mnemonic or a secret key.
-    """
-
-
-class IdentityMissing(IdentityError):
-    """No identity file exists yet: run ``pylon init`` (or point ``PYLON_HOME`` at an existing one)."""
-
-
-class InvalidMnemonic(IdentityError):
-    """A BIP-39 mnemonic is malformed: wrong word count, an unknown word, or a bad checksum."""
 
 
 __all__ += ["IdentityError", "IdentityMissing", "InvalidMnemonic"]
@@ -167,20 +140,6 @@ class PaymentFailed(PylonError, lm15.BillingError):
 
     If the outcome is unknown the ledger keeps the job as ``paying`` until it is looked up.
     """
-
-
-class WalletError(PylonError):
-    """A Nostr Wallet Connect request failed: the wallet's error code and message, or no answer.
-
-    ``code`` is the NIP-47 error code (``INSUFFICIENT_BALANCE``, ``NOT_FOUND``...) or ``TIMEOUT``.
-    """
-
-    def __init__(self, message: str, code: str = "INTERNAL") -> None:
-        super().__init__(message)
-        self.code = code
-
-    def __reduce__(self) -> Any:
-        return (WalletError, (str(self), self.code))
 
 
 __all__ += ["BudgetExceeded", "PaymentFailed", "PaymentRefused", "PaymentRequired", "WalletError"]

@@ -22,11 +22,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nostr_sdk
-from mnemonic import Mnemonic
+from dspy_pylon.plain_errors import IdentityError, IdentityMissing, InvalidMnemonic
 
-from dspy_pylon.errors import IdentityError, IdentityMissing, InvalidMnemonic
+if TYPE_CHECKING:  # imported where used: `pylon spend` and pylon_home() need neither
+    import nostr_sdk
+    from mnemonic import Mnemonic
 
 __all__ = [
     "IDENTITY_FILENAME",
@@ -55,6 +57,8 @@ _SHOWN_WORD_CHARS = 24  # an unknown "word" longer than this is shortened in mes
 
 @cache
 def _english() -> Mnemonic:
+    from mnemonic import Mnemonic
+
     return Mnemonic("english")
 
 
@@ -124,6 +128,8 @@ def keys_from_mnemonic(words: str, passphrase: str = "", account: int = 0) -> no
     Raises :class:`~dspy_pylon.errors.InvalidMnemonic` for a bad phrase and
     :class:`~dspy_pylon.errors.IdentityError` for an account outside ``0..2**31-1``.
     """
+    import nostr_sdk
+
     normalised = validate_mnemonic(words)
     if not 0 <= account <= _MAX_ACCOUNT:
         raise IdentityError(f"NIP-06 account must be between 0 and {_MAX_ACCOUNT}, not {account}")
@@ -296,6 +302,8 @@ def resolve_keys(
     if mnemonic is not None:
         return keys_from_mnemonic(mnemonic)
     if private_key is not None:
+        import nostr_sdk
+
         try:
             return nostr_sdk.Keys.parse(private_key.strip())
         except nostr_sdk.NostrSdkError:

@@ -24,7 +24,8 @@ from dspy_pylon.capabilities import Capabilities
 from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
 from dspy_pylon.errors import ConfigError, PylonError, UnsupportedRequest
 from dspy_pylon.local.backends import LocalRouter
-from dspy_pylon.pay.billing import Approver, Payer, load_global_budget
+from dspy_pylon.pay.billing import Approver, Payer
+from dspy_pylon.pay.budget_file import load_global_budget
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route

@@ -9,10 +9,7 @@ from typing import Any
 
 from dspy import lm15
 
-
-def msats_to_sats(msats: int) -> int:
-    """Satoshis for an amount of millisatoshis, rounded up (a partial sat is a sat paid)."""
-    return -(-msats // 1000)
+from dspy_pylon.money import msats_to_sats
 
 
 @dataclass(frozen=True)

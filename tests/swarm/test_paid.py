@@ -146,7 +146,7 @@ def test_global_budget_holds_across_lms(start_provider: Any, swarm_lm: Any, dev_
     """Two LMs with their own (unlimited) budgets share the global one in $PYLON_HOME's ledger."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from dspy_pylon.pay.billing import save_global_budget
+    from dspy_pylon.pay.budget_file import save_global_budget
 
     save_global_budget(pylon_home(), 10)  # 10,000 msats for everyone
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), concurrency=4)

@@ -1,0 +1,75 @@
+"""The part of pylon's one exception hierarchy that needs no DSPy.
+
+:mod:`dspy_pylon.errors` re-exports every class here beside the ones that also derive
+from ``dspy.lm15`` errors. These live apart so the CLI's quick commands (``--help``,
+``identity``, ``init``, ``spend``) and the configuration parse without importing DSPy
+(about a second of start-up).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PylonError(Exception):
+    """Base class of every error raised by dspy-pylon.
+
+    Keyword arguments (``provider``, ``status``, ``feature``...) pass through to the
+    ``dspy.lm15`` error a subclass also derives from.
+    """
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class ConfigError(PylonError, ValueError):
+    """A configuration value is invalid; the message says what is allowed."""
+
+
+class InvalidModelString(ConfigError):
+    """A model string is not one of the ``pylon:...`` / ``pylon/...`` forms."""
+
+
+class MalformedEvent(PylonError, ValueError):
+    """A Nostr event does not follow the protocol (NIP-90, NIP-89): the message says what is wrong."""
+
+
+class IdentityError(ConfigError):
+    """The Nostr identity (mnemonic file, private key) cannot be used; the message says what to do.
+
+    Messages name files and word positions, never a mnemonic or a secret key.
+    """
+
+
+class IdentityMissing(IdentityError):
+    """No identity file exists yet: run ``pylon init`` (or point ``PYLON_HOME`` at an existing one)."""
+
+
+class InvalidMnemonic(IdentityError):
+    """A BIP-39 mnemonic is malformed: wrong word count, an unknown word, or a bad checksum."""
+
+
+class WalletError(PylonError):
+    """A Nostr Wallet Connect request failed: the wallet's error code and message, or no answer.
+
+    ``code`` is the NIP-47 error code (``INSUFFICIENT_BALANCE``, ``NOT_FOUND``...) or ``TIMEOUT``.
+    """
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> Any:
+        return (WalletError, (str(self), self.code))
+
+
+__all__ = [
+    "ConfigError",
+    "IdentityError",
+    "IdentityMissing",
+    "InvalidMnemonic",
+    "InvalidModelString",
+    "MalformedEvent",
+    "PylonError",
+    "WalletError",
+]
