@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from dspy import lm15
+
     from dspy_pylon.config import BACKENDS, Hybrid, Local, ModelSpec, PylonConfig, Swarm, parse_model_string
     from dspy_pylon.errors import (
         BackendConnectionError,
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
         resolve_keys,
         validate_mnemonic,
     )
-    from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string, pay
+    from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string
     from dspy_pylon.local.embedded import EmbeddedLlama
     from dspy_pylon.money import msats_to_sats
     from dspy_pylon.pay.billing import Approver, PaymentRequest
@@ -138,13 +140,28 @@ _EXPORTS: dict[str, str] = {
     "model_string": "dspy_pylon.lm",
     "msats_to_sats": "dspy_pylon.money",
     "parse_model_string": "dspy_pylon.config",
-    "pay": "dspy_pylon.lm",
     "pylon_home": "dspy_pylon.identity",
     "resolve_keys": "dspy_pylon.identity",
     "save_global_budget": "dspy_pylon.pay.budget_file",
     "save_nwc_uri": "dspy_pylon.pay.nwc",
     "validate_mnemonic": "dspy_pylon.identity",
 }
+
+
+# The ``pay`` subpackage first: its first import would otherwise bind ``dspy_pylon.pay`` to
+# itself over the ``pay()`` function below, whenever it happens.
+importlib.import_module("dspy_pylon.pay")
+
+
+def pay(job_id: str, lm: PylonLM | None = None, timeout: float | None = None) -> lm15.Response:
+    """Approve and pay the bill of a job that raised :class:`~dspy_pylon.errors.PaymentRequired`.
+
+    ``lm`` defaults to the LM configured in DSPy (``dspy.configure(lm=...)``). Returns the
+    job's response (``.text``) once the provider delivers it.
+    """
+    from dspy_pylon.lm import pay as pay_job
+
+    return pay_job(job_id, lm=lm, timeout=timeout)
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,9 @@ from the matching ``dspy.lm15`` error class, so DSPy's retry loop treats them ri
 transient failures (a backend that dropped the connection, a timeout, a 5xx) are
 retried with backoff; configuration, model and (later) budget or payment errors are
 never retried. DSPy wraps them in its own ``dspy.utils.exceptions.LM*Error`` classes;
-the original pylon error is kept as ``__cause__``.
+the original pylon error is kept as ``__cause__``. The classes that need no DSPy (the
+base, configuration, identity, protocol and wallet errors) are defined in
+:mod:`dspy_pylon.plain_errors` and re-exported here: it is one hierarchy in two modules.
 """
 
 from __future__ import annotations
