@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from dspy_pylon.money import msats_to_sats
     from dspy_pylon.pay.billing import Approver, PaymentRequest
     from dspy_pylon.pay.budget_file import load_global_budget, save_global_budget
-    from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletService, DevWalletStore
     from dspy_pylon.pay.invoice import Bill, BillCheck, Invoice, check_bill, decode_invoice
     from dspy_pylon.pay.ledger import LedgerEntry, SpendLedger, SpendRow
     from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet, PaymentResult, load_nwc_uri, save_nwc_uri
@@ -82,9 +81,6 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceeded": "dspy_pylon.errors",
     "ConfigError": "dspy_pylon.errors",
     "ContextTooLong": "dspy_pylon.errors",
-    "DEV_WALLET_LABEL": "dspy_pylon.pay.dev_wallet",
-    "DevWalletService": "dspy_pylon.pay.dev_wallet",
-    "DevWalletStore": "dspy_pylon.pay.dev_wallet",
     "EmbeddedLlama": "dspy_pylon.local.embedded",
     "EmbeddedUnavailable": "dspy_pylon.errors",
     "Hybrid": "dspy_pylon.config",
@@ -179,7 +175,6 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BACKENDS",
-    "DEV_WALLET_LABEL",
     "LM",
     "Approver",
     "AsyncPylonEngine",
@@ -193,8 +188,6 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "ContextTooLong",
-    "DevWalletService",
-    "DevWalletStore",
     "EmbeddedLlama",
     "EmbeddedUnavailable",
     "Hybrid",
