@@ -131,7 +131,7 @@ def _tool_calls(message: Mapping[str, Any], route: Route) -> list[lm15.ToolCallP
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise BackendServerError(f"ollama at {route.base_url} sent tool arguments that are not JSON") from None
         if not isinstance(arguments, dict):
             raise BackendServerError(f"ollama at {route.base_url} sent tool arguments that are not an object")
@@ -187,7 +187,7 @@ def native_chunk_events(line: str, state: openai_chat.StreamState, route: Route)
     """lm15 stream events for one line of an ``/api/chat`` stream."""
     try:
         chunk = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BackendServerError(f"ollama at {route.base_url} sent a malformed stream line") from None
     if not isinstance(chunk, dict):
         raise BackendServerError(f"ollama at {route.base_url} sent a malformed stream line")
