@@ -10,6 +10,7 @@ from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.nip89 import ANNOUNCEMENT_KIND, Announcement
 from dspy_pylon.nostr.nip90 import TEXT_GENERATION
 from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.pay import pricing
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,7 @@ class ProviderRecord:
 
     def price_for(self, model: str | None) -> int:
         """The announced price (msats per job) for ``model``: its own price if listed, else the default."""
-        for name, price in self.prices:
-            if model is not None and name.lower() == model.lower():
-                return price
-        return self.price_msats
+        return pricing.price_for(model, self.price_msats, self.prices)
 
     @property
     def npub(self) -> str:

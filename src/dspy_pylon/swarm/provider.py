@@ -31,6 +31,7 @@ from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
 from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest, JobResult
 from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.pay import pricing
 from dspy_pylon.pay.invoice import invoice_description
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import MadeInvoice, NwcWallet
@@ -263,12 +264,7 @@ class ProviderNode:
 
     def price_for(self, job: JobRequest) -> int:
         """What ``job`` costs here (msats): the price of the model it asks for, else the default."""
-        wanted = job.param("model")
-        if wanted and self.settings.prices:
-            for model, price in self.settings.prices.items():
-                if model == wanted or model.lower() == wanted.lower():
-                    return price
-        return self.settings.price_msats
+        return pricing.price_for(job.param("model"), self.settings.price_msats, self.settings.prices.items())
 
     async def _invoice_for(self, job: JobRequest, price: int) -> MadeInvoice:
         """An invoice for ``job``: one made ahead (its binding to the job is our signed
