@@ -52,9 +52,25 @@ _OLLAMA_NATIVE = _Dialect(
 )
 
 
-def _dialect(route: Route, options: Mapping[str, Any] | None) -> _Dialect:
+def _prepare(
+    request: lm15.Request,
+    route: Route,
+    caps: Capabilities | None,
+    options: Mapping[str, Any] | None,
+    *,
+    stream: bool,
+) -> tuple[_Dialect, dict[str, Any]]:
+    """The wire for this call and the body to post on it."""
     # Ollama's /v1 ignores its own option names; its native API reads them.
-    return _OLLAMA_NATIVE if route.backend == "ollama" and options else _OPENAI
+    wire = _OLLAMA_NATIVE if route.backend == "ollama" and options else _OPENAI
+    return wire, wire.payload(request, route.model, stream=stream, capabilities=caps, options=options)
+
+
+def _answer(response: httpx.Response, wire: _Dialect, route: Route, start: float) -> lm15.Response:
+    """The lm15 response of a whole (non-streamed) answer, or the pylon error it carries."""
+    if not response.is_success:
+        raise status_error(route, response.status_code, _error_text(response))
+    return wire.parse(_json(response, route), route, _ms(start))
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -140,16 +156,13 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> lm15.Response:
         """One chat completion, blocking."""
-        wire = _dialect(route, options)
-        body = wire.payload(request, route.model, capabilities=caps, options=options)
+        wire, body = _prepare(request, route, caps, options, stream=False)
         start = time.perf_counter()
         try:
             response = self._sync.post(wire.path, json=body)
         except httpx.HTTPError as exc:
             raise transport_error(route, exc, self.timeout) from exc
-        if not response.is_success:
-            raise status_error(route, response.status_code, _error_text(response))
-        return wire.parse(_json(response, route), route, _ms(start))
+        return _answer(response, wire, route, start)
 
     async def acomplete(
         self,
@@ -159,16 +172,13 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> lm15.Response:
         """One chat completion, awaited."""
-        wire = _dialect(route, options)
-        body = wire.payload(request, route.model, capabilities=caps, options=options)
+        wire, body = _prepare(request, route, caps, options, stream=False)
         start = time.perf_counter()
         try:
             response = await self._async_client().post(wire.path, json=body)
         except httpx.HTTPError as exc:
             raise transport_error(route, exc, self.timeout) from exc
-        if not response.is_success:
-            raise status_error(route, response.status_code, _error_text(response))
-        return wire.parse(_json(response, route), route, _ms(start))
+        return _answer(response, wire, route, start)
 
     # ─── streaming ───
 
@@ -180,8 +190,7 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> Iterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, blocking."""
-        wire = _dialect(route, options)
-        body = wire.payload(request, route.model, stream=True, capabilities=caps, options=options)
+        wire, body = _prepare(request, route, caps, options, stream=True)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:
@@ -203,8 +212,7 @@ class ChatClient:
         options: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[lm15.StreamEvent]:
         """A chat completion as lm15 stream events, awaited."""
-        wire = _dialect(route, options)
-        body = wire.payload(request, route.model, stream=True, capabilities=caps, options=options)
+        wire, body = _prepare(request, route, caps, options, stream=True)
         state = openai_chat.StreamState()
         start = time.perf_counter()
         try:

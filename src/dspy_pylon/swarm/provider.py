@@ -413,13 +413,14 @@ class ProviderNode:
 
     async def _run(self, job: JobRequest) -> None:
         assert self._client is not None and self._route is not None
-        # Checked at intake already; again here for jobs read back from the relays after a restart.
-        why = self._cannot_run(job)
-        if why is not None:
-            await self._refuse(job.id, job.customer, why)
+        # Checked in full at intake (before any invoice); a job read back after a restart was
+        # checked then too, and the codec still refuses what a changed backend cannot honour.
+        try:
+            request, form = parse_job(job, self.settings.max_tokens_cap)
+            route = Route(self._route.venue, self._route.backend, self._route.base_url, self._model_for(job))
+        except (MalformedEvent, PylonError) as exc:
+            await self._refuse(job.id, job.customer, str(exc))
             return
-        request, form = parse_job(job, self.settings.max_tokens_cap)
-        route = Route(self._route.venue, self._route.backend, self._route.base_url, self._model_for(job))
         # Not awaited: inference need not wait for the relay's OK on a status message.
         self._spawn(self._feedback(job, "processing"))
         try:
