@@ -13,6 +13,7 @@ import pytest
 
 from dspy_pylon.local.embedded import free_port
 from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletStore
+from dspy_pylon.pay.invoice import RefusalCode
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet, load_nwc_uri
 
@@ -263,7 +264,7 @@ def ledger_rows(home: Path) -> SpendLedger:
     ledger.payment_succeeded(job[1], preimage="11" * 32, paid_msats=3010, fees_msats=10)
     ledger.finish(job[1], answered=True, prompt_tokens=11, completion_tokens=7)
     ledger.open_job(job[2], provider=OTHER_PROVIDER, model="m2", bid_msats=5000)
-    ledger.refuse(job[2], "too expensive", provider=OTHER_PROVIDER, invoice_msats=9000)
+    ledger.refuse(job[2], RefusalCode.OVER_BID, "too expensive", provider=OTHER_PROVIDER, invoice_msats=9000)
     ledger.open_job(job[3], provider=PROVIDER, model="m1", bid_msats=5000)
     ledger.begin_payment(job[3], provider=PROVIDER, invoice_msats=2000, bolt11="ln3", payment_hash="3" * 64)
     ledger.payment_succeeded(job[3], preimage="33" * 32, paid_msats=2000)

@@ -24,6 +24,7 @@ from dspy_pylon.plain_errors import (
     InvalidModelString,
     MalformedEvent,
     PylonError,
+    StoreError,
     WalletError,
 )
 
@@ -144,4 +145,4 @@ class PaymentFailed(PylonError, lm15.BillingError):
     """
 
 
-__all__ += ["BudgetExceeded", "PaymentFailed", "PaymentRefused", "PaymentRequired", "WalletError"]
+__all__ += ["BudgetExceeded", "PaymentFailed", "PaymentRefused", "PaymentRequired", "StoreError", "WalletError"]

@@ -49,6 +49,13 @@ class InvalidMnemonic(IdentityError):
     """A BIP-39 mnemonic is malformed: wrong word count, an unknown word, or a bad checksum."""
 
 
+class StoreError(PylonError):
+    """A local store under ``$PYLON_HOME`` (the spend ledger) cannot be opened, read or upgraded.
+
+    Nothing in it was changed; the message says which file and why.
+    """
+
+
 class WalletError(PylonError):
     """A Nostr Wallet Connect request failed: the wallet's error code and message, or no answer.
 

@@ -6,8 +6,8 @@ import sqlite3
 from pathlib import Path
 
 
-def open_store(path: Path, schema: str) -> sqlite3.Connection:
-    """Open (creating folders and ``schema``) a WAL-mode database shared by threads.
+def open_store(path: Path, schema: str | None = None) -> sqlite3.Connection:
+    """Open (creating folders, and ``schema`` when given) a WAL-mode database shared by threads.
 
     Callers serialise access with their own lock. WAL with ``synchronous=NORMAL`` stays
     consistent across crashes and skips an fsync per commit (~0.2 ms each); a power loss
@@ -17,5 +17,6 @@ def open_store(path: Path, schema: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(schema)
+    if schema is not None:
+        db.execute(schema)
     return db

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.pay.invoice import RefusalCode
+from dspy_pylon.pay.ledger import Claim, SpendLedger
 
 PROVIDER = "a1" * 32
 OTHER_PROVIDER = "b2" * 32
@@ -39,7 +40,7 @@ def _open(ledger: SpendLedger, job: str, *, bid: int = 5000, provider: str = PRO
     ledger.open_job(job, provider=provider, model=model, bid_msats=bid)
 
 
-def _begin(ledger: SpendLedger, job: str, payment_hash: str, amount: int = 1000) -> tuple[bool, str]:
+def _begin(ledger: SpendLedger, job: str, payment_hash: str, amount: int = 1000) -> Claim:
     return ledger.begin_payment(
         job, provider=PROVIDER, invoice_msats=amount, bolt11=f"lnbcrt-{payment_hash}", payment_hash=payment_hash
     )
@@ -59,9 +60,9 @@ def test_one_of_32_threads_wins_the_payment(ledger: SpendLedger) -> None:
         job = _job(f"race{round_}")
         _open(ledger, job)
         start = threading.Barrier(32)
-        outcomes: list[tuple[bool, str]] = []
+        outcomes: list[Claim] = []
 
-        def pay(job: str = job, start: threading.Barrier = start, outcomes: list[tuple[bool, str]] = outcomes) -> None:
+        def pay(job: str = job, start: threading.Barrier = start, outcomes: list[Claim] = outcomes) -> None:
             start.wait()
             outcomes.append(_begin(ledger, job, _hash(job[-8:])))
 
@@ -70,7 +71,7 @@ def test_one_of_32_threads_wins_the_payment(ledger: SpendLedger) -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        assert sorted(outcomes, reverse=True) == [(True, "")] + [(False, "the job is already paying")] * 31
+        assert sorted(o.value for o in outcomes) == ["mine"] + ["taken"] * 31
         assert _state(ledger, job) == "paying"
 
 
@@ -84,7 +85,7 @@ def test_two_ledger_objects_on_one_file_let_one_thread_win(tmp_path: Path) -> No
 
         def pay(spend: SpendLedger) -> None:
             start.wait()
-            wins.append(_begin(spend, _job(1), _hash(1))[0])
+            wins.append(_begin(spend, _job(1), _hash(1)) is Claim.MINE)
 
         threads = [threading.Thread(target=pay, args=(first if i % 2 else second,)) for i in range(16)]
         for thread in threads:
@@ -113,11 +114,11 @@ for i in range(jobs):
     # (payment hash) the other process offers for its own job too: one job only may use it.
     for job, payment_hash in ((f"race{i}", f"{i}".rjust(64, "e")), (f"hash{role}{i}", f"{i}".rjust(64, "d"))):
         job = job.rjust(64, "0")
-        ok, why = ledger.begin_payment(job, provider="p", invoice_msats=1, bolt11="ln", payment_hash=payment_hash)
-        if ok:
+        claim = ledger.begin_payment(job, provider="p", invoice_msats=1, bolt11="ln", payment_hash=payment_hash)
+        if claim.value == "mine":
             won.append(job)
         else:
-            reasons.add(why)
+            reasons.add(claim.value)
 ledger.close()
 print(json.dumps({"won": won, "reasons": sorted(reasons)}), flush=True)
 """
@@ -166,7 +167,7 @@ def test_two_processes_never_both_pay_a_job_or_an_invoice(tmp_path: Path) -> Non
         pair = {f"hash{role}{i}".rjust(64, "0") for role in "ab"}
         assert len((won_a | won_b) & pair) == 1, i
     reasons = set(results[0]["reasons"]) | set(results[1]["reasons"])
-    assert reasons <= {"the job is already paying", "this invoice was already paid for another job"}
+    assert reasons <= {"taken", "invoice_used"}
     check = SpendLedger(path)
     try:
         assert len(check.entries("spent", "paying")) == 2 * jobs
@@ -178,23 +179,22 @@ def test_two_processes_never_both_pay_a_job_or_an_invoice(tmp_path: Path) -> Non
 def test_an_invoice_paid_for_one_job_is_refused_for_another(ledger: SpendLedger) -> None:
     _open(ledger, _job(1))
     _open(ledger, _job(2))
-    assert _begin(ledger, _job(1), _hash(1)) == (True, "")
+    assert _begin(ledger, _job(1), _hash(1)) is Claim.MINE
     ledger.payment_succeeded(_job(1), preimage="00" * 32, paid_msats=1000)
-    ok, why = _begin(ledger, _job(2), _hash(1))
-    assert not ok and "another job" in why
+    assert _begin(ledger, _job(2), _hash(1)) is Claim.INVOICE_USED
     assert _state(ledger, _job(2)) == "published"  # still payable with a proper invoice
-    assert _begin(ledger, _job(2), _hash(2)) == (True, "")
+    assert _begin(ledger, _job(2), _hash(2)) is Claim.MINE
 
 
 def test_a_job_is_paid_at_most_once(ledger: SpendLedger) -> None:
     _open(ledger, _job(1))
-    assert _begin(ledger, _job(1), _hash(1)) == (True, "")
+    assert _begin(ledger, _job(1), _hash(1)) is Claim.MINE
     ledger.payment_succeeded(_job(1), preimage="11" * 32, paid_msats=1000)
     # A repeated bill, even with a new invoice, is not paid again.
-    assert _begin(ledger, _job(1), _hash(2)) == (False, "the job is already paid")
+    assert _begin(ledger, _job(1), _hash(2)) is Claim.TAKEN
     ledger.finish(_job(1), answered=True)
-    assert _begin(ledger, _job(1), _hash(3)) == (False, "the job is already done")
-    assert _begin(ledger, _job(404), _hash(4)) == (False, "the job is not in the spend ledger")
+    assert _begin(ledger, _job(1), _hash(3)) is Claim.TAKEN
+    assert _begin(ledger, _job(404), _hash(4)) is Claim.UNKNOWN_JOB
     assert ledger.total_paid_msats() == 1000
 
 
@@ -203,7 +203,7 @@ def test_a_job_is_paid_at_most_once(ledger: SpendLedger) -> None:
 
 def test_paid_and_answered_is_done(ledger: SpendLedger) -> None:
     _open(ledger, _job(1), bid=5000)
-    assert _begin(ledger, _job(1), _hash(1), 3000) == (True, "")
+    assert _begin(ledger, _job(1), _hash(1), 3000) is Claim.MINE
     ledger.payment_succeeded(_job(1), preimage="aa" * 32, paid_msats=3007, fees_msats=7)
     paid = ledger.entry(_job(1))
     assert paid is not None
@@ -258,7 +258,7 @@ def test_unanswered_and_unpaid_is_failed(ledger: SpendLedger, first: str) -> Non
     ledger.finish(_job(1), answered=False, reason="timed out")
     entry = ledger.entry(_job(1))
     assert entry is not None and (entry.state, entry.paid_msats) == ("failed", 0)
-    assert _begin(ledger, _job(1), _hash(1))[0] is False
+    assert _begin(ledger, _job(1), _hash(1)) is Claim.TAKEN
 
 
 def test_an_approved_bill_can_be_paid(ledger: SpendLedger) -> None:
@@ -266,19 +266,22 @@ def test_an_approved_bill_can_be_paid(ledger: SpendLedger) -> None:
     ledger.await_approval(_job(1), provider=PROVIDER, invoice_msats=900, bolt11="lnbcrt")
     entry = ledger.entry(_job(1))
     assert entry is not None and entry.payment_hash is None  # not reserved until paid
-    assert _begin(ledger, _job(1), _hash(1), 900) == (True, "")
+    assert _begin(ledger, _job(1), _hash(1), 900) is Claim.MINE
 
 
 def test_a_refused_bill_pays_nothing_and_stays_refused(ledger: SpendLedger) -> None:
     _open(ledger, _job(1), provider="")
-    ledger.refuse(_job(1), "the invoice expired 3 s ago", provider=OTHER_PROVIDER, invoice_msats=7777)
-    assert _begin(ledger, _job(1), _hash(1)) == (False, "the job is already refused")
+    ledger.refuse(
+        _job(1), RefusalCode.EXPIRED, "the invoice expired 3 s ago", provider=OTHER_PROVIDER, invoice_msats=7777
+    )
+    assert _begin(ledger, _job(1), _hash(1)) is Claim.TAKEN
     ledger.payment_succeeded(_job(1), preimage="cc" * 32, paid_msats=7777)  # no intent: ignored
     ledger.finish(_job(1), answered=False, reason="cancelled")
     ledger.finish(_job(1), answered=True)
     entry = ledger.entry(_job(1))
     assert entry is not None
     assert (entry.state, entry.paid_msats, entry.invoice_msats, entry.provider) == ("refused", 0, 7777, OTHER_PROVIDER)
+    assert entry.refusal is RefusalCode.EXPIRED
     assert entry.reason.startswith("the invoice expired 3 s ago")
     assert ledger.total_paid_msats() == 0
 
@@ -292,7 +295,7 @@ def test_a_failed_payment_is_never_retried(ledger: SpendLedger) -> None:
     assert entry is not None
     assert (entry.state, entry.paid_msats) == ("payment_failed", 0)
     assert "INSUFFICIENT_BALANCE" in entry.reason
-    assert _begin(ledger, _job(1), _hash(2)) == (False, "the job is already payment_failed")
+    assert _begin(ledger, _job(1), _hash(2)) is Claim.TAKEN
 
 
 def test_notes_accumulate(ledger: SpendLedger) -> None:
@@ -324,7 +327,7 @@ def test_a_crash_mid_payment_is_resolved_as_paid_from_the_wallet(tmp_path: Path)
             3,
             "dd" * 32,
         )
-        assert "restart" in entry.reason
+        assert entry.interrupted and entry.relays_checked_at is None
         # Resolving again (a second restart) changes nothing.
         after.resolve(_job(1), settled=True, preimage="ee" * 32, fees_msats=100)
         after.resolve(_job(1), settled=False)
@@ -342,8 +345,8 @@ def test_a_crash_mid_payment_is_resolved_as_unpaid_from_the_wallet(ledger: Spend
     entry = ledger.entry(_job(1))
     assert entry is not None
     assert (entry.state, entry.paid_msats, entry.preimage) == ("payment_failed", 0, None)
-    assert "restart" in entry.reason
-    assert _begin(ledger, _job(1), _hash(1)) == (False, "the job is already payment_failed")
+    assert entry.interrupted
+    assert _begin(ledger, _job(1), _hash(1)) is Claim.TAKEN
 
 
 def test_resolve_never_touches_a_job_that_is_not_paying(ledger: SpendLedger) -> None:
@@ -414,7 +417,7 @@ def test_spent_and_earned_rows_of_one_job_are_separate(ledger: SpendLedger) -> N
     ledger.record_invoice(
         _job(1), customer=CUSTOMER, model="m1", bid_msats=5000, invoice_msats=1000, bolt11="ln", payment_hash=_hash(1)
     )
-    assert _begin(ledger, _job(1), _hash(1)) == (True, "")
+    assert _begin(ledger, _job(1), _hash(1)) is Claim.MINE
     ledger.payment_succeeded(_job(1), preimage="11" * 32, paid_msats=1000)
     ledger.earning_settled(_job(1), preimage="11" * 32)
     assert ledger.total_paid_msats("spent") == ledger.total_paid_msats("earned") == 1000
@@ -432,7 +435,7 @@ def _fill(ledger: SpendLedger) -> None:
     ledger.payment_succeeded(_job(1), preimage="11" * 32, paid_msats=3010, fees_msats=10)
     ledger.finish(_job(1), answered=True, prompt_tokens=11, completion_tokens=7)
     _open(ledger, _job(2), provider=OTHER_PROVIDER, model="m2")
-    ledger.refuse(_job(2), "too expensive", provider=OTHER_PROVIDER, invoice_msats=9000)
+    ledger.refuse(_job(2), RefusalCode.OVER_BID, "too expensive", provider=OTHER_PROVIDER, invoice_msats=9000)
     _open(ledger, _job(3), provider=PROVIDER, model="m1")
     _begin(ledger, _job(3), _hash(3), 2000)
     ledger.payment_succeeded(_job(3), preimage="33" * 32, paid_msats=2000)
@@ -492,7 +495,7 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
         assert after == before
         # The uniqueness of the payment hash survives too.
         _open(second, _job(9))
-        assert "another job" in _begin(second, _job(9), _hash(1))[1]
+        assert _begin(second, _job(9), _hash(1)) is Claim.INVOICE_USED
     finally:
         second.close()
 
@@ -503,8 +506,8 @@ def test_two_ledgers_on_one_file_see_each_other(tmp_path: Path) -> None:
     try:
         _open(customer, _job(1))
         assert provider.entry(_job(1)) is not None
-        assert _begin(provider, _job(1), _hash(1)) == (True, "")
-        assert _begin(customer, _job(1), _hash(1)) == (False, "the job is already paying")
+        assert _begin(provider, _job(1), _hash(1)) is Claim.MINE
+        assert _begin(customer, _job(1), _hash(1)) is Claim.TAKEN
         provider.payment_succeeded(_job(1), preimage="11" * 32, paid_msats=1000)
         assert customer.total_paid_msats() == 1000
         customer.finish(_job(1), answered=True)

@@ -137,7 +137,7 @@ def test_unpaid_invoice_expires_and_the_job_is_dropped(
     time.sleep(2.5)
     with pytest.raises(dspy_errors.LMBillingError):
         lm("and once more", max_tokens=8)
-    assert len(customer._awaiting) == 1
+    assert len(customer.awaiting_approval) == 1
     states = sorted(entry.state for entry in SpendLedger(pylon_home() / "ledger.sqlite").entries("spent"))
     assert states == ["approval", "failed", "refused"]
 

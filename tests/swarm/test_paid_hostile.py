@@ -308,10 +308,10 @@ def test_a_result_delivered_after_an_interruption_is_found_at_the_next_start(
         lambda job, keys: [_bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000)), _result(job, keys)]
     )
     assert lm("question") == ["paid answer"]
-    # As a process killed after paying, before the result arrived, leaves it:
+    # As a process killed after paying, before the result arrived, leaves it (pid 0 is never alive):
     path = pylon_home() / "ledger.sqlite"
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE ledger SET state = 'paid_no_result', reason = 'interrupted: the process stopped'")
+        db.execute("UPDATE ledger SET state = 'paid', pid = 0, pid_started = NULL")
     again = swarm_lm(
         providers=(keys.public_key().to_hex(),), nwc_uri=dev_wallet.account("customer"), auto_pay=True, bid_msats=BID
     )

@@ -3,10 +3,11 @@
 A :class:`Payer` belongs to one LM (shared by its copies) and opens a :class:`JobBill`
 for every job before the job is published. The job's bid is reserved in the
 :class:`~dspy_pylon.usage.Budget` (or :class:`BudgetExceeded` is raised, and nothing is
-published). When the provider bills the job, :meth:`JobBill.handle` checks the bill
+published). When the provider bills the job, :meth:`JobBill.settle` checks the bill
 (:func:`~dspy_pylon.pay.invoice.check_bill`), writes the intent to the
 :class:`~dspy_pylon.pay.ledger.SpendLedger` and only then asks the wallet to pay.
-Runs on the Nostr loop.
+Runs on the Nostr loop; every ledger call goes to a worker thread, so a ledger locked
+by another process never stalls the loop.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dspy_pylon.errors import ConfigError, PaymentFailed, PaymentRefused, PaymentRequired, WalletError
-from dspy_pylon.pay.invoice import Bill, Invoice, check_bill
-from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.pay.invoice import Bill, Invoice, RefusalCode, check_bill
+from dspy_pylon.pay.ledger import Claim, SpendLedger, Spent
 from dspy_pylon.pay.nwc import NwcWallet
+from dspy_pylon.pay.outcomes import (
+    ApprovalNeeded,
+    PaymentOutcome,
+    PaymentSettled,
+    PaymentSkipped,
+    PaymentStopped,
+    PaymentUnconfirmed,
+)
 from dspy_pylon.usage import Budget, Reservation
 
 log = logging.getLogger("dspy_pylon.pay")
@@ -64,7 +73,6 @@ class Payer:
         self.pay_on_result = pay_on_result
         self._wallet_source = wallet
         self._wallet: NwcWallet | None = None
-        self._recovered = False
         # Invoices this process saw paid; the ledger's unique payment hash is the durable guard.
         self.paid_hashes: set[str] = set()
 
@@ -100,7 +108,7 @@ class Payer:
 
         Never pays: a job whose payment did not go through is marked ``payment_failed``.
         """
-        stuck = self.ledger.entries("spent", "paying")
+        stuck = await asyncio.to_thread(self.ledger.entries, "spent", Spent.PAYING)
         if not stuck:
             return 0
         try:
@@ -118,10 +126,14 @@ class Payer:
                 if exc.code != "NOT_FOUND":
                     log.warning("could not look up the payment of job %s: %s", entry.job_id[:12], exc)
                     continue
-                self.ledger.resolve(entry.job_id, settled=False)
+                await asyncio.to_thread(self.ledger.resolve, entry.job_id, settled=False)
             else:
-                self.ledger.resolve(
-                    entry.job_id, settled=status.settled, preimage=status.preimage, fees_msats=status.fees_msats
+                await asyncio.to_thread(
+                    self.ledger.resolve,
+                    entry.job_id,
+                    settled=status.settled,
+                    preimage=status.preimage,
+                    fees_msats=status.fees_msats,
                 )
                 if status.settled:
                     self.paid_hashes.add(entry.payment_hash)
@@ -130,7 +142,12 @@ class Payer:
 
 
 class JobBill:
-    """What one job owes: its reservation, its bill, and whether it was paid."""
+    """What one job owes: its reservation, and the I/O of checking and paying its bill.
+
+    Whether the job is paid, and by whom, is the job lifecycle's business
+    (:class:`~dspy_pylon.swarm.lifecycle.CustomerJob`); this class answers each request to
+    pay with a :data:`~dspy_pylon.pay.outcomes.PaymentOutcome` and never raises for a bill.
+    """
 
     def __init__(
         self,
@@ -147,18 +164,12 @@ class JobBill:
         self.bid_msats = bid_msats
         self.model = model
         self.reservation = reservation
-        self.paid_msats = 0
-        self.paid = False
-        self.paying = False
-        self.pending: Bill | None = None
-        self.pending_expires_at = 0
-        # Who was paid: from then on only that provider's result is accepted.
-        self.paid_provider = ""
-        self.paying_msats = 0
-        self.finished = False
+        #: What the wallet is paying right now (a call cancelled meanwhile counts it as spent).
+        self.in_flight_msats = 0
 
-    def check(self, bill: Bill) -> Invoice:
-        """The bill's invoice if it may be paid; else the job is refused (ledger) and PaymentRefused raised."""
+    async def settle(self, bill: Bill, *, approved: bool = False) -> PaymentOutcome:
+        """Check ``bill`` and pay it (``auto_pay``, ``approve`` or ``approved``), or say why not."""
+        ledger = self.payer.ledger
         verdict = check_bill(
             bill,
             job_id=self.job_id,
@@ -168,111 +179,118 @@ class JobBill:
             now=time.time(),
             paid_hashes=frozenset(self.payer.paid_hashes),
         )
-        if not verdict.ok or verdict.invoice is None:
-            amount = verdict.invoice.amount_msats if verdict.invoice else bill.amount_msats
-            self.payer.ledger.refuse(self.job_id, verdict.reason, provider=bill.provider, invoice_msats=amount)
-            raise PaymentRefused(
-                f"not paying provider {bill.provider[:12]}… for job {self.job_id[:12]}…: {verdict.reason}"
+        if not verdict.ok or verdict.invoice is None or verdict.code is not None:
+            return await self._refuse(
+                bill, verdict.code or RefusalCode.BAD_INVOICE, verdict.reason, verdict.amount_msats
             )
-        return verdict.invoice
-
-    async def handle(self, bill: Bill) -> None:
-        """Act on a bill: pay it (auto_pay or approved), or raise PaymentRequired / PaymentRefused.
-
-        A second bill for a job already paid (or being paid) is recorded and ignored.
-        """
-        if self.paid or self.paying:
-            self.payer.ledger.note(self.job_id, f"ignored a repeated bill from {bill.provider[:12]}…")
-            log.info("job %s: repeated bill ignored", self.job_id[:12])
-            return
-        invoice = self.check(bill)
-        if not self.payer.auto_pay:
+        invoice = verdict.invoice
+        amount = invoice.amount_msats or 0
+        if not (approved or self.payer.auto_pay):
             if self.payer.approve is None:
-                self.pending = bill
-                self.pending_expires_at = invoice.expires_at
-                self.payer.ledger.await_approval(
+                await asyncio.to_thread(
+                    ledger.await_approval,
                     self.job_id,
                     provider=bill.provider,
-                    invoice_msats=invoice.amount_msats or 0,
+                    invoice_msats=amount,
                     bolt11=invoice.bolt11,
                 )
-                raise PaymentRequired(
-                    f"provider {bill.provider[:12]}… asks {invoice.amount_msats} msats for job {self.job_id[:12]}…; "
-                    "auto_pay is off: approve with dspy_pylon.pay(job_id)",
+                required = PaymentRequired(
+                    f"provider {bill.provider[:12]}… asks {amount} msats for job {self.job_id[:12]}…; auto_pay is off: "
+                    "approve with dspy_pylon.pay(job_id)",
                     job_id=self.job_id,
                     provider=bill.provider,
-                    amount_msats=invoice.amount_msats or 0,
+                    amount_msats=amount,
                     bolt11=invoice.bolt11,
                 )
-            request = PaymentRequest(
-                self.job_id, bill.provider, invoice.amount_msats or 0, invoice.bolt11, self.bid_msats, self.model
-            )
+                return ApprovalNeeded(required, invoice.expires_at)
+            request = PaymentRequest(self.job_id, bill.provider, amount, invoice.bolt11, self.bid_msats, self.model)
             if not await asyncio.to_thread(self.payer.approve, request):
-                self.payer.ledger.refuse(self.job_id, "declined by the approve callback", provider=bill.provider)
-                raise PaymentRefused(f"payment for job {self.job_id[:12]}… declined by the approve callback")
-        await self.pay(bill, invoice)
+                return await self._refuse(bill, RefusalCode.DECLINED, "declined by the approve callback", amount)
+        return await self._pay(bill, invoice)
 
-    async def pay(self, bill: Bill, invoice: Invoice) -> None:
+    async def _refuse(self, bill: Bill, code: RefusalCode, reason: str, amount: int) -> PaymentStopped:
+        await asyncio.to_thread(
+            self.payer.ledger.refuse, self.job_id, code, reason, provider=bill.provider, invoice_msats=amount or None
+        )
+        return PaymentStopped(
+            PaymentRefused(f"not paying provider {bill.provider[:12]}… for job {self.job_id[:12]}…: {reason}")
+        )
+
+    async def _pay(self, bill: Bill, invoice: Invoice) -> PaymentOutcome:
         """Write the intent, then pay through the wallet (exactly once per job and per invoice)."""
         amount = invoice.amount_msats or 0
-        wallet = self.payer.wallet()
-        mine, why = self.payer.ledger.begin_payment(
+        ledger = self.payer.ledger
+        try:
+            wallet = self.payer.wallet()
+        except ConfigError as exc:
+            return PaymentStopped(exc)
+        claim = await asyncio.to_thread(
+            ledger.begin_payment,
             self.job_id,
             provider=bill.provider,
             invoice_msats=amount,
             bolt11=invoice.bolt11,
             payment_hash=invoice.payment_hash,
         )
-        if not mine:
-            if "another job" in why:
-                self.payer.ledger.refuse(self.job_id, why, provider=bill.provider, invoice_msats=amount)
-                raise PaymentRefused(f"not paying for job {self.job_id[:12]}…: {why}")
-            self.payer.ledger.note(self.job_id, f"bill not paid again: {why}")
-            return
-        self.paying = True
-        self.paying_msats = amount
+        if claim is Claim.INVOICE_USED:
+            return await self._refuse(
+                bill, RefusalCode.ALREADY_PAID, "this invoice was already paid for another job", amount
+            )
+        if claim is not Claim.MINE:
+            return PaymentSkipped()
+        self.in_flight_msats = amount
         try:
             result = await wallet.pay_invoice(invoice.bolt11)
         except WalletError as exc:
+            self.in_flight_msats = 0
             if exc.code == "TIMEOUT":
-                self.paid_provider = bill.provider
-                # Unknown outcome: the job stays 'paying' (resolved by a lookup later) and
-                # finish() counts the amount as spent, so the budget can never be exceeded by it.
-                raise PaymentFailed(
-                    f"the wallet did not confirm the payment for job {self.job_id[:12]}… ({exc}); the ledger keeps it "
-                    "as 'paying' until it is looked up"
-                ) from None
-            self.payer.ledger.payment_failed(self.job_id, str(exc))
-            self.paying = False
-            raise PaymentFailed(f"the wallet did not pay for job {self.job_id[:12]}…: {exc}") from None
+                # Unknown outcome: the job stays 'paying' (resolved by a lookup later) and the
+                # amount counts as spent, so the budget can never be exceeded by it.
+                return PaymentUnconfirmed(
+                    bill.provider,
+                    amount,
+                    PaymentFailed(
+                        f"the wallet did not confirm the payment for job {self.job_id[:12]}… ({exc}); the ledger keeps"
+                        " it as 'paying' until it is looked up"
+                    ),
+                )
+            await asyncio.to_thread(ledger.payment_failed, self.job_id, str(exc))
+            return PaymentStopped(PaymentFailed(f"the wallet did not pay for job {self.job_id[:12]}…: {exc}"))
+        self.in_flight_msats = 0
         paid = amount + result.fees_msats
+        self.payer.budget.settle(self.reservation, paid)
+        self.payer.paid_hashes.add(invoice.payment_hash)
         if not _proves(result.preimage, invoice.payment_hash):
             # Paid, by the wallet's word, but without proof: keep the evidence, say so.
             log.warning("job %s: the wallet's preimage does not match the invoice's payment hash", self.job_id[:12])
-            self.payer.ledger.note(self.job_id, "the wallet's preimage does not prove the payment")
-        self.payer.ledger.payment_succeeded(
-            self.job_id, preimage=result.preimage, paid_msats=paid, fees_msats=result.fees_msats
+            await asyncio.to_thread(ledger.note, self.job_id, "the wallet's preimage does not prove the payment")
+        await asyncio.to_thread(
+            ledger.payment_succeeded,
+            self.job_id,
+            preimage=result.preimage,
+            paid_msats=paid,
+            fees_msats=result.fees_msats,
         )
-        self.payer.paid_hashes.add(invoice.payment_hash)
-        self.payer.budget.settle(self.reservation, paid)
-        self.paid_msats = paid
-        self.paid = True
-        self.paying = False
-        self.paid_provider = bill.provider
+        return PaymentSettled(bill.provider, paid)
 
-    def finish(self, *, answered: bool, reason: str = "", **details: object) -> None:
-        """The job is over: record it, and give back whatever of the reservation was not paid.
-
-        A payment still in flight (the call was cancelled while the wallet paid) counts as
-        spent: the budget must assume the worst until the ledger learns otherwise.
-        """
-        if self.finished:
-            return
-        self.finished = True
-        if self.paying and not self.paid:
-            self.payer.budget.settle(self.reservation, self.paying_msats)
+    def suspend(self) -> None:
+        """The bill waits for the user: give the reservation back meanwhile."""
         self.payer.budget.release(self.reservation)
-        self.payer.ledger.finish(self.job_id, answered=answered, reason=reason, **details)  # type: ignore[arg-type]
+
+    def resume(self) -> None:
+        """The user approved: reserve the bid again (:class:`BudgetExceeded` if it no longer fits)."""
+        self.reservation = self.payer.budget.reserve(self.bid_msats)
+
+    async def close(self, *, answered: bool, reason: str = "", unconfirmed_msats: int = 0, **details: object) -> None:
+        """The job is over (called once, by the lifecycle): record it and give back the unpaid reservation.
+
+        ``unconfirmed_msats`` — a payment of unknown outcome — counts as spent: the budget
+        must assume the worst until the ledger learns otherwise.
+        """
+        if unconfirmed_msats:
+            self.payer.budget.settle(self.reservation, unconfirmed_msats)
+        self.payer.budget.release(self.reservation)
+        await asyncio.to_thread(self.payer.ledger.finish, self.job_id, answered=answered, reason=reason, **details)  # type: ignore[arg-type]
 
 
 def _proves(preimage: str, payment_hash: str) -> bool:

@@ -7,6 +7,7 @@ caller does the paying. Decoding uses PyPI ``bolt11`` (signature and checksum ch
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
@@ -104,13 +105,35 @@ class Bill:
     bolt11: str
 
 
+class RefusalCode(enum.StrEnum):
+    """Why a bill was not paid: what the ledger records and code may act on (the reason text is for people)."""
+
+    WRONG_JOB = "wrong_job"
+    NOT_TARGETED = "not_targeted"
+    BAD_INVOICE = "bad_invoice"
+    NO_AMOUNT = "no_amount"
+    NO_AMOUNT_TAG = "no_amount_tag"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    OVER_BID = "over_bid"
+    OVER_BUDGET = "over_budget"
+    EXPIRED = "expired"
+    OTHER_JOB = "other_job"
+    #: The invoice was already paid, for another job (this process saw it, or the ledger has it).
+    ALREADY_PAID = "already_paid"
+    #: The ``approve`` callback said no.
+    DECLINED = "declined"
+    #: Refused by a ledger version that did not record why (rows upgraded from schema 0).
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class BillCheck:
-    """The verdict on a bill: ``ok`` with the invoice, or the reason it must not be paid."""
+    """The verdict on a bill: ``ok`` with the invoice, or the reason (``code`` and text) it must not be paid."""
 
     ok: bool
     reason: str
     invoice: Invoice | None = None
+    code: RefusalCode | None = None
 
     @property
     def amount_msats(self) -> int:
@@ -118,8 +141,8 @@ class BillCheck:
         return (self.invoice.amount_msats or 0) if self.invoice else 0
 
 
-def _refuse(reason: str, invoice: Invoice | None = None) -> BillCheck:
-    return BillCheck(False, reason, invoice)
+def _refuse(code: RefusalCode, reason: str, invoice: Invoice | None = None) -> BillCheck:
+    return BillCheck(False, reason, invoice, code)
 
 
 def check_bill(
@@ -140,34 +163,50 @@ def check_bill(
     from a provider the job did not target (when it targeted any) is refused too.
     """
     if bill.job_id != job_id:
-        return _refuse(f"the bill is for job {bill.job_id[:12]}…, not ours ({job_id[:12]}…)")
+        return _refuse(RefusalCode.WRONG_JOB, f"the bill is for job {bill.job_id[:12]}…, not ours ({job_id[:12]}…)")
     if providers and bill.provider not in providers:
-        return _refuse(f"the bill comes from {bill.provider[:12]}…, a provider this job did not target")
+        return _refuse(
+            RefusalCode.NOT_TARGETED, f"the bill comes from {bill.provider[:12]}…, a provider this job did not target"
+        )
     try:
         invoice = decode_invoice(bill.bolt11)
     except MalformedEvent as exc:
-        return _refuse(str(exc))
+        return _refuse(RefusalCode.BAD_INVOICE, str(exc))
     if invoice.amount_msats is None:
-        return _refuse("the invoice has no amount (an open amount invoice is never paid automatically)", invoice)
+        return _refuse(
+            RefusalCode.NO_AMOUNT,
+            "the invoice has no amount (an open amount invoice is never paid automatically)",
+            invoice,
+        )
     if bill.amount_msats is None:
-        return _refuse("the bill has no amount tag to check the invoice against", invoice)
+        return _refuse(RefusalCode.NO_AMOUNT_TAG, "the bill has no amount tag to check the invoice against", invoice)
     if invoice.amount_msats != bill.amount_msats:
         return _refuse(
+            RefusalCode.AMOUNT_MISMATCH,
             f"the invoice is for {invoice.amount_msats} msats but the amount tag says {bill.amount_msats} msats",
             invoice,
         )
     if invoice.amount_msats > bid_msats:
-        return _refuse(f"the invoice asks {invoice.amount_msats} msats, above the bid of {bid_msats} msats", invoice)
+        return _refuse(
+            RefusalCode.OVER_BID,
+            f"the invoice asks {invoice.amount_msats} msats, above the bid of {bid_msats} msats",
+            invoice,
+        )
     if budget_left_msats is not None and invoice.amount_msats > budget_left_msats:
         return _refuse(
+            RefusalCode.OVER_BUDGET,
             f"the invoice asks {invoice.amount_msats} msats, more than the {budget_left_msats} left in the budget",
             invoice,
         )
     if invoice.expired(now):
-        return _refuse(f"the invoice expired {int(now - invoice.expires_at)} s ago", invoice)
+        return _refuse(RefusalCode.EXPIRED, f"the invoice expired {int(now - invoice.expires_at)} s ago", invoice)
     named = invoice.job_id
     if named is not None and named != job_id:
-        return _refuse(f"the invoice is for another job ({named[:12]}…)", invoice)
+        return _refuse(RefusalCode.OTHER_JOB, f"the invoice is for another job ({named[:12]}…)", invoice)
     if invoice.payment_hash in paid_hashes:
-        return _refuse("this invoice was already paid (for another job); paying it again would pay twice", invoice)
+        return _refuse(
+            RefusalCode.ALREADY_PAID,
+            "this invoice was already paid (for another job); paying it again would pay twice",
+            invoice,
+        )
     return BillCheck(True, "ok", invoice)

@@ -6,70 +6,81 @@ only one caller can move a job into ``paying``; an invoice's payment hash is uni
 the same invoice is never paid for two jobs. After a crash, a job left in ``paying`` is
 resolved by asking the wallet (:meth:`SpendLedger.resolve`), never by paying again.
 
-Customer states (``direction = 'spent'``):
+States and their moves are in :mod:`dspy_pylon.pay.ledger_schema`; every change of state
+goes through :meth:`SpendLedger.transition`, which applies only a move the table allows.
+Recovery facts (``interrupted``, ``relays_checked_at``, ``refusal``) have their own
+columns; ``reason`` is text for people and nothing reads it back.
 
-* ``published`` — job out, its bid reserved, nothing owed yet;
-* ``approval`` — the provider asked to be paid and the user must approve (``auto_pay`` off);
-* ``paying`` — intent written, the wallet was (or is being) asked to pay;
-* ``paid`` — paid, the result not yet in; ``paid_no_result`` — paid, and the result never came;
-* ``done`` — result received (paid or free); ``refused`` — the bill failed a check;
-* ``payment_failed`` — the wallet did not pay; ``failed`` — no result and nothing paid.
-
-Provider states (``direction = 'earned'``): ``invoiced``, ``paid``, ``done``, ``expired``, ``failed``.
+Calls block on SQLite (up to ``busy_timeout`` when another process holds the write
+lock): call them from a worker thread, never from an event loop's thread.
 """
 
 from __future__ import annotations
 
-import os
+import enum
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from dspy_pylon.pay.invoice import RefusalCode
+from dspy_pylon.pay.ledger_schema import (
+    COLUMNS,
+    OPEN_STATES,
+    PAID_STATES,
+    PAYABLE_STATES,
+    Earned,
+    Spent,
+    State,
+    sources,
+    upgrade,
+)
+from dspy_pylon.pay.liveness import alive, this_process
+from dspy_pylon.plain_errors import StoreError
 from dspy_pylon.sqlite_store import open_store
+
+__all__ = ["PAID_STATES", "PAYABLE_STATES", "Claim", "Earned", "LedgerEntry", "SpendLedger", "SpendRow", "Spent"]
 
 Direction = Literal["spent", "earned"]
 
-#: Spent states that hold money (or may): their payment counts against budgets.
-PAID_STATES = ("paid", "paid_no_result", "done")
-#: States a job can still be paid from.
-PAYABLE_STATES = ("published", "approval")
-
-_COLUMNS = (
-    "job_id, direction, provider, customer, model, bid_msats, invoice_msats, paid_msats, fees_msats, "
-    "payment_hash, preimage, bolt11, state, reason, prompt_tokens, completion_tokens, latency_ms, "
-    "created_at, updated_at, paid_at"
+# Columns a transition may set (names are spliced into SQL: only these).
+_SETTABLE = frozenset(
+    {
+        "provider",
+        "customer",
+        "model",
+        "invoice_msats",
+        "paid_msats",
+        "fees_msats",
+        "payment_hash",
+        "preimage",
+        "bolt11",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "paid_at",
+        "refusal",
+        "interrupted",
+        "relays_checked_at",
+    }
 )
+_REASON_CHARS = 1000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger (
-    job_id TEXT NOT NULL,
-    direction TEXT NOT NULL CHECK (direction IN ('spent', 'earned')),
-    provider TEXT NOT NULL DEFAULT '',
-    customer TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    bid_msats INTEGER NOT NULL DEFAULT 0,
-    invoice_msats INTEGER,
-    paid_msats INTEGER NOT NULL DEFAULT 0 CHECK (paid_msats >= 0),
-    fees_msats INTEGER NOT NULL DEFAULT 0,
-    payment_hash TEXT,
-    preimage TEXT,
-    bolt11 TEXT,
-    state TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    latency_ms REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    paid_at REAL,
-    pid INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, direction),
-    UNIQUE (payment_hash, direction)
-)
-"""
+
+class Claim(enum.Enum):
+    """What :meth:`SpendLedger.begin_payment` found."""
+
+    #: The intent is written: this caller must pay now.
+    MINE = "mine"
+    #: The job is being paid, paid or over already (a duplicate bill, another thread): do not pay.
+    TAKEN = "taken"
+    #: This invoice was already used for another job: refuse it.
+    INVOICE_USED = "invoice_used"
+    #: The job is not in the ledger.
+    UNKNOWN_JOB = "unknown_job"
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class LedgerEntry:
     payment_hash: str | None
     preimage: str | None
     bolt11: str | None
-    state: str
+    state: State
     reason: str
     prompt_tokens: int
     completion_tokens: int
@@ -96,6 +107,17 @@ class LedgerEntry:
     created_at: float
     updated_at: float
     paid_at: float | None
+    refusal: RefusalCode | None = None
+    interrupted: bool = False
+    relays_checked_at: float | None = None
+
+    @classmethod
+    def _from_row(cls, row: tuple[object, ...]) -> LedgerEntry:
+        values = list(row)
+        values[12] = (Spent if values[1] == "spent" else Earned)(str(values[12]))
+        values[20] = RefusalCode(str(values[20])) if values[20] else None
+        values[21] = bool(values[21])
+        return cls(*values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -112,34 +134,54 @@ class SpendRow:
     completion_tokens: int
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 class SpendLedger:
-    """The ledger at ``path`` (WAL SQLite). Thread-safe; several processes may share it."""
+    """The ledger at ``path`` (WAL SQLite). Thread-safe; several processes may share it.
+
+    Opening an older ledger upgrades it in place (every row kept); a file that is not a
+    ledger, or one from a newer version, raises :class:`~dspy_pylon.errors.StoreError`.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = open_store(self.path, _SCHEMA)
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
-        if "pid" not in columns:  # ledgers written before jobs recorded their process
-            self._db.execute("ALTER TABLE ledger ADD COLUMN pid INTEGER NOT NULL DEFAULT 0")
-        self._db.execute("CREATE INDEX IF NOT EXISTS ledger_state ON ledger (direction, state)")
+        self._pid, self._started = this_process()
+        try:
+            self._db = open_store(self.path)
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            upgrade(self._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path} is not a readable spend ledger: {exc}") from None
 
-    def _update(self, sql: str, args: tuple[object, ...]) -> int:
+    def transition(
+        self, job_id: str, direction: Direction, to: State, *, among: Iterable[State] | None = None, **columns: object
+    ) -> bool:
+        """Move a job to ``to`` from any state the table allows (``among`` narrows them), setting
+        ``columns``; ``note=`` appends to the reason. False (nothing changed) when the job is in
+        no such state."""
         with self._lock:
-            return int(self._db.execute(sql, args).rowcount)
+            return self._transition(job_id, direction, to, among, columns)
+
+    def _transition(
+        self, job_id: str, direction: Direction, to: State, among: Iterable[State] | None, columns: dict[str, object]
+    ) -> bool:
+        from_states = sources(to, among)
+        if not from_states:
+            return False
+        note = str(columns.pop("note", "") or "")
+        unknown = set(columns) - _SETTABLE
+        if unknown:
+            raise AssertionError(f"not a ledger column a transition sets: {sorted(unknown)}")
+        sets = "".join(f", {name} = ?" for name in columns)
+        if note:
+            sets += ", reason = substr(CASE WHEN reason = '' THEN ? ELSE reason || '; ' || ? END, 1, ?)"
+        marks = ", ".join("?" for _ in from_states)
+        args = (to.value, time.time(), *columns.values(), *((note, note, _REASON_CHARS) if note else ()))
+        cursor = self._db.execute(
+            f"UPDATE ledger SET state = ?, updated_at = ?{sets}"
+            f" WHERE job_id = ? AND direction = ? AND state IN ({marks})",
+            (*args, job_id, direction, *(state.value for state in from_states)),
+        )
+        return cursor.rowcount == 1
 
     # ─── customer side ───
 
@@ -166,8 +208,8 @@ class SpendLedger:
                         )
                 self._db.execute(
                     "INSERT OR IGNORE INTO ledger (job_id, direction, provider, model, bid_msats, state, created_at,"
-                    " updated_at, pid) VALUES (?, 'spent', ?, ?, ?, 'published', ?, ?, ?)",
-                    (job_id, provider, model, bid_msats, now, now, os.getpid()),
+                    " updated_at, pid, pid_started) VALUES (?, 'spent', ?, ?, ?, 'published', ?, ?, ?, ?)",
+                    (job_id, provider, model, bid_msats, now, now, self._pid, self._started),
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -176,10 +218,12 @@ class SpendLedger:
 
     def _committed_msats(self) -> int:
         # Paid money, plus, for jobs still open, the most they may yet cost.
+        marks = ", ".join("?" for _ in OPEN_STATES)
         row = self._db.execute(
-            "SELECT COALESCE(SUM(CASE WHEN state IN ('published', 'approval', 'paying')"
+            f"SELECT COALESCE(SUM(CASE WHEN state IN ({marks})"
             " THEN MAX(bid_msats, COALESCE(invoice_msats, 0), paid_msats) ELSE paid_msats END), 0)"
-            " FROM ledger WHERE direction = 'spent'"
+            " FROM ledger WHERE direction = 'spent'",
+            tuple(OPEN_STATES),
         ).fetchone()
         return int(row[0])
 
@@ -190,73 +234,77 @@ class SpendLedger:
 
     def await_approval(self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str) -> None:
         """The provider billed the job and the user has to approve the payment."""
-        self._update(
-            "UPDATE ledger SET state = 'approval', provider = ?, invoice_msats = ?, bolt11 = ?, updated_at = ?,"
-            " reason = 'waiting for approval' WHERE job_id = ? AND direction = 'spent' AND state = 'published'",
-            (provider, invoice_msats, bolt11, time.time(), job_id),
+        self.transition(
+            job_id,
+            "spent",
+            Spent.APPROVAL,
+            provider=provider,
+            invoice_msats=invoice_msats,
+            bolt11=bolt11,
+            note="waiting for approval",
         )
 
-    def begin_payment(
-        self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str, payment_hash: str
-    ) -> tuple[bool, str]:
-        """Write the intent to pay ``job_id``; ``(True, "")`` means *this* caller must pay now.
-
-        False with a reason when the job is already being paid or paid (a duplicate bill,
-        a retry, a second thread), when it is no longer payable, or when this invoice was
-        already used for another job.
-        """
-        now = time.time()
+    def begin_payment(self, job_id: str, *, provider: str, invoice_msats: int, bolt11: str, payment_hash: str) -> Claim:
+        """Write the intent to pay ``job_id``; :attr:`Claim.MINE` means *this* caller must pay now."""
         with self._lock:
             try:
-                cursor = self._db.execute(
-                    "UPDATE ledger SET state = 'paying', provider = ?, invoice_msats = ?, bolt11 = ?, payment_hash = ?,"
-                    " updated_at = ?, reason = '' WHERE job_id = ? AND direction = 'spent' AND state IN (?, ?)",
-                    (provider, invoice_msats, bolt11, payment_hash, now, job_id, *PAYABLE_STATES),
-                )
-            except sqlite3.IntegrityError:
-                return False, "this invoice was already paid for another job"
-            if cursor.rowcount == 1:
-                return True, ""
+                if self._transition(
+                    job_id,
+                    "spent",
+                    Spent.PAYING,
+                    None,
+                    {
+                        "provider": provider,
+                        "invoice_msats": invoice_msats,
+                        "bolt11": bolt11,
+                        "payment_hash": payment_hash,
+                    },
+                ):
+                    return Claim.MINE
+            except sqlite3.IntegrityError:  # the unique payment hash
+                return Claim.INVOICE_USED
             row = self._db.execute(
-                "SELECT state FROM ledger WHERE job_id = ? AND direction = 'spent'", (job_id,)
+                "SELECT 1 FROM ledger WHERE job_id = ? AND direction = 'spent'", (job_id,)
             ).fetchone()
-        if row is None:
-            return False, "the job is not in the spend ledger"
-        return False, f"the job is already {row[0]}"
+        return Claim.UNKNOWN_JOB if row is None else Claim.TAKEN
 
     def payment_succeeded(self, job_id: str, *, preimage: str, paid_msats: int, fees_msats: int = 0) -> None:
         """The wallet paid: record the preimage (proof of payment) and the amount with fees."""
-        now = time.time()
-        self._update(
-            "UPDATE ledger SET state = 'paid', preimage = ?, paid_msats = ?, fees_msats = ?, paid_at = ?,"
-            " updated_at = ? WHERE job_id = ? AND direction = 'spent' AND state = 'paying'",
-            (preimage, paid_msats, fees_msats, now, now, job_id),
+        self.transition(
+            job_id,
+            "spent",
+            Spent.PAID,
+            preimage=preimage,
+            paid_msats=paid_msats,
+            fees_msats=fees_msats,
+            paid_at=time.time(),
         )
 
     def payment_failed(self, job_id: str, reason: str) -> None:
         """The wallet definitely did not pay."""
-        self._update(
-            "UPDATE ledger SET state = 'payment_failed', reason = ?, updated_at = ?"
-            " WHERE job_id = ? AND direction = 'spent' AND state = 'paying'",
-            (reason[:500], time.time(), job_id),
-        )
+        self.transition(job_id, "spent", Spent.PAYMENT_FAILED, note=reason[:500])
 
-    def refuse(self, job_id: str, reason: str, *, provider: str = "", invoice_msats: int | None = None) -> None:
-        """A bill failed a check and was not paid."""
-        self._update(
-            "UPDATE ledger SET state = 'refused', reason = ?, provider = CASE WHEN ? = '' THEN provider ELSE ? END,"
-            " invoice_msats = COALESCE(?, invoice_msats), updated_at = ?"
-            " WHERE job_id = ? AND direction = 'spent' AND state IN (?, ?)",
-            (reason[:500], provider, provider, invoice_msats, time.time(), job_id, *PAYABLE_STATES),
-        )
+    def refuse(
+        self, job_id: str, code: RefusalCode, reason: str, *, provider: str = "", invoice_msats: int | None = None
+    ) -> None:
+        """A bill failed a check (``code``) and was not paid."""
+        columns: dict[str, object] = {"refusal": code.value}
+        if provider:
+            columns["provider"] = provider
+        if invoice_msats is not None:
+            columns["invoice_msats"] = invoice_msats
+        columns["note"] = reason[:500]
+        with self._lock:
+            self._transition(job_id, "spent", Spent.REFUSED, None, columns)
 
     def note(self, job_id: str, reason: str) -> None:
         """Append an observation (a repeated bill, a late invoice) to a job's reason."""
-        self._update(
-            "UPDATE ledger SET reason = substr(CASE WHEN reason = '' THEN ? ELSE reason || '; ' || ? END, 1, 1000),"
-            " updated_at = ? WHERE job_id = ? AND direction = 'spent'",
-            (reason, reason, time.time(), job_id),
-        )
+        with self._lock:
+            self._db.execute(
+                "UPDATE ledger SET reason = substr(CASE WHEN reason = '' THEN ? ELSE reason || '; ' || ? END, 1, ?),"
+                " updated_at = ? WHERE job_id = ? AND direction = 'spent'",
+                (reason, reason, _REASON_CHARS, time.time(), job_id),
+            )
 
     def finish(
         self,
@@ -272,65 +320,102 @@ class SpendLedger:
     ) -> None:
         """The job is over: answered (``done``) or not (``paid_no_result`` if paid, else ``failed``).
 
-        A job in ``paying`` whose result arrived stays paying until the payment resolves;
-        refused and failed payments keep their state.
+        A job in ``paying`` keeps that state until its payment resolves; refused and failed
+        payments keep theirs.
         """
-        now = time.time()
         with self._lock:
             if answered:
-                self._db.execute(
-                    "UPDATE ledger SET state = CASE WHEN state IN ('published', 'paid') THEN 'done' ELSE state END,"
-                    " provider = CASE WHEN ? = '' THEN provider ELSE ? END, model = CASE WHEN ? = '' THEN model"
-                    " ELSE ? END, prompt_tokens = ?, completion_tokens = ?, latency_ms = ?, updated_at = ?"
-                    " WHERE job_id = ? AND direction = 'spent'",
-                    (provider, provider, model, model, prompt_tokens, completion_tokens, latency_ms, now, job_id),
-                )
-            else:
-                self._db.execute(
-                    "UPDATE ledger SET state = CASE state WHEN 'paid' THEN 'paid_no_result' WHEN 'published' THEN"
-                    " 'failed' WHEN 'approval' THEN 'failed' ELSE state END,"
-                    " reason = CASE WHEN reason = '' THEN ? ELSE reason || '; ' || ? END, updated_at = ?"
-                    " WHERE job_id = ? AND direction = 'spent'",
-                    (reason[:500], reason[:500], now, job_id),
-                )
+                details: dict[str, object] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+                details |= {"latency_ms": latency_ms} if latency_ms is not None else {}
+                details |= {k: v for k, v in (("provider", provider), ("model", model)) if v}
+                if not self._transition(job_id, "spent", Spent.DONE, (Spent.PUBLISHED, Spent.PAID), dict(details)):
+                    sets = ", ".join(f"{name} = ?" for name in details)
+                    self._db.execute(
+                        f"UPDATE ledger SET {sets} WHERE job_id = ? AND direction = 'spent'",
+                        (*details.values(), job_id),
+                    )
+                return
+            note = {"note": reason[:500]} if reason else {}
+            if not self._transition(job_id, "spent", Spent.PAID_NO_RESULT, (Spent.PAID,), dict(note)):
+                self._transition(job_id, "spent", Spent.FAILED, PAYABLE_STATES, dict(note))
 
     def close_orphans(self) -> int:
         """Close jobs whose process died mid-call: unpaid ones become ``failed`` and paid ones
-        ``paid_no_result``, with the reason "interrupted". Payments of unknown outcome
-        (``paying``) are left for :meth:`resolve`.
-
-        Jobs of live processes (several may share the ledger) are left alone.
+        ``paid_no_result``, marked ``interrupted``. Payments of unknown outcome (``paying``) are
+        left for :meth:`resolve`. Jobs of live processes (several may share the ledger) are left alone.
         """
+        marks = ", ".join("?" for _ in (*PAYABLE_STATES, Spent.PAID))
         with self._lock:
             rows = self._db.execute(
-                "SELECT job_id, pid FROM ledger WHERE direction = 'spent' AND state IN (?, ?, 'paid')", PAYABLE_STATES
+                f"SELECT job_id, pid, pid_started FROM ledger WHERE direction = 'spent' AND state IN ({marks})",
+                (*PAYABLE_STATES, Spent.PAID),
             ).fetchall()
-        orphans = [job_id for job_id, pid in rows if pid != os.getpid() and not _alive(pid)]
-        for job_id in orphans:
-            self.finish(job_id, answered=False, reason="interrupted: the process making the call stopped")
+        mine = (self._pid, self._started)
+        orphans = [job_id for job_id, pid, started in rows if (pid, started) != mine and not alive(pid, started)]
+        why = {"note": "interrupted: the process making the call stopped", "interrupted": 1}
+        with self._lock:
+            for job_id in orphans:
+                if not self._transition(job_id, "spent", Spent.PAID_NO_RESULT, (Spent.PAID,), dict(why)):
+                    self._transition(job_id, "spent", Spent.FAILED, PAYABLE_STATES, dict(why))
         return len(orphans)
+
+    def unlooked_interrupted(self, limit: int = 50) -> list[LedgerEntry]:
+        """Paid jobs of interrupted calls whose result was never looked for on the relays (newest ``limit``)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {COLUMNS} FROM ledger WHERE direction = 'spent' AND state = ? AND interrupted = 1"
+                " AND relays_checked_at IS NULL ORDER BY created_at DESC, job_id LIMIT ?",
+                (Spent.PAID_NO_RESULT.value, limit),
+            ).fetchall()
+        return [LedgerEntry._from_row(row) for row in reversed(rows)]
+
+    def relays_checked(self, job_id: str) -> None:
+        """The relays were asked for this job's result (found or not): later starts need not ask again."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE ledger SET relays_checked_at = ?, updated_at = ? WHERE job_id = ? AND direction = 'spent'",
+                (time.time(), time.time(), job_id),
+            )
 
     def result_found_later(self, job_id: str) -> None:
         """A job recorded as paid without a result turned out to have been answered (found on a relay
         after the process that made the call had stopped)."""
-        self._update(
-            "UPDATE ledger SET state = 'done', reason = reason || '; the result was found on a relay later',"
-            " updated_at = ? WHERE job_id = ? AND direction = 'spent' AND state = 'paid_no_result'",
-            (time.time(), job_id),
+        self.transition(
+            job_id,
+            "spent",
+            Spent.DONE,
+            among=(Spent.PAID_NO_RESULT,),
+            relays_checked_at=time.time(),
+            note="the result was found on a relay later",
         )
 
     def resolve(self, job_id: str, *, settled: bool, preimage: str | None = None, fees_msats: int = 0) -> None:
         """Settle a job left ``paying`` (a crash mid-payment) from what the wallet reports."""
-        if settled:
-            now = time.time()
-            self._update(
-                "UPDATE ledger SET state = 'paid_no_result', preimage = ?, paid_msats = invoice_msats + ?,"
-                " fees_msats = ?, paid_at = ?, updated_at = ?, reason = 'paid before a restart; result not received'"
-                " WHERE job_id = ? AND direction = 'spent' AND state = 'paying'",
-                (preimage, fees_msats, fees_msats, now, now, job_id),
+        if not settled:
+            self.transition(
+                job_id, "spent", Spent.PAYMENT_FAILED, interrupted=1, note="not paid (looked up after a restart)"
             )
-        else:
-            self.payment_failed(job_id, "not paid (looked up after a restart)")
+            return
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(invoice_msats, 0) FROM ledger WHERE job_id = ? AND direction = 'spent'", (job_id,)
+            ).fetchone()
+            if row is None:
+                return
+            self._transition(
+                job_id,
+                "spent",
+                Spent.PAID_NO_RESULT,
+                (Spent.PAYING,),
+                {
+                    "preimage": preimage,
+                    "paid_msats": int(row[0]) + fees_msats,
+                    "fees_msats": fees_msats,
+                    "paid_at": time.time(),
+                    "interrupted": 1,
+                    "note": "paid before a restart; result not received",
+                },
+            )
 
     # ─── provider side ───
 
@@ -357,27 +442,19 @@ class SpendLedger:
 
     def earning_settled(self, job_id: str, *, preimage: str | None) -> None:
         """The customer paid the provider's invoice."""
-        now = time.time()
-        self._update(
-            "UPDATE ledger SET state = 'paid', paid_msats = invoice_msats, preimage = ?, paid_at = ?, updated_at = ?"
-            " WHERE job_id = ? AND direction = 'earned' AND state = 'invoiced'",
-            (preimage, now, now, job_id),
-        )
+        with self._lock:
+            self._db.execute(
+                "UPDATE ledger SET state = ?, paid_msats = invoice_msats, preimage = ?, paid_at = ?, updated_at = ?"
+                " WHERE job_id = ? AND direction = 'earned' AND state = ?",
+                (Earned.PAID.value, preimage, time.time(), time.time(), job_id, Earned.INVOICED.value),
+            )
 
-    def earning_finished(self, job_id: str, state: str, reason: str = "", **tokens: int) -> None:
+    def earning_finished(self, job_id: str, state: Earned, reason: str = "", **tokens: int) -> None:
         """How a billed job ended for the provider: ``done``, ``expired`` or ``failed``."""
-        self._update(
-            "UPDATE ledger SET state = ?, reason = ?, prompt_tokens = ?, completion_tokens = ?, updated_at = ?"
-            " WHERE job_id = ? AND direction = 'earned'",
-            (
-                state,
-                reason[:500],
-                tokens.get("prompt_tokens", 0),
-                tokens.get("completion_tokens", 0),
-                time.time(),
-                job_id,
-            ),
-        )
+        columns: dict[str, object] = {"note": reason[:500]} if reason else {}
+        columns |= {name: tokens.get(name, 0) for name in ("prompt_tokens", "completion_tokens")}
+        with self._lock:
+            self._transition(job_id, "earned", Earned(state), None, columns)
 
     # ─── reading ───
 
@@ -385,20 +462,20 @@ class SpendLedger:
         """One job's row, or None."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM ledger WHERE job_id = ? AND direction = ?", (job_id, direction)
+                f"SELECT {COLUMNS} FROM ledger WHERE job_id = ? AND direction = ?", (job_id, direction)
             ).fetchone()
-        return None if row is None else LedgerEntry(*row)
+        return None if row is None else LedgerEntry._from_row(row)
 
     def entries(self, direction: Direction = "spent", state: str | None = None) -> list[LedgerEntry]:
         """All rows of one direction (optionally in one state), oldest first."""
-        sql = f"SELECT {_COLUMNS} FROM ledger WHERE direction = ?"
+        sql = f"SELECT {COLUMNS} FROM ledger WHERE direction = ?"
         args: tuple[object, ...] = (direction,)
         if state is not None:
             sql += " AND state = ?"
-            args += (state,)
+            args += (str(state),)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY created_at, job_id", args).fetchall()
-        return [LedgerEntry(*row) for row in rows]
+        return [LedgerEntry._from_row(row) for row in rows]
 
     def total_paid_msats(self, direction: Direction = "spent") -> int:
         """Everything paid (or earned) so far, fees included."""

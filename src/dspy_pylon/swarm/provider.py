@@ -33,7 +33,7 @@ from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest, Job
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay import pricing
 from dspy_pylon.pay.invoice import invoice_description
-from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import MadeInvoice, NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.swarm.chat_job import FORMATS, parse_job, result_content
@@ -331,7 +331,7 @@ class ProviderNode:
         assert self.wallet is not None
         status = await self.wallet.wait_settled(payment_hash, expires_at)
         if status is None:
-            self.ledger.earning_finished(job.id, "expired", "invoice expired unpaid")
+            self.ledger.earning_finished(job.id, Earned.EXPIRED, "invoice expired unpaid")
             await self._refuse(job.id, job.customer, "invoice expired unpaid; the job was dropped", status="expired")
             return
         self.ledger.earning_settled(job.id, preimage=status.preimage)
@@ -354,10 +354,10 @@ class ProviderNode:
             try:
                 invoice = decode_invoice(entry.bolt11 or "")
             except MalformedEvent as exc:
-                self.ledger.earning_finished(entry.job_id, "failed", f"unreadable invoice: {exc}")
+                self.ledger.earning_finished(entry.job_id, Earned.FAILED, f"unreadable invoice: {exc}")
                 continue
             if invoice.expired(time.time()):
-                self.ledger.earning_finished(entry.job_id, "expired", "invoice expired unpaid (while stopped)")
+                self.ledger.earning_finished(entry.job_id, Earned.EXPIRED, "invoice expired unpaid (while stopped)")
                 self.jobs.finish(entry.job_id, "expired", "invoice expired unpaid")
                 continue
             waiting.append((entry.job_id, invoice))
@@ -377,7 +377,7 @@ class ProviderNode:
         for job_id, invoice in waiting:
             job = jobs.get(job_id)
             if job is None:
-                self.ledger.earning_finished(job_id, "failed", "the job request is no longer on the relays")
+                self.ledger.earning_finished(job_id, Earned.FAILED, "the job request is no longer on the relays")
                 continue
             task = asyncio.get_running_loop().create_task(
                 self._await_payment(job, invoice.payment_hash, invoice.expires_at)
@@ -464,7 +464,7 @@ class ProviderNode:
         if self.price_for(job):
             self.ledger.earning_finished(
                 job.id,
-                "done",
+                Earned.DONE,
                 prompt_tokens=result.prompt_tokens or 0,
                 completion_tokens=result.completion_tokens or 0,
             )
@@ -497,7 +497,7 @@ class ProviderNode:
             log.info("error feedback for job %s not delivered: %s", job_id[:12], exc)
         self.jobs.finish(job_id, status, why)
         if self.ledger.entry(job_id, "earned") is not None and status == "refused":
-            self.ledger.earning_finished(job_id, "failed", why)
+            self.ledger.earning_finished(job_id, Earned.FAILED, why)
         self._count(error=True)
 
     def _count(self, *, error: bool) -> None:
