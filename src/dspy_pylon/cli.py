@@ -211,7 +211,8 @@ def serve(
     import asyncio
 
     from dspy_pylon.identity import load_identity, pylon_home
-    from dspy_pylon.swarm.provider import ProviderSettings, load_provider_file, run_provider
+    from dspy_pylon.swarm.provider import run_provider
+    from dspy_pylon.swarm.provider_settings import ProviderSettings, load_provider_file
 
     home = pylon_home()
     try:

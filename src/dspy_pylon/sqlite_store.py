@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from dspy_pylon.plain_errors import StoreError
+
+# How long a store waits for another process's lock before giving up.
+_BUSY_S = 10.0
+
+#: One upgrade step: brings a database from version ``n`` (its key) to ``n + 1``.
+Step = Callable[[sqlite3.Connection], None]
 
 
 def open_store(path: Path, schema: str | None = None) -> sqlite3.Connection:
@@ -14,9 +24,63 @@ def open_store(path: Path, schema: str | None = None) -> sqlite3.Connection:
     can only lose the last commit.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=_BUSY_S)
+    _wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
     if schema is not None:
         db.execute(schema)
     return db
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    # Switching a file to WAL needs an exclusive lock, and SQLite answers BUSY at once
+    # (without its busy handler) when another process is opening the same file: retry.
+    deadline = time.monotonic() + _BUSY_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def migrate(db: sqlite3.Connection, what: str, steps: Mapping[int, Step]) -> None:
+    """Bring ``db`` to version ``len(steps)`` (SQLite's ``user_version``), one step at a time.
+
+    All steps run in one ``BEGIN IMMEDIATE`` transaction that re-reads the version, so
+    several processes opening an old file upgrade it once; a failing step rolls everything
+    back and raises :class:`StoreError` (``what`` names the store). A file from a newer
+    version is refused, never downgraded.
+    """
+    target = len(steps)
+    if _version(db) == target:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(db)
+        if version > target:
+            raise StoreError(
+                f"the {what} was written by a newer dspy-pylon (schema {version}, this one reads {target}); "
+                "upgrade dspy-pylon to use it"
+            )
+        for step in range(version, target):
+            steps[step](db)
+        db.execute(f"PRAGMA user_version = {target}")
+    except sqlite3.Error as exc:
+        db.execute("ROLLBACK")
+        raise StoreError(f"could not upgrade the {what} (nothing was changed): {exc}") from None
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def has_table(db: sqlite3.Connection, name: str) -> bool:
+    """Whether table ``name`` exists."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None

@@ -96,10 +96,13 @@ def test_bid_below_the_price_fails_at_once_without_paying(
     assert row.state == "failed" and row.paid_msats == 0
 
 
-def test_per_model_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
-    provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
-    model = provider.node.models[0]
-    provider.node.settings.prices[model] = 2_222  # the TOML [prices] table
+def test_per_model_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet, tiny_server: Any) -> None:
+    import httpx
+
+    model = httpx.get(f"{tiny_server.url}/v1/models").json()["data"][0]["id"]
+    # The TOML [prices] table: this model's own price beats the default.
+    provider = start_provider(price_msats=PRICE, prices={model.upper(): 2_222}, wallet=dev_wallet.wallet("provider"))
+    assert provider.node.models[0] == model
     lm = swarm_lm(
         providers=(provider.pubkey,),
         nwc_uri=dev_wallet.account("customer", 10_000),
@@ -229,7 +232,7 @@ def test_invoices_made_ahead_or_per_job(start_provider: Any, swarm_lm: Any, dev_
 
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), invoice_pool=pool)
     if pool:
-        eventually(lambda: len(provider.node._pool.get(PRICE, ())) == pool)
+        eventually(lambda: provider.node.invoices.ready(PRICE) == pool)
     lm = swarm_lm(
         providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), auto_pay=True, bid_msats=2_000
     )
@@ -240,4 +243,4 @@ def test_invoices_made_ahead_or_per_job(start_provider: Any, swarm_lm: Any, dev_
     assert invoice.job_id == (None if pool else row.job_id)
     assert dev_wallet.balance("provider") == PRICE
     if pool:
-        eventually(lambda: len(provider.node._pool.get(PRICE, ())) == pool)  # refilled
+        eventually(lambda: provider.node.invoices.ready(PRICE) == pool)  # refilled

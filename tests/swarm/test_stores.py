@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from dspy_pylon.swarm.jobs_db import JobsDB
+from dspy_pylon.errors import StoreError
+from dspy_pylon.swarm.jobs_db import MOVES, JobsDB, JobStatus
 from dspy_pylon.swarm.reputation import Reputation
 
 
@@ -14,12 +16,50 @@ def test_a_claimed_job_stays_claimed_after_reopening(tmp_path: Path) -> None:
     db = JobsDB(tmp_path / "state" / "jobs.sqlite")
     assert db.claim("a" * 64, "c", 5050) is True
     assert db.claim("a" * 64, "c", 5050) is False
-    db.finish("a" * 64, "done")
+    assert db.move("a" * 64, JobStatus.DONE)
     db.close()
     again = JobsDB(tmp_path / "state" / "jobs.sqlite")
     assert again.claim("a" * 64, "c", 5050) is False
-    assert again.status("a" * 64) == "done" and again.counts() == {"done": 1}
+    assert again.status("a" * 64) is JobStatus.DONE and again.counts() == {JobStatus.DONE: 1}
     assert again.status("b" * 64) is None
+
+
+def test_a_job_moves_only_along_the_table(tmp_path: Path) -> None:
+    db = JobsDB(tmp_path / "jobs.sqlite")
+    db.claim("a" * 64, "c", 5050)
+    assert db.move("a" * 64, JobStatus.AWAITING_PAYMENT)
+    assert not db.move("a" * 64, JobStatus.DONE)  # not paid: it cannot have run
+    assert db.move("a" * 64, JobStatus.EXPIRED, "invoice expired unpaid")
+    assert not db.move("a" * 64, JobStatus.RUNNING)  # final
+    assert not db.move("b" * 64, JobStatus.DONE)  # never claimed
+    assert db.status("a" * 64) is JobStatus.EXPIRED
+    assert set(MOVES) == set(JobStatus)
+
+
+def test_a_jobs_database_from_before_the_check_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    old = sqlite3.connect(path)
+    # The schema main wrote (commit afbef8f), with a row in every status it used.
+    old.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, customer TEXT NOT NULL, kind INTEGER NOT NULL,"
+        " received_at REAL NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')"
+    )
+    statuses = ["running", "awaiting_payment", "done", "error", "refused", "expired"]
+    for n, status in enumerate(statuses):
+        old.execute("INSERT INTO jobs VALUES (?, 'c', 5050, ?, ?, 'why')", (f"{n}" * 64, float(n), status))
+    old.commit()
+    old.close()
+    db = JobsDB(path)
+    assert [db.status(f"{n}" * 64) for n in range(len(statuses))] == [JobStatus(s) for s in statuses]
+    assert db.claim("0" * 64, "c", 5050) is False
+    db.close()
+
+
+def test_a_file_that_is_not_a_jobs_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(StoreError):
+        JobsDB(path)
 
 
 def test_reputation_score_and_persistence(tmp_path: Path) -> None:

@@ -11,22 +11,21 @@ goes through :meth:`SpendLedger.transition`, which applies only a move the table
 Recovery facts (``interrupted``, ``relays_checked_at``, ``refusal``) have their own
 columns; ``reason`` is text for people and nothing reads it back.
 
-Calls block on SQLite (up to ``busy_timeout`` when another process holds the write
+Calls block on SQLite (up to 10 s when another process holds the write
 lock): call them from a worker thread, never from an event loop's thread.
 """
 
 from __future__ import annotations
 
-import enum
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from dspy_pylon.pay.invoice import RefusalCode
+from dspy_pylon.pay.ledger_rows import Claim, LedgerEntry, SpendRow
 from dspy_pylon.pay.ledger_schema import (
     COLUMNS,
     OPEN_STATES,
@@ -47,91 +46,16 @@ __all__ = ["PAID_STATES", "PAYABLE_STATES", "Claim", "Earned", "LedgerEntry", "S
 Direction = Literal["spent", "earned"]
 
 # Columns a transition may set (names are spliced into SQL: only these).
-_SETTABLE = frozenset(
-    {
-        "provider",
-        "customer",
-        "model",
-        "invoice_msats",
-        "paid_msats",
-        "fees_msats",
-        "payment_hash",
-        "preimage",
-        "bolt11",
-        "prompt_tokens",
-        "completion_tokens",
-        "latency_ms",
-        "paid_at",
-        "refusal",
-        "interrupted",
-        "relays_checked_at",
-    }
-)
+_SETTABLE = frozenset(COLUMNS.split(", ")) - {
+    "job_id",
+    "direction",
+    "bid_msats",
+    "state",
+    "reason",
+    "created_at",
+    "updated_at",
+}
 _REASON_CHARS = 1000
-
-
-class Claim(enum.Enum):
-    """What :meth:`SpendLedger.begin_payment` found."""
-
-    #: The intent is written: this caller must pay now.
-    MINE = "mine"
-    #: The job is being paid, paid or over already (a duplicate bill, another thread): do not pay.
-    TAKEN = "taken"
-    #: This invoice was already used for another job: refuse it.
-    INVOICE_USED = "invoice_used"
-    #: The job is not in the ledger.
-    UNKNOWN_JOB = "unknown_job"
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One job's row. Amounts are millisatoshis; times are Unix seconds."""
-
-    job_id: str
-    direction: str
-    provider: str
-    customer: str
-    model: str
-    bid_msats: int
-    invoice_msats: int | None
-    paid_msats: int
-    fees_msats: int
-    payment_hash: str | None
-    preimage: str | None
-    bolt11: str | None
-    state: State
-    reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float | None
-    created_at: float
-    updated_at: float
-    paid_at: float | None
-    refusal: RefusalCode | None = None
-    interrupted: bool = False
-    relays_checked_at: float | None = None
-
-    @classmethod
-    def _from_row(cls, row: tuple[object, ...]) -> LedgerEntry:
-        values = list(row)
-        values[12] = (Spent if values[1] == "spent" else Earned)(str(values[12]))
-        values[20] = RefusalCode(str(values[20])) if values[20] else None
-        values[21] = bool(values[21])
-        return cls(*values)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class SpendRow:
-    """A line of the ``pylon spend`` table: totals for one day, provider or model."""
-
-    key: str
-    jobs: int
-    paid_jobs: int
-    paid_msats: int
-    unanswered_paid_jobs: int
-    refused_jobs: int
-    prompt_tokens: int
-    completion_tokens: int
 
 
 class SpendLedger:
@@ -147,7 +71,6 @@ class SpendLedger:
         self._pid, self._started = this_process()
         try:
             self._db = open_store(self.path)
-            self._db.execute("PRAGMA busy_timeout = 10000")
             upgrade(self._db)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path} is not a readable spend ledger: {exc}") from None

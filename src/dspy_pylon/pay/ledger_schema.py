@@ -3,7 +3,8 @@
 The states are enums, the moves a table (:data:`SPENT_MOVES`, :data:`EARNED_MOVES`), and
 the database refuses any other state name (a ``CHECK`` constraint). The schema version
 is SQLite's ``PRAGMA user_version``; :func:`upgrade` brings an older file up to date in one
-transaction, keeping every row, or changes nothing and raises :class:`StoreError`.
+transaction, keeping every row, or changes nothing and raises
+:class:`~dspy_pylon.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import enum
 import sqlite3
 from collections.abc import Iterable
 
-from dspy_pylon.plain_errors import StoreError
+from dspy_pylon.sqlite_store import has_table, migrate
 
 
 class Spent(enum.StrEnum):
@@ -150,39 +151,15 @@ _V0_COLUMNS = (
 
 
 def upgrade(db: sqlite3.Connection) -> None:
-    """Create the ledger table, or upgrade an older one to :data:`VERSION`; every row is kept.
-
-    Several processes may open an old file at once: the upgrade runs under ``BEGIN
-    IMMEDIATE`` and re-reads the version, so it runs once.
-    """
-    if _version(db) == VERSION:
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = _version(db)
-        if version > VERSION:
-            raise StoreError(
-                f"the ledger was written by a newer dspy-pylon (schema {version}, this one reads {VERSION}); "
-                "upgrade dspy-pylon to use it"
-            )
-        if version < VERSION:
-            _upgrade_from_v0(db) if _has_table(db) else _create(db)
-            db.execute(f"PRAGMA user_version = {VERSION}")
-    except sqlite3.Error as exc:
-        db.execute("ROLLBACK")
-        raise StoreError(f"could not upgrade the ledger (nothing was changed): {exc}") from None
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    """Create the ledger table, or upgrade an older one to :data:`VERSION`; every row is kept."""
+    migrate(db, "ledger", {0: _to_v1})
 
 
-def _version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _has_table(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").fetchone() is not None
+def _to_v1(db: sqlite3.Connection) -> None:
+    if has_table(db, "ledger"):
+        _upgrade_from_v0(db)
+    else:
+        _create(db)
 
 
 def _create(db: sqlite3.Connection) -> None:

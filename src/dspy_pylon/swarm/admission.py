@@ -1,0 +1,106 @@
+"""A provider's decision on a job request before any money moves: refuse, bill or run (pure).
+
+:func:`admit` sees the parsed request and what the node serves (:class:`Serving`) and
+returns a :data:`Decision`; the node performs it. Every check that could refuse a job runs
+here, before an invoice is sent: a job refused after payment costs the customer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dspy_pylon import capabilities as caps_mod
+from dspy_pylon.errors import MalformedEvent, PylonError
+from dspy_pylon.local import openai_chat
+from dspy_pylon.local.backends import match_model
+from dspy_pylon.nostr.nip90 import JobRequest
+from dspy_pylon.pay import pricing
+from dspy_pylon.route import Route
+from dspy_pylon.swarm.chat_job import parse_job
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a node serves and charges: all :func:`admit` needs to judge a job."""
+
+    route: Route
+    models: tuple[str, ...]
+    capabilities: caps_mod.Capabilities
+    max_tokens_cap: int
+    price_msats: int = 0
+    prices: tuple[tuple[str, int], ...] = ()
+    max_unpaid: int = 256
+
+    def price_for(self, job: JobRequest) -> int:
+        """What ``job`` costs here (msats): the price of the model it asks for, else the default."""
+        return pricing.price_for(job.param("model"), self.price_msats, self.prices)
+
+    def model_for(self, job: JobRequest) -> str:
+        """The served model that answers ``job``; :class:`MalformedEvent` when none does."""
+        wanted = job.param("model")
+        if not wanted or wanted == "default":
+            return self.route.model
+        kind = "llamacpp" if self.route.backend == "embedded" else self.route.backend
+        served = match_model(kind, wanted, list(self.models))  # type: ignore[arg-type]
+        if served is None:
+            raise MalformedEvent(f"model {wanted!r} is not served here; available: {', '.join(self.models)}")
+        return served
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Answer with ``error`` feedback saying ``why``; nothing is billed."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Bill:
+    """Send an invoice for ``price_msats``; run the job once it is paid."""
+
+    price_msats: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """Queue the job for a worker (free)."""
+
+
+Decision = Refuse | Bill | Run
+
+
+def cannot_run(job: JobRequest, serving: Serving) -> str | None:
+    """Why ``job`` cannot run here (parsing, the model, capabilities, the backend body), or None."""
+    try:
+        request, _form = parse_job(job, serving.max_tokens_cap)
+        serving.model_for(job)
+    except (MalformedEvent, PylonError) as exc:
+        return str(exc)
+    # A schema or tools this backend cannot honour would come back ignored (free text
+    # where JSON was asked), which a customer must never get.
+    refusal = caps_mod.unmet(request, serving.capabilities)
+    if refusal is not None:
+        return f"this provider cannot honour the job: {refusal}"
+    try:  # the body the backend would get, built and serialised now
+        json.dumps(openai_chat.chat_payload(request, "check", capabilities=serving.capabilities))
+    except PylonError as exc:
+        return f"this provider cannot honour the job: {exc}"
+    except (ValueError, RecursionError):
+        return "the job's transcript is nested too deeply to send to the backend"
+    return None
+
+
+def admit(job: JobRequest, serving: Serving, *, unpaid: int) -> Decision:
+    """What to do with ``job`` while ``unpaid`` invoices of this node wait for payment."""
+    why = cannot_run(job, serving)
+    if why is not None:
+        return Refuse(why)
+    price = serving.price_for(job)
+    if not price:
+        return Run()
+    if (job.bid_msats or 0) < price:
+        return Refuse(f"bid below price of {price} msats")
+    if unpaid >= serving.max_unpaid:
+        return Refuse("provider busy: too many unpaid invoices, try later")
+    return Bill(price)

@@ -1,0 +1,151 @@
+"""A provider's billing: invoice a job, wait for its payment, then hand it to the workers.
+
+Survives restarts: invoices sent before a stop are waited for again at the next start
+(the job is read back from the relays). Every ledger and jobs-database call runs in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from dspy_pylon.errors import MalformedEvent, PylonError, WalletError
+from dspy_pylon.nostr.nip90 import JobRequest
+from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.pay.invoice import Invoice, decode_invoice
+from dspy_pylon.pay.ledger import Earned, SpendLedger
+from dspy_pylon.pay.nwc import NwcWallet
+from dspy_pylon.swarm.invoice_pool import InvoicePool
+from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
+
+log = logging.getLogger("dspy_pylon.provider")
+
+
+class Node(Protocol):
+    """What billing needs from its node: to talk to the customer and to run a paid job."""
+
+    async def feedback(
+        self, job: JobRequest, status: str, extra: str = "", amount_msats: int | None = None, bolt11: str | None = None
+    ) -> None: ...
+
+    async def refuse(self, job_id: str, customer: str, why: str, status: JobStatus = JobStatus.REFUSED) -> None: ...
+
+    async def run_paid(self, job: JobRequest) -> None: ...
+
+
+class ProviderBilling:
+    """Invoices in flight for one node, each a task on the node's loop."""
+
+    def __init__(self, wallet: NwcWallet, invoices: InvoicePool, ledger: SpendLedger, jobs: JobsDB, node: Node) -> None:
+        self.wallet = wallet
+        self.invoices = invoices
+        self.ledger = ledger
+        self.jobs = jobs
+        self.node = node
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def unpaid(self) -> int:
+        """Invoices sent and not yet paid or expired."""
+        return len(self._tasks)
+
+    def bill(self, job: JobRequest, price: int) -> None:
+        """Invoice ``job`` for ``price`` msats and run it once paid (in the background)."""
+        self._track(self._bill(job, price))
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self) -> None:
+        """Stop waiting (the node stops): the jobs stay ``invoiced`` and the next start resumes them."""
+        for task in self._tasks:
+            task.cancel()
+
+    async def _bill(self, job: JobRequest, price: int) -> None:
+        """Invoice the job, wait until it is paid (or the invoice expires), then queue it."""
+        try:
+            invoice = await self.invoices.take(price, job.id)
+        except (WalletError, MalformedEvent) as exc:
+            await self.node.refuse(job.id, job.customer, f"could not create an invoice: {exc}")
+            return
+        await asyncio.to_thread(
+            self.ledger.record_invoice,
+            job.id,
+            customer=job.customer,
+            model=job.param("model") or "",
+            bid_msats=job.bid_msats or 0,
+            invoice_msats=price,
+            bolt11=invoice.bolt11,
+            payment_hash=invoice.payment_hash,
+        )
+        await asyncio.to_thread(self.jobs.move, job.id, JobStatus.AWAITING_PAYMENT)
+        await self.node.feedback(job, "payment-required", amount_msats=price, bolt11=invoice.bolt11)
+        await self._await_payment(job, invoice.payment_hash, invoice.expires_at)
+
+    async def _await_payment(self, job: JobRequest, payment_hash: str, expires_at: float) -> None:
+        """Wait for the invoice of ``job`` to be paid, then queue the job; drop it if it expires.
+
+        Cancelled when the node stops: the job stays ``invoiced`` and the next start resumes it.
+        """
+        status = await self.wallet.wait_settled(payment_hash, expires_at)
+        if status is None:
+            await asyncio.to_thread(self.ledger.earning_finished, job.id, Earned.EXPIRED, "invoice expired unpaid")
+            why = "invoice expired unpaid; the job was dropped"
+            await self.node.refuse(job.id, job.customer, why, status=JobStatus.EXPIRED)
+            return
+        await asyncio.to_thread(self.ledger.earning_settled, job.id, preimage=status.preimage)
+        await asyncio.to_thread(self.jobs.move, job.id, JobStatus.RUNNING)
+        await self.node.run_paid(job)
+
+    async def resume(self, client: RelayClient, keys: Any) -> int:
+        """After a restart: wait again for invoices sent before it; returns how many were resumed.
+
+        The job itself is read back from the relays (the request event is stored there).
+        """
+        import nostr_sdk
+
+        waiting = await asyncio.to_thread(self._still_payable)
+        if not waiting:
+            return 0
+        jobs: dict[str, JobRequest] = {}
+        try:  # one query for all of them
+            ids = [nostr_sdk.EventId.parse(job_id) for job_id, _ in waiting]
+            for raw in await client.fetch([nostr_sdk.Filter().ids(ids)], 3.0):
+                try:
+                    jobs[raw.id] = JobRequest.from_event(raw, keys)
+                except MalformedEvent as exc:
+                    log.info("job %s cannot be read back: %s", raw.id[:12], exc)
+        except (PylonError, ValueError) as exc:
+            log.info("jobs sent invoices before the restart cannot be read back: %s", exc)
+        resumed = 0
+        for job_id, invoice in waiting:
+            job = jobs.get(job_id)
+            if job is None:
+                why = "the job request is no longer on the relays"
+                await asyncio.to_thread(self.ledger.earning_finished, job_id, Earned.FAILED, why)
+                continue
+            self._track(self._await_payment(job, invoice.payment_hash, invoice.expires_at))
+            resumed += 1
+        return resumed
+
+    def _still_payable(self) -> list[tuple[str, Invoice]]:
+        """Invoices sent before a restart that can still be paid; closes the others (blocking: a thread)."""
+        waiting: list[tuple[str, Invoice]] = []
+        for entry in self.ledger.entries("earned", Earned.INVOICED):
+            try:
+                invoice = decode_invoice(entry.bolt11 or "")
+            except MalformedEvent as exc:
+                self.ledger.earning_finished(entry.job_id, Earned.FAILED, f"unreadable invoice: {exc}")
+                continue
+            if invoice.expired(time.time()):
+                self.ledger.earning_finished(entry.job_id, Earned.EXPIRED, "invoice expired unpaid (while stopped)")
+                self.jobs.move(entry.job_id, JobStatus.EXPIRED, "invoice expired unpaid")
+                continue
+            waiting.append((entry.job_id, invoice))
+        return waiting

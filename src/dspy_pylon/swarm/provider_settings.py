@@ -1,0 +1,81 @@
+"""How a provider node runs: its settings, and reading them from ``$PYLON_HOME/provider.toml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dspy_pylon.config import BackendName
+from dspy_pylon.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """How a provider node runs. ``price_msats`` 0 serves for free."""
+
+    relays: tuple[str, ...]
+    state_dir: Path
+    backend: BackendName = "auto"
+    backend_url: str | None = None
+    name: str = "pylon provider"
+    about: str = "DSPy-ready local inference (dspy-pylon)"
+    price_msats: int = 0
+    concurrency: int = 2
+    queue_limit: int = 64
+    timeout: float = 120.0
+    max_tokens_cap: int = 4096
+    # Many relays refuse events over 64 KiB (nostr-sdk's embedded relay does); a result
+    # that cannot be delivered becomes error feedback at once instead of a silent timeout.
+    max_result_bytes: int = 65_536
+    announce: bool = True
+    identifier: str = "pylon-5050"
+    # Per-model prices (msats) overriding ``price_msats`` for jobs that ask for that model.
+    prices: dict[str, int] = field(default_factory=dict)
+    # How long a customer has to pay an invoice before the job is dropped.
+    invoice_expiry_s: int = 300
+    # Invoices awaiting payment at once; beyond, jobs get "busy" (unpaid jobs cost the wallet work).
+    max_unpaid: int = 256
+    # Invoices made ahead per price, so a job's bill goes out without a wallet round trip first
+    # (0 = make each invoice when its job arrives, named after the job).
+    invoice_pool: int = 4
+
+    def __post_init__(self) -> None:
+        for name, value in (("price_msats", self.price_msats), *self.prices.items()):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"price for {name!r} must be a non-negative integer of msats, got {value!r}")
+        if isinstance(self.invoice_expiry_s, bool) or not isinstance(self.invoice_expiry_s, int):
+            raise ConfigError(f"invoice_expiry_s must be an integer of seconds, got {self.invoice_expiry_s!r}")
+        if self.invoice_expiry_s < 1:
+            raise ConfigError("invoice_expiry_s must be at least 1 second: customers need time to pay")
+
+    @property
+    def priced(self) -> bool:
+        """Whether any job can cost money here."""
+        return self.price_msats > 0 or any(self.prices.values())
+
+
+def load_provider_file(path: Path) -> dict[str, Any]:
+    """Settings from a provider TOML file (``$PYLON_HOME/provider.toml``); missing file = {}.
+
+    Keys: ``relays`` (list), ``backend``, ``name``, ``about``, ``price_msats``, ``concurrency``,
+    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``announce``, ``invoice_expiry_s`` and a
+    ``[prices]`` table of per-model prices in msats (``"llama3.2" = 2000``).
+    """
+    import tomllib
+
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    allowed = {f for f in ProviderSettings.__dataclass_fields__ if f not in ("state_dir", "identifier")}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if "relays" in data:
+        data["relays"] = tuple(data["relays"])
+    if "prices" in data and not isinstance(data["prices"], dict):
+        raise ConfigError(f"{path}: prices must be a table of model = msats")
+    return data
