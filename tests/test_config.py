@@ -196,3 +196,15 @@ def test_npubs_are_decoded_when_the_venue_is_made(venue: type) -> None:
             venue(providers=(bad,))
     with pytest.raises(pylon.ConfigError, match="not a hex public key or an npub"):
         venue(providers=("alice",))
+
+
+def test_a_local_server_url_is_checked_and_saved() -> None:
+    venue = pylon.Local(backend="llamacpp", base_url="http://127.0.0.1:9999")
+    config = pylon.PylonConfig(venue=venue)
+    assert config_from_dict(config_to_dict(config)) == config
+    hybrid = pylon.PylonConfig(venue=pylon.Hybrid(backend="ollama", base_url="https://box:11434"))
+    assert config_from_dict(config_to_dict(hybrid)) == hybrid
+    assert "base_url" not in config_to_dict(pylon.PylonConfig())["venue"]  # records without one are unchanged
+    for backend, url in (("llamacpp", "ftp://x"), ("llamacpp", 42), ("auto", "http://x"), ("embedded", "http://x")):
+        with pytest.raises(pylon.ConfigError, match="base_url"):
+            pylon.Local(backend=backend, base_url=url)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ import dspy
 import pytest
 
 import dspy_pylon as pylon
-from dspy_pylon.identity import generate_mnemonic, init_identity, keys_from_mnemonic
+from dspy_pylon.identity import generate_mnemonic, init_identity, keys_from_mnemonic, pylon_home
+from tests.helpers import pylon_cause
 
 MNEMONIC = "leader monkey parrot ring guide accident before fence cannon height naive bean"
 SECRET_HEX = "7f7ff03d123792d6ac594bfa67bf6d0c0ab55b6b1fdb6249303fe861f1ccba9a"
@@ -50,9 +51,13 @@ def test_swarm_lm_pickle_holds_no_secret_and_resolves_identity_from_home(tmp_pat
         blob = dump(lm)
         _secrets_absent(blob)
     blob = pickle.dumps(lm)
-    # The mnemonic was not carried: unpickling looks for the identity file, which this home lacks.
-    with pytest.raises(pylon.IdentityMissing):
-        pickle.loads(blob)
+    # The mnemonic was not carried. Unpickling does no I/O; the first call looks for the
+    # identity file, which this home lacks, and says how to make one.
+    orphan = pickle.loads(blob)
+    with pytest.raises(Exception, match="pylon init") as caught:
+        orphan("hello")
+    pylon_cause(caught.value, pylon.IdentityMissing)
+    assert not (pylon_home() / "ledger.sqlite").exists()  # nothing was created on the way
     other = generate_mnemonic()
     init_identity(words=other)
     clone = pickle.loads(blob)

@@ -21,6 +21,15 @@ def _check_backend(backend: object) -> None:
         raise ConfigError(f"unknown local backend {backend!r}; allowed: {', '.join(BACKENDS)}")
 
 
+def _check_base_url(backend: str, base_url: object) -> None:
+    if base_url is None:
+        return
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+    if backend in ("auto", "embedded"):
+        raise ConfigError("base_url needs a named backend (ollama, apple-fm or llamacpp), not " + repr(backend))
+
+
 def _check_relays(relays: tuple[str, ...]) -> None:
     if not relays:
         raise ConfigError("a swarm venue needs at least one relay URL (ws:// or wss://)")
@@ -47,14 +56,17 @@ class Local:
     ``backend`` is ``"auto"`` (probe Ollama, the Apple FM bridge, llama.cpp in that order)
     or one of them by name, or ``"embedded"`` (llama.cpp in this process, extra
     ``embedded``). With ``embedded_fallback`` an ``auto`` venue that finds no server uses
-    the embedded one when the extra is installed.
+    the embedded one when the extra is installed. ``base_url`` is the server of a named
+    backend (instead of its environment variable, e.g. ``LLAMACPP_URL``, or default port).
     """
 
     backend: BackendName = "auto"
     embedded_fallback: bool = True
+    base_url: str | None = None
 
     def __post_init__(self) -> None:
         _check_backend(self.backend)
+        _check_base_url(self.backend, self.base_url)
 
 
 def _hex_providers(providers: tuple[str, ...]) -> tuple[str, ...]:
@@ -106,7 +118,8 @@ class Swarm:
 class Hybrid:
     """Local first; on no local backend, a local error or a local timeout, the swarm.
 
-    The swarm fields mean what they mean on :class:`Swarm`.
+    The swarm fields mean what they mean on :class:`Swarm`; ``backend`` and ``base_url``
+    what they mean on :class:`Local`.
     """
 
     backend: BackendName = "auto"
@@ -115,9 +128,11 @@ class Hybrid:
     auto_pay: bool = False
     providers: tuple[str, ...] = ()
     pay_on_result: bool = True
+    base_url: str | None = None
 
     def __post_init__(self) -> None:
         _check_backend(self.backend)
+        _check_base_url(self.backend, self.base_url)
         object.__setattr__(self, "relays", tuple(self.relays))
         object.__setattr__(self, "providers", _hex_providers(tuple(self.providers)))
         _check_relays(self.relays)
@@ -272,6 +287,8 @@ def config_to_dict(config: PylonConfig) -> dict[str, Any]:
         }
         if isinstance(venue, Hybrid):
             venue_data["backend"] = venue.backend
+    if not isinstance(venue, Swarm) and venue.base_url is not None:
+        venue_data["base_url"] = venue.base_url
     return {"venue": venue_data, "timeout": config.timeout, "budget_sats": config.budget_sats, "model": config.model}
 
 

@@ -259,8 +259,7 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
     from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL
 
     with tempfile.TemporaryDirectory(prefix="pylon-demo-") as tmp:
-        previous_home = os.environ.get("PYLON_HOME")
-        os.environ["PYLON_HOME"] = tmp  # the demo's ledger and reputation stay out of the user's home
+        home = Path(tmp)  # the demo's ledger and reputation stay out of the user's home
         started = time.perf_counter()
         with console.status("starting an embedded relay, the development wallet and a priced provider..."):
             swarm = DemoSwarm(Path(tmp))
@@ -275,7 +274,13 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             def paying_lm(venue: pylon.Swarm | pylon.Hybrid) -> pylon.PylonLM:
                 config = pylon.PylonConfig(venue=venue, timeout=60, budget_sats=BUDGET_SATS)
                 return pylon.PylonLM.swarm(
-                    customer, config, nwc_uri=swarm.customer_uri(), max_tokens=48, temperature=0.0, cache=False
+                    customer,
+                    config,
+                    nwc_uri=swarm.customer_uri(),
+                    home=home,
+                    max_tokens=48,
+                    temperature=0.0,
+                    cache=False,
                 )
 
             swarm_lm = paying_lm(pylon.Swarm(relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True))
@@ -283,18 +288,19 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
                 swarm_rows = run_program(console, "pylon:swarm", swarm_lm, questions)
                 run_structured(console, swarm_lm, "the provider's llama.cpp, sent in a pylon.chat.v2 job")
             console.print(f"budget left: {swarm_lm.remaining_budget_msats()} msats")
-            _show_budget_refusal(console, swarm.url, customer, swarm.customer_uri())
+            _show_budget_refusal(console, swarm.url, customer, swarm.customer_uri(), home)
 
             local = shared_embedded()
-            os.environ["LLAMACPP_URL"] = local.url
             local.stop()
             console.print(f"[yellow]■[/] local llama.cpp at {local.url} stopped: pylon:hybrid must fall back")
             hybrid_lm = paying_lm(
-                pylon.Hybrid(backend="llamacpp", relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True)
+                pylon.Hybrid(
+                    backend="llamacpp", base_url=local.url, relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True
+                )
             )
             with _quiet_dspy():
                 hybrid_rows = run_program(console, "pylon:hybrid", hybrid_lm, questions)
-            console.print(spend_table(Path(tmp) / "ledger.sqlite"))
+            console.print(spend_table(home / "ledger.sqlite"))
             balances = {name: swarm.wallet_store.balance(name) for name in ("customer", "provider")}
             console.print(
                 f"{DEV_WALLET_LABEL} — balances: customer {balances['customer']} msats "
@@ -302,21 +308,17 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             )
         finally:
             swarm.close()
-            if previous_home is None:
-                os.environ.pop("PYLON_HOME", None)
-            else:
-                os.environ["PYLON_HOME"] = previous_home
     return swarm_rows, hybrid_rows
 
 
-def _show_budget_refusal(console: Console, relay: str, customer: str, nwc_uri: str) -> None:
+def _show_budget_refusal(console: Console, relay: str, customer: str, nwc_uri: str, home: Path) -> None:
     """One call whose bid does not fit its budget: refused before anything is published."""
     import dspy_pylon as pylon
 
     config = pylon.PylonConfig(
         venue=pylon.Swarm(relays=(relay,), bid_msats=BID_MSATS, auto_pay=True), timeout=60, budget_sats=1
     )
-    lm = pylon.PylonLM.swarm(customer, config, nwc_uri=nwc_uri, cache=False, num_retries=0)
+    lm = pylon.PylonLM.swarm(customer, config, nwc_uri=nwc_uri, home=home, cache=False, num_retries=0)
     try:
         lm("one more question")
     except Exception as exc:  # DSPy wraps pylon's BudgetExceeded in its LMBillingError

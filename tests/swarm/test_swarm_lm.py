@@ -289,8 +289,9 @@ SPEC_MNEMONIC = "leader monkey parrot ring guide accident before fence cannon he
 
 
 def test_swarm_without_identity_says_run_pylon_init(relay_url: str) -> None:
+    lm = pylon.LM("pylon:swarm", relays=[relay_url])  # constructing reads nothing
     with pytest.raises(pylon.IdentityMissing, match="pylon init"):
-        pylon.LM("pylon:swarm")
+        lm("hello")
 
 
 def test_identity_file_is_used_when_no_key_is_given(relay_url: str, start_provider: StartProvider) -> None:

@@ -134,13 +134,17 @@ class LocalRouter:
     probes again (the server may have restarted elsewhere, or a different one started).
     """
 
-    def __init__(self, venue: Local, model: str | None, timeout: float, base_url: str | None = None) -> None:
+    def __init__(
+        self, venue: Local, model: str | None, timeout: float, base_url: str | None = None, transport: Any = None
+    ) -> None:
         if base_url is not None and venue.backend in ("auto", "embedded"):
             raise ConfigError("base_url needs a named backend (ollama, apple-fm or llamacpp)")
         self.venue = venue
         self.model = model
         self.timeout = timeout
         self.base_url = base_url
+        # Every HTTP request (probes and calls) goes through it when given.
+        self.transport = transport
         self._lock = threading.Lock()
         self._resolved: tuple[Route, ChatClient] | None = None
         self._clients: dict[str, ChatClient] = {}
@@ -179,7 +183,7 @@ class LocalRouter:
         kind: ServerKind = first.backend  # type: ignore[assignment]  # a ServerKind unless embedded
         urls = [first.base_url, self.base_url or endpoint_for(kind).base_url]
         endpoints = [replace(endpoint_for(kind), base_url=normalize_url(u)) for u in dict.fromkeys(urls)]
-        results = probe_all(endpoints)
+        results = probe_all(endpoints, transport=self.transport)
         elsewhere: list[str] = []
         offered: list[str] = []
         for result in results:
@@ -268,7 +272,7 @@ class LocalRouter:
 
         client = self._clients.get(base_url)
         if client is None:
-            client = self._clients[base_url] = ChatClient(base_url, self.timeout)
+            client = self._clients[base_url] = ChatClient(base_url, self.timeout, self.transport)
         return client
 
     def _resolve(self) -> tuple[Route, ChatClient]:
@@ -279,9 +283,9 @@ class LocalRouter:
 
         if self.base_url is not None:
             endpoint = replace(endpoint_for(backend), base_url=normalize_url(self.base_url))  # type: ignore[arg-type]
-            results = probe_all([endpoint])
+            results = probe_all([endpoint], transport=self.transport)
         else:
-            results = detect(backend)
+            results = detect(backend, transport=self.transport)
         for result in results:
             if result.ok:
                 kind = result.endpoint.kind

@@ -113,14 +113,21 @@ def transport_error(route: Route, exc: httpx.HTTPError, timeout: float) -> Pylon
 
 
 class ChatClient:
-    """Chat completions against one local server. Thread-safe; one async pool per event loop."""
+    """Chat completions against one local server. Thread-safe; one async pool per event loop.
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    ``transport`` replaces the network (an ``httpx.MockTransport``, an application's own);
+    async calls need it to implement ``handle_async_request`` too.
+    """
+
+    def __init__(self, base_url: str, timeout: float, transport: Any = None) -> None:
         self.base_url = base_url
         self.timeout = timeout
+        self.transport = transport
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self._limits = limits
-        self._sync = httpx.Client(base_url=base_url, timeout=timeout, limits=limits, trust_env=False)
+        self._sync = httpx.Client(
+            base_url=base_url, timeout=timeout, limits=limits, trust_env=False, transport=transport
+        )
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -132,7 +139,11 @@ class ChatClient:
             client = self._async.get(loop)
             if client is None:
                 client = httpx.AsyncClient(
-                    base_url=self.base_url, timeout=self.timeout, limits=self._limits, trust_env=False
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    limits=self._limits,
+                    trust_env=False,
+                    transport=self.transport,
                 )
                 self._async[loop] = client
             return client

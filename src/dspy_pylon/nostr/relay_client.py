@@ -69,6 +69,11 @@ class RelayClient:
         return self
 
     @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was awaited."""
+        return self._client is not None
+
+    @property
     def client(self) -> Any:
         """The nostr-sdk client."""
         if self._client is None:

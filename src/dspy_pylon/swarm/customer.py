@@ -101,13 +101,23 @@ class SwarmCustomer:
     in a worker thread so the loop never waits for a lock.
     """
 
-    def __init__(self, keys: Any, relays: tuple[str, ...], reputation: Reputation | None = None) -> None:
+    def __init__(
+        self,
+        keys: Any,
+        relays: tuple[str, ...],
+        reputation: Reputation | None = None,
+        *,
+        client: RelayClient | None = None,
+    ) -> None:
         self.keys = keys
         self.reputation = reputation
         self.pubkey = keys.public_key().to_hex()
         self.relays = relays
         self.ignored: Counter[str] = Counter()
+        # A client passed in belongs to its owner (started here if need be, never closed here).
+        self._given = client
         self._client: RelayClient | None = None
+        self._subscription = ""
         self._jobs: dict[str, _Job] = {}
         # Jobs whose bill waits for the user's approval (PaymentRequired raised).
         self._awaiting: dict[str, _Job] = {}
@@ -125,13 +135,15 @@ class SwarmCustomer:
             if self._client is None:
                 import nostr_sdk
 
-                client = await RelayClient(self.relays).start()
+                client = self._given or RelayClient(self.relays)
+                if not client.started:
+                    await client.start()
                 since = nostr_sdk.Timestamp.from_secs(max(0, int(time.time()) - _SKEW_S))
                 base = nostr_sdk.Filter().pubkey(self.keys.public_key()).since(since)
                 # Results of every request kind, plus feedback, addressed to us.
                 results = base.kinds([nostr_sdk.Kind(k) for k in RESULT_KINDS])
                 feedback = base.kinds([nostr_sdk.Kind(FEEDBACK_KIND)])
-                await client.subscribe([results, feedback], self._route)
+                self._subscription = await client.subscribe([results, feedback], self._route)
                 self._client = client
             return self._client
 
@@ -397,7 +409,9 @@ class SwarmCustomer:
             log.info("could not publish the cancellation of job %s: %s", job_id[:12], exc)
 
     async def close(self) -> None:
-        """Disconnect from the relays."""
-        if self._client is not None:
+        """Disconnect from the relays (a client passed in stays open: its owner closes it)."""
+        if self._client is not None and self._client is self._given:
+            await self._client.unsubscribe(self._subscription)
+        elif self._client is not None:
             await self._client.close()
-            self._client = None
+        self._client = None

@@ -9,6 +9,7 @@ from dspy import lm15
 from dspy_pylon.config import Hybrid, Swarm
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.nip90 import JobResult
+from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.billing import Payer
 from dspy_pylon.swarm.chat_job import chat_job, result_message, transcript_format
 from dspy_pylon.swarm.customer import JobOutcome, SwarmCustomer
@@ -64,7 +65,15 @@ class SwarmVenue:
     """Runs chat requests as NIP-90 jobs for one key on the venue's relays."""
 
     def __init__(
-        self, venue: Swarm | Hybrid, keys: Any, model: str | None, timeout: float, payer: Payer | None = None
+        self,
+        venue: Swarm | Hybrid,
+        keys: Any,
+        model: str | None,
+        timeout: float,
+        payer: Payer | None = None,
+        *,
+        reputation: Reputation | None = None,
+        relay_client: RelayClient | None = None,
     ) -> None:
         self.venue = venue
         self.payer = payer
@@ -72,10 +81,8 @@ class SwarmVenue:
         self.timeout = timeout
         self.providers = tuple(_hex_pubkey(p) for p in venue.providers)
         self.loop = NostrLoop.shared()
-        from dspy_pylon.identity import pylon_home
-
-        self.reputation = Reputation(pylon_home() / "reputation.sqlite")
-        self.customer = SwarmCustomer(keys, venue.relays, self.reputation)
+        self.reputation = reputation
+        self.customer = SwarmCustomer(keys, venue.relays, reputation, client=relay_client)
 
     async def _run(self, request: lm15.Request) -> lm15.Response:
         job = chat_job(
