@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich import box
 from rich.console import Console
@@ -33,6 +33,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from dspy_pylon.lm import PylonLM
 
 #: What the demo provider charges per job, the customer's bid, funds and budget.
 PRICE_MSATS = 1_500
@@ -201,55 +204,6 @@ def run_structured(console: Console, lm: Any, enforced_by: str | None = None) ->
     )
 
 
-class DemoSwarm:
-    """An embedded relay, the development wallet and one priced provider node with its own
-    llama.cpp server, on their own loop."""
-
-    def __init__(self, state_dir: Path, price_msats: int = PRICE_MSATS) -> None:
-        import nostr_sdk
-
-        from dspy_pylon.local.embedded import EmbeddedLlama
-        from dspy_pylon.nostr.loop import NostrLoop
-        from dspy_pylon.nostr.relay_server import start_embedded_relay
-        from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
-        from dspy_pylon.pay.nwc import NwcWallet
-        from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
-
-        self.loop = NostrLoop("pylon-demo")
-        self.relay, self.url = self.loop.run(start_embedded_relay())
-        self.wallet_store = DevWalletStore(state_dir / "dev-wallet.sqlite")
-        self.wallet_store.create_account("provider")
-        self.wallet_store.create_account("customer", CUSTOMER_FUNDS_MSATS)
-        self.wallet = self.loop.run(DevWalletService(self.wallet_store, (self.url,)).start(), 60)
-        self.llama = EmbeddedLlama().start()
-        settings = ProviderSettings(
-            relays=(self.url,),
-            state_dir=state_dir / "provider",
-            backend="llamacpp",
-            backend_url=self.llama.url,
-            name="pylon demo provider",
-            price_msats=price_msats,
-        )
-        provider_wallet = NwcWallet(self.wallet_store.nwc_uri("provider", (self.url,)))
-        self.node = ProviderNode(nostr_sdk.Keys.generate(), settings, wallet=provider_wallet)
-        self.loop.run(self.node.start(), 60)
-        self.serving = self.loop.submit(self.node.serve())
-
-    def customer_uri(self) -> str:
-        """The NWC URI of the funded customer account."""
-        return str(self.wallet_store.nwc_uri("customer", (self.url,)))
-
-    def close(self) -> None:
-        """Stop the provider (finishing jobs in flight), its llama.cpp, the wallet and the relay."""
-        self.loop.loop.call_soon_threadsafe(self.node.request_stop)
-        self.serving.result(60)
-        self.llama.stop()
-        self.loop.run(self.wallet.stop(), 30)
-        self.wallet_store.close()
-        self.relay.shutdown()
-        self.loop.stop()
-
-
 def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> tuple[list[CallRow], list[CallRow]]:
     """The paid swarm part (``pylon:swarm``), then hybrid with the local server stopped; the spend."""
     import nostr_sdk
@@ -257,13 +211,17 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
     import dspy_pylon as pylon
     from dspy_pylon.local.embedded import shared_embedded
     from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL
+    from dspy_pylon.testing import LocalSwarm
 
     with tempfile.TemporaryDirectory(prefix="pylon-demo-") as tmp:
-        home = Path(tmp)  # the demo's ledger and reputation stay out of the user's home
         started = time.perf_counter()
+        # Everything under tmp: the demo's ledger and reputation stay out of the user's home.
+        swarm = LocalSwarm(
+            tmp, price_msats=PRICE_MSATS, funds_msats=CUSTOMER_FUNDS_MSATS, provider_settings={"name": "pylon demo"}
+        )
         with console.status("starting an embedded relay, the development wallet and a priced provider..."):
-            swarm = DemoSwarm(Path(tmp))
-        _started(console, f"relay at {swarm.url}; provider {swarm.node.pubkey[:12]}… serving kind 5050", started)
+            swarm.start()
+        _started(console, f"relay at {swarm.url}; provider {swarm.nodes[0].pubkey[:12]}… serving kind 5050", started)
         console.print(
             f"[green]✓[/] {DEV_WALLET_LABEL}: customer funded with {CUSTOMER_FUNDS_MSATS} msats; "
             f"provider price {PRICE_MSATS} msats per job; customer bid {BID_MSATS} msats, budget {BUDGET_SATS} sats"
@@ -272,12 +230,10 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             customer = nostr_sdk.Keys.generate().secret_key().to_hex()
 
             def paying_lm(venue: pylon.Swarm | pylon.Hybrid) -> pylon.PylonLM:
-                config = pylon.PylonConfig(venue=venue, timeout=60, budget_sats=BUDGET_SATS)
-                return pylon.PylonLM.swarm(
-                    customer,
-                    config,
-                    nwc_uri=swarm.customer_uri(),
-                    home=home,
+                return swarm.lm(
+                    venue=venue,
+                    budget_sats=BUDGET_SATS,
+                    private_key=customer,
                     max_tokens=48,
                     temperature=0.0,
                     cache=False,
@@ -288,7 +244,8 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
                 swarm_rows = run_program(console, "pylon:swarm", swarm_lm, questions)
                 run_structured(console, swarm_lm, "the provider's llama.cpp, sent in a pylon.chat.v2 job")
             console.print(f"budget left: {swarm_lm.remaining_budget_msats()} msats")
-            _show_budget_refusal(console, swarm.url, customer, swarm.customer_uri(), home)
+            one_sat = swarm.lm(bid_msats=BID_MSATS, budget_sats=1, private_key=customer, cache=False, num_retries=0)
+            _show_budget_refusal(console, one_sat)
 
             local = shared_embedded()
             local.stop()
@@ -300,25 +257,20 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             )
             with _quiet_dspy():
                 hybrid_rows = run_program(console, "pylon:hybrid", hybrid_lm, questions)
-            console.print(spend_table(home / "ledger.sqlite"))
-            balances = {name: swarm.wallet_store.balance(name) for name in ("customer", "provider")}
+            console.print(spend_table(swarm.ledger_path))
             console.print(
-                f"{DEV_WALLET_LABEL} — balances: customer {balances['customer']} msats "
-                f"(started with {CUSTOMER_FUNDS_MSATS}), provider {balances['provider']} msats"
+                f"{DEV_WALLET_LABEL} — balances: customer {swarm.balance('customer')} msats "
+                f"(started with {CUSTOMER_FUNDS_MSATS}), provider {swarm.balance('provider-0')} msats"
             )
         finally:
             swarm.close()
     return swarm_rows, hybrid_rows
 
 
-def _show_budget_refusal(console: Console, relay: str, customer: str, nwc_uri: str, home: Path) -> None:
-    """One call whose bid does not fit its budget: refused before anything is published."""
+def _show_budget_refusal(console: Console, lm: PylonLM) -> None:
+    """One call whose bid does not fit its budget (1 sat): refused before anything is published."""
     import dspy_pylon as pylon
 
-    config = pylon.PylonConfig(
-        venue=pylon.Swarm(relays=(relay,), bid_msats=BID_MSATS, auto_pay=True), timeout=60, budget_sats=1
-    )
-    lm = pylon.PylonLM.swarm(customer, config, nwc_uri=nwc_uri, home=home, cache=False, num_retries=0)
     try:
         lm("one more question")
     except Exception as exc:  # DSPy wraps pylon's BudgetExceeded in its LMBillingError

@@ -63,7 +63,8 @@ class Edges:
     http_transport: Any = None
 
     def home_dir(self) -> Path:
-        """``home``, else ``$PYLON_HOME`` (read now), else ``~/.pylon``."""
+        """``home``, else ``$PYLON_HOME`` (read now: the runtime reads it once, when the LM is
+        built), else the default home."""
         if self.home is not None:
             return self.home
         from dspy_pylon.identity import pylon_home
@@ -123,7 +124,9 @@ class PylonRuntime:
         edges: Edges | None = None,
     ) -> None:
         self.config = config
-        self.edges = edges or Edges()
+        # $PYLON_HOME is read now (no I/O): an LM keeps the home it was built under.
+        edges = edges or Edges()
+        self.edges = replace(edges, home=edges.home_dir())
         self.totals = UsageTotals()
         # One budget for the LM and all its copies: deep copies share this runtime.
         self.budget = Budget(config.budget_msats)

@@ -40,7 +40,6 @@ def test_a_locked_ledger_does_not_stall_other_calls(
     scripted: Any,  # noqa: F811 - the imported fixture
     swarm_lm: Any,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keys = nostr_sdk.Keys.generate()
 
@@ -50,12 +49,11 @@ def test_a_locked_ledger_does_not_stall_other_calls(
     provider: ScriptedProvider = scripted(keys, answer)
     target = (keys.public_key().to_hex(),)
     silent = (nostr_sdk.Keys.generate().public_key().to_hex(),)
-    monkeypatch.setenv("PYLON_HOME", str(tmp_path / "home-a"))
-    lm_a = swarm_lm(providers=target, timeout=30.0)
-    monkeypatch.setenv("PYLON_HOME", str(tmp_path / "home-b"))
-    lm_b = swarm_lm(providers=target, timeout=30.0)
-    lm_b_silent = swarm_lm(providers=silent, timeout=1.0)
-    assert lm_b("warm up") == ["answer"]  # connected and subscribed before the lock is taken
+    lm_a = swarm_lm(providers=target, timeout=30.0, home=tmp_path / "home-a")
+    lm_b = swarm_lm(providers=target, timeout=30.0, home=tmp_path / "home-b")
+    lm_b_silent = swarm_lm(providers=silent, timeout=1.0, home=tmp_path / "home-b")
+    # Both connected and subscribed, and A's ledger opened, before the lock is taken.
+    assert lm_a("warm up A") == ["answer"] and lm_b("warm up B") == ["answer"]
 
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(tmp_path / "home-a" / "ledger.sqlite"), str(HOLD_S)],
@@ -88,4 +86,4 @@ def test_a_locked_ledger_does_not_stall_other_calls(
     finally:
         holder.kill()
         holder.wait()
-    assert len(provider.jobs) == 3
+    assert len(provider.jobs) == 4

@@ -13,7 +13,7 @@ from dspy.utils import exceptions as dspy_errors
 
 import dspy_pylon as pylon
 from dspy_pylon.usage import pylon_data
-from tests.helpers import WholeAnswerAdapter
+from tests.helpers import WholeAnswerAdapter, pylon_cause
 from tests.swarm.conftest import DevWallet
 
 from .conftest import RunningProvider, eventually
@@ -290,8 +290,9 @@ SPEC_MNEMONIC = "leader monkey parrot ring guide accident before fence cannon he
 
 def test_swarm_without_identity_says_run_pylon_init(relay_url: str) -> None:
     lm = pylon.LM("pylon:swarm", relays=[relay_url])  # constructing reads nothing
-    with pytest.raises(pylon.IdentityMissing, match="pylon init"):
+    with pytest.raises(Exception, match="pylon init") as caught:
         lm("hello")
+    pylon_cause(caught.value, pylon.IdentityMissing)
 
 
 def test_identity_file_is_used_when_no_key_is_given(relay_url: str, start_provider: StartProvider) -> None:

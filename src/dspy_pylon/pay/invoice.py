@@ -172,6 +172,19 @@ def check_bill(
         invoice = decode_invoice(bill.bolt11)
     except MalformedEvent as exc:
         return _refuse(RefusalCode.BAD_INVOICE, str(exc))
+    return _check_invoice(bill, invoice, job_id, bid_msats, budget_left_msats, now, paid_hashes)
+
+
+def _check_invoice(
+    bill: Bill,
+    invoice: Invoice,
+    job_id: str,
+    bid_msats: int,
+    budget_left_msats: int | None,
+    now: float,
+    paid_hashes: frozenset[str],
+) -> BillCheck:
+    """The rules on a decoded invoice: its amount, the bid and budget, its expiry and its job."""
     if invoice.amount_msats is None:
         return _refuse(
             RefusalCode.NO_AMOUNT,

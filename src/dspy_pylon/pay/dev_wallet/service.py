@@ -120,45 +120,54 @@ class DevWalletService:
             log.exception("request %s failed", event.id[:12])
 
     async def _handle_request(self, event: RawEvent) -> None:
+        opened = await self._open(event)
+        if opened is None:
+            return
+        scheme, plaintext = opened
+        # The store is SQLite: off the loop, like every request's work.
+        account = await asyncio.to_thread(self.store.account_for_pubkey, event.pubkey)
+        if account is None:
+            # Anyone can encrypt to the service; answering costs nothing and tells a misconfigured
+            # client why it gets no money. Not recorded: it has no effect to protect.
+            self.stats["unauthorized"] += 1
+            no_account = (nip47.UNAUTHORIZED, f"this connection has no account ({DEV_WALLET_LABEL})")
+            await self._respond(event, scheme, nip47.result_type_for(plaintext), None, no_account)
+            return
+        first, stored = await asyncio.to_thread(self.store.claim_request, event.id, event.pubkey)
+        if not first:
+            self.stats["duplicate"] += 1
+            if stored is not None:
+                import nostr_sdk
+
+                await self._publish(nostr_sdk.Event.from_json(stored), "stored response")
+            return
+        await self._serve(event, scheme, plaintext, account)
+
+    async def _open(self, event: RawEvent) -> tuple[str, str] | None:
+        """The request's encryption scheme and plaintext, or None (dropped, or refused already)."""
         import nostr_sdk
 
         if event.kind != nip47.REQUEST_KIND or event.value("p") != self._service_pubkey:
             self.stats["dropped: not for us"] += 1
-            return
+            return None
         if nip47.is_expired(event.tags, time.time()):
             self.stats["dropped: expired"] += 1
-            return
+            return None
         scheme = nip47.request_encryption(event.tags)
         client_pubkey = nostr_sdk.PublicKey.parse(event.pubkey)
         if scheme not in ENCRYPTIONS:
             await self._respond(
                 event, nip47.NIP04, "", None, (nip47.UNSUPPORTED_ENCRYPTION, f"encryption {scheme!r} is not supported")
             )
-            return
+            return None
         try:
-            plaintext = self._decrypt(scheme, client_pubkey, event.content)
+            return scheme, self._decrypt(scheme, client_pubkey, event.content)
         except Exception:  # nostr-sdk raises its own error for bad ciphertext
             self.stats["dropped: undecryptable"] += 1
-            return
-        account = self.store.account_for_pubkey(event.pubkey)
-        if account is None:
-            # Anyone can encrypt to the service; answering costs nothing and tells a misconfigured
-            # client why it gets no money. Not recorded: it has no effect to protect.
-            self.stats["unauthorized"] += 1
-            await self._respond(
-                event,
-                scheme,
-                nip47.result_type_for(plaintext),
-                None,
-                (nip47.UNAUTHORIZED, f"this connection has no account ({DEV_WALLET_LABEL})"),
-            )
-            return
-        first, stored = self.store.claim_request(event.id, event.pubkey)
-        if not first:
-            self.stats["duplicate"] += 1
-            if stored is not None:
-                await self._publish(nostr_sdk.Event.from_json(stored), "stored response")
-            return
+            return None
+
+    async def _serve(self, event: RawEvent, scheme: str, plaintext: str, account: str) -> None:
+        """Run a request claimed for ``account`` and answer it (and notify a payee)."""
         paid: DevPayment | None = None
         result_type = nip47.result_type_for(plaintext)
         result: dict[str, Any] | None = None
@@ -260,7 +269,7 @@ class DevWalletService:
         response = sign(nip47.RESPONSE_KIND, content, tags, self._keys)
         if record:
             # Stored before it is sent: a request delivered again after a crash gets this same answer.
-            self.store.record_response(request.id, response.as_json())
+            await asyncio.to_thread(self.store.record_response, request.id, response.as_json())
         await self._publish(response, "response")
 
     async def _notify_payment(self, paid: DevPayment) -> None:
@@ -271,7 +280,7 @@ class DevWalletService:
             (invoice.payee, nip47.PAYMENT_RECEIVED, nip47.INCOMING),
             (invoice.payer, nip47.PAYMENT_SENT, nip47.OUTGOING),
         ):
-            account = self.store.account(account_name) if account_name else None
+            account = await asyncio.to_thread(self.store.account, account_name) if account_name else None
             if account is None:
                 continue
             plaintext = nip47.notification_json(notification_type, invoice.transaction(direction, now).to_dict())
@@ -298,10 +307,6 @@ class DevWalletService:
             return
         try:
             await client.publish(event)
-        except PylonError as exc:  # RelayUnavailable, ResultTooLarge
-            if "duplicate:" in str(exc):
-                # NIP-01's prefix for "already have this event" (a re-sent response or info event):
-                # the relay holds it, which is all publishing is for.
-                return
+        except PylonError as exc:  # RelayUnavailable, ResultTooLarge (a relay's "duplicate:" counts as accepted)
             self.stats[f"unpublished {what}"] += 1
             log.warning("%s: %s not published: %s", DEV_WALLET_LABEL, what, exc)

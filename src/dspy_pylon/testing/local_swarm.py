@@ -1,0 +1,203 @@
+"""A whole swarm on this machine: a relay, the development wallet, provider nodes and paying LMs.
+
+For the demo, tests, benchmarks and anyone trying pylon without a network::
+
+    with LocalSwarm(Path("/tmp/swarm"), providers=2, price_msats=1_000) as swarm:
+        lm = swarm.lm(bid_msats=2_000)
+        lm("Say hi")
+        print(swarm.balance("customer"), swarm.ledger_path)
+
+Everything is real: an embedded nostr-sdk relay (or the relay at ``relay_url``), the
+development wallet service speaking NIP-47 on it (no real money), provider nodes serving
+a llama.cpp server (the embedded one, started here, unless ``backend_url`` names one),
+and customer LMs paying over Nostr Wallet Connect. Relays, wallet and nodes run on a
+loop of their own; the LMs use the process's shared Nostr loop as they always do.
+Constructing does no I/O; :meth:`start` (or ``with``) brings it up, :meth:`close` down.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from dspy_pylon.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dspy_pylon.config import Hybrid, Swarm
+    from dspy_pylon.lm import PylonLM
+    from dspy_pylon.local.embedded import EmbeddedLlama
+    from dspy_pylon.nostr.loop import NostrLoop
+    from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
+    from dspy_pylon.swarm.provider import ProviderNode
+
+#: What the customer account starts with (msats).
+DEFAULT_FUNDS_MSATS = 100_000
+
+
+class LocalSwarm:
+    """A relay, the development wallet, ``providers`` nodes and a funded ``customer`` account.
+
+    ``price_msats`` is each node's price per job (0 serves for free); ``provider_settings``
+    are further :class:`~dspy_pylon.swarm.provider_settings.ProviderSettings` fields for
+    every node. The customer's LMs keep their ledger and reputation under
+    ``state_dir / "customer"`` (their ``home=``), never in the user's ``$PYLON_HOME``.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        providers: int = 1,
+        price_msats: int = 0,
+        funds_msats: int = DEFAULT_FUNDS_MSATS,
+        relay_url: str | None = None,
+        backend_url: str | None = None,
+        provider_settings: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(providers, bool) or not isinstance(providers, int) or providers < 0:
+            raise ConfigError(f"providers must be a non-negative number of nodes, got {providers!r}")
+        self.state_dir = Path(state_dir)
+        self.provider_count = providers
+        self.price_msats = price_msats
+        self.funds_msats = funds_msats
+        self.backend_url = backend_url
+        self.provider_settings = dict(provider_settings or {})
+        self.url = relay_url or ""
+        self._own_relay = relay_url is None
+        self.nodes: list[ProviderNode] = []
+        self._serving: list[Future[int]] = []
+        self._loop: NostrLoop | None = None
+        self._relay: Any = None
+        self._llama: EmbeddedLlama | None = None
+        self._store: DevWalletStore | None = None
+        self._wallet: DevWalletService | None = None
+
+    @property
+    def home(self) -> Path:
+        """The customer LMs' home directory (ledger, reputation, identity)."""
+        return self.state_dir / "customer"
+
+    @property
+    def ledger_path(self) -> Path:
+        """The customer's spend ledger."""
+        return self.home / "ledger.sqlite"
+
+    def start(self) -> LocalSwarm:
+        """Start the relay, the wallet service, the llama.cpp server (if none was named) and the nodes."""
+        from dspy_pylon.nostr.loop import NostrLoop
+        from dspy_pylon.nostr.relay_server import start_embedded_relay
+        from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
+
+        self._loop = loop = NostrLoop("pylon-local-swarm")
+        try:
+            if self._own_relay:
+                self._relay, self.url = loop.run(start_embedded_relay())
+            self._store = DevWalletStore(self.state_dir / "dev-wallet.sqlite")
+            self._store.create_account("customer", self.funds_msats)
+            self._wallet = loop.run(DevWalletService(self._store, (self.url,)).start(), 60)
+            if self.provider_count and self.backend_url is None:
+                from dspy_pylon.local.embedded import EmbeddedLlama
+
+                self._llama = EmbeddedLlama().start()
+                self.backend_url = self._llama.url
+            for n in range(self.provider_count):
+                self._start_node(n)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start_node(self, n: int) -> None:
+        import nostr_sdk
+
+        from dspy_pylon.pay.nwc import NwcWallet
+        from dspy_pylon.swarm.provider import ProviderNode
+        from dspy_pylon.swarm.provider_settings import ProviderSettings
+
+        assert self._loop is not None and self._store is not None
+        account = f"provider-{n}"
+        self._store.create_account(account)
+        fields: dict[str, Any] = {
+            "relays": (self.url,),
+            "state_dir": self.state_dir / account,
+            "backend": "llamacpp",
+            "backend_url": self.backend_url,
+            "name": f"pylon local provider {n}",
+            "price_msats": self.price_msats,
+            **self.provider_settings,
+        }
+        wallet = NwcWallet(self._store.nwc_uri(account, (self.url,)))
+        node = ProviderNode(nostr_sdk.Keys.generate(), ProviderSettings(**fields), wallet=wallet)
+        self._loop.run(node.start(), 60)
+        self.nodes.append(node)
+        self._serving.append(self._loop.submit(node.serve()))
+
+    def __enter__(self) -> LocalSwarm:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def customer_uri(self) -> str:
+        """The NWC URI of the funded customer account (a spending secret of the development wallet)."""
+        if self._store is None:
+            raise ConfigError("the local swarm is not started")
+        return str(self._store.nwc_uri("customer", (self.url,)))
+
+    def balance(self, account: str) -> int:
+        """An account's balance in msats: ``customer`` or ``provider-<n>``."""
+        if self._store is None:
+            raise ConfigError("the local swarm is not started")
+        return int(self._store.balance(account))
+
+    def lm(
+        self,
+        *,
+        venue: Swarm | Hybrid | None = None,
+        bid_msats: int = 2_000,
+        budget_sats: int = 0,
+        timeout: float = 60,
+        **kwargs: Any,
+    ) -> PylonLM:
+        """A ``pylon:swarm`` LM on this swarm (or on ``venue``, e.g. a :class:`~dspy_pylon.config.Hybrid`
+        on this relay), paying from the customer account with ``auto_pay``.
+
+        ``kwargs`` go to :class:`~dspy_pylon.lm.PylonLM` (``private_key``, ``max_tokens``, ``cache``...).
+        """
+        import nostr_sdk
+
+        from dspy_pylon.config import PylonConfig, Swarm
+        from dspy_pylon.lm import PylonLM
+
+        venue = venue or Swarm(relays=(self.url,), bid_msats=bid_msats, auto_pay=True)
+        config = PylonConfig(venue=venue, timeout=timeout, budget_sats=budget_sats)
+        kwargs.setdefault("private_key", nostr_sdk.Keys.generate().secret_key().to_hex())
+        return PylonLM.from_config(config, nwc_uri=self.customer_uri(), home=self.home, **kwargs)
+
+    def close(self) -> None:
+        """Stop the nodes (finishing jobs in flight), the llama.cpp server, the wallet and the relay."""
+        loop = self._loop
+        if loop is not None:
+            for node, serving in zip(self.nodes, self._serving, strict=True):
+                loop.loop.call_soon_threadsafe(node.request_stop)
+                serving.result(60)
+        self.nodes, self._serving = [], []
+        if self._llama is not None:
+            self._llama.stop()
+            self._llama = None
+        if self._wallet is not None and loop is not None:
+            loop.run(self._wallet.stop(), 30)
+            self._wallet = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._relay is not None:
+            self._relay.shutdown()
+            self._relay = None
+        if loop is not None:
+            loop.stop()
+            self._loop = None
