@@ -28,6 +28,7 @@ from dspy_pylon.usage import LmUsage, cost_of
 if TYPE_CHECKING:
     from dspy_pylon.nostr.relay_client import RelayClient
     from dspy_pylon.pay.ledger import SpendLedger
+    from dspy_pylon.pay.nwc import NwcWallet
     from dspy_pylon.swarm.reputation import Reputation
 
 
@@ -138,6 +139,7 @@ class PylonLM(dspy.LM):
         auto_pay: bool | None = None,
         providers: list[str] | tuple[str, ...] | None = None,
         nwc_uri: str | None = None,
+        wallet: NwcWallet | None = None,
         approve_payment: Approver | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
@@ -195,7 +197,7 @@ class PylonLM(dspy.LM):
             http_transport=http_transport,
         )
         self.runtime = PylonRuntime(
-            config, key_source(mnemonic, private_key), wallet_source(nwc_uri), approve_payment, edges
+            config, key_source(mnemonic, private_key), wallet_source(nwc_uri, wallet), approve_payment, edges
         )
         super().__init__(
             model=model,

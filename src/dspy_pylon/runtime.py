@@ -361,8 +361,12 @@ def _usage_of_end(event: lm15.StreamEndEvent) -> LmUsage:
     return LmUsage(prompt, completion, usage.total_tokens or prompt + completion, cost_of(event.provider_data))
 
 
-def wallet_source(nwc_uri: str | None) -> WalletSource | None:
-    """The wallet for an explicit NWC URI (checked now), or None for the home's default."""
+def wallet_source(nwc_uri: str | None, wallet: NwcWallet | None = None) -> WalletSource | None:
+    """The wallet given (an :class:`NwcWallet`, or an NWC URI checked now), or None for the home's default."""
+    if wallet is not None:
+        if nwc_uri is not None:
+            raise ConfigError("pass nwc_uri= or wallet=, not both")
+        return lambda home: wallet
     if nwc_uri is None:
         return None
     from dspy_pylon.pay.nwc import parse_nwc_uri
@@ -370,10 +374,10 @@ def wallet_source(nwc_uri: str | None) -> WalletSource | None:
     parse_nwc_uri(nwc_uri)  # a malformed URI fails now, with a message that does not repeat it
 
     # Like the keys, the URI (it holds a spending secret) stays in this closure only.
-    def wallet(home: Path) -> NwcWallet:
+    def from_uri(home: Path) -> NwcWallet:
         return NwcWallet(nwc_uri)
 
-    return wallet
+    return from_uri
 
 
 def key_source(mnemonic: str | None, private_key: str | None) -> KeySource:

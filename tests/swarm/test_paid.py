@@ -51,7 +51,7 @@ def test_priced_job_moves_exactly_the_price(start_provider: Any, swarm_lm: Any, 
     wallet = provider.node.wallet
     assert wallet is not None
     time.sleep(0.3)
-    assert not wallet._settled_early and not wallet._waiters
+    assert wallet.tracked_payments == 0
 
 
 def test_auto_pay_off_raises_payment_required_then_pay_delivers(

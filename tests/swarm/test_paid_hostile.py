@@ -46,7 +46,9 @@ def hostile(
         dev_wallet.account("provider")
         scripted(keys, lambda job: script(job, keys))
         options = {"auto_pay": True, "bid_msats": BID, "timeout": 5.0, **lm_options}
-        lm = swarm_lm(providers=(keys.public_key().to_hex(),), nwc_uri=dev_wallet.account("customer", FUNDS), **options)
+        if "nwc_uri" not in options:
+            options["nwc_uri"] = dev_wallet.account("customer", FUNDS)
+        lm = swarm_lm(providers=(keys.public_key().to_hex(),), **options)
         return lm, keys
 
     return make
@@ -248,16 +250,18 @@ def test_unanswered_payment_counts_once_and_is_resolved_at_the_next_start(
     lookup at the next start settles it."""
     from dspy_pylon.pay.nwc import NwcWallet
 
-    lm, _ = hostile(lambda job, keys: [_bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000))])
     silent = nostr_sdk.NostrWalletConnectUri(
         nostr_sdk.Keys.generate().public_key(),
         [nostr_sdk.RelayUrl.parse(relay_url)],
         nostr_sdk.SecretKey.generate(),
         None,
     )
-    payer = lm.runtime.swarm().payer
-    assert payer is not None
-    payer._wallet_source = lambda: NwcWallet(str(silent), timeout=1)
+    dev_wallet.account("customer", FUNDS)
+    lm, _ = hostile(
+        lambda job, keys: [_bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000))],
+        nwc_uri=None,
+        wallet=NwcWallet(str(silent), timeout=1),
+    )
     with pytest.raises(dspy_errors.LMBillingError) as caught:
         lm("question")
     assert "did not confirm the payment" in str(pylon_cause(caught.value, pylon.PaymentFailed))

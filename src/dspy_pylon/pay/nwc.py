@@ -172,6 +172,12 @@ class NwcWallet:
         return f"NwcWallet(wallet={self.wallet_pubkey[:12]}…, relays={list(self.relays)})"
 
     @property
+    def tracked_payments(self) -> int:
+        """Payments this wallet still keeps state for: waits in progress and settlements that
+        arrived before their wait (bounded; both end when the wait does)."""
+        return len(self._waiters) + len(self._settled_early)
+
+    @property
     def client_pubkey(self) -> str:
         """The public key this connection signs wallet requests with."""
         import nostr_sdk
