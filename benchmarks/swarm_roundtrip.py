@@ -143,6 +143,10 @@ class TimedRouter:
         route, client = self._inner.resolve()
         return route, _TimedClient(client, self.samples)
 
+    def cached(self) -> tuple[Any, Any] | None:
+        resolved = self._inner.cached()
+        return None if resolved is None else (resolved[0], _TimedClient(resolved[1], self.samples))
+
 
 def profile_relay_client(client: Any, who: str) -> None:
     """``--profile``: mark each publish of a pylon ``RelayClient`` and each event its handlers get."""

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from dspy_pylon.plain_errors import StoreError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class OffLoop:
+    """A store an event loop calls through :meth:`run`: on a writer thread of the store's own.
+
+    Its calls block on SQLite (up to the busy timeout when another process holds the
+    lock); one thread per store keeps them in order, off every loop, and a store locked
+    elsewhere delays only its own callers, not another store's.
+    """
+
+    _writer: ThreadPoolExecutor | None = None
+    _writer_lock = threading.Lock()
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` on this store's writer thread, awaited."""
+        writer = self._writer
+        if writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"pylon-{type(self).__name__}")
+                writer = self._writer
+        return await asyncio.get_running_loop().run_in_executor(writer, functools.partial(fn, *args, **kwargs))
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=False)
+
 
 # How long a store waits for another process's lock before giving up.
 _BUSY_S = 10.0

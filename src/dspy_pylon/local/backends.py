@@ -153,6 +153,10 @@ class LocalRouter:
         # never hands the calls to another backend or the embedded model unannounced.
         self._first: Route | None = None
 
+    def cached(self) -> tuple[Route, ChatClient] | None:
+        """The resolved route and client, if resolved (never probes: safe on an event loop)."""
+        return self._resolved
+
     def resolve(self) -> tuple[Route, ChatClient]:
         """The route and client for the next call (probing only when nothing is cached)."""
         resolved = self._resolved

@@ -108,7 +108,7 @@ class Payer:
 
         Never pays: a job whose payment did not go through is marked ``payment_failed``.
         """
-        stuck = await asyncio.to_thread(self.ledger.entries, "spent", Spent.PAYING)
+        stuck = await self.ledger.run(self.ledger.entries, "spent", Spent.PAYING)
         if not stuck:
             return 0
         try:
@@ -126,9 +126,9 @@ class Payer:
                 if exc.code != "NOT_FOUND":
                     log.warning("could not look up the payment of job %s: %s", entry.job_id[:12], exc)
                     continue
-                await asyncio.to_thread(self.ledger.resolve, entry.job_id, settled=False)
+                await self.ledger.run(self.ledger.resolve, entry.job_id, settled=False)
             else:
-                await asyncio.to_thread(
+                await self.ledger.run(
                     self.ledger.resolve,
                     entry.job_id,
                     settled=status.settled,
@@ -187,7 +187,7 @@ class JobBill:
         amount = invoice.amount_msats or 0
         if not (approved or self.payer.auto_pay):
             if self.payer.approve is None:
-                await asyncio.to_thread(
+                await ledger.run(
                     ledger.await_approval,
                     self.job_id,
                     provider=bill.provider,
@@ -209,7 +209,7 @@ class JobBill:
         return await self._pay(bill, invoice)
 
     async def _refuse(self, bill: Bill, code: RefusalCode, reason: str, amount: int) -> PaymentStopped:
-        await asyncio.to_thread(
+        await self.payer.ledger.run(
             self.payer.ledger.refuse, self.job_id, code, reason, provider=bill.provider, invoice_msats=amount or None
         )
         return PaymentStopped(
@@ -224,7 +224,7 @@ class JobBill:
             wallet = self.payer.wallet()
         except ConfigError as exc:
             return PaymentStopped(exc)
-        claim = await asyncio.to_thread(
+        claim = await ledger.run(
             ledger.begin_payment,
             self.job_id,
             provider=bill.provider,
@@ -254,7 +254,7 @@ class JobBill:
                         " it as 'paying' until it is looked up"
                     ),
                 )
-            await asyncio.to_thread(ledger.payment_failed, self.job_id, str(exc))
+            await ledger.run(ledger.payment_failed, self.job_id, str(exc))
             return PaymentStopped(PaymentFailed(f"the wallet did not pay for job {self.job_id[:12]}…: {exc}"))
         self.in_flight_msats = 0
         paid = amount + result.fees_msats
@@ -263,8 +263,8 @@ class JobBill:
         if not _proves(result.preimage, invoice.payment_hash):
             # Paid, by the wallet's word, but without proof: keep the evidence, say so.
             log.warning("job %s: the wallet's preimage does not match the invoice's payment hash", self.job_id[:12])
-            await asyncio.to_thread(ledger.note, self.job_id, "the wallet's preimage does not prove the payment")
-        await asyncio.to_thread(
+            await ledger.run(ledger.note, self.job_id, "the wallet's preimage does not prove the payment")
+        await ledger.run(
             ledger.payment_succeeded,
             self.job_id,
             preimage=result.preimage,
@@ -290,7 +290,7 @@ class JobBill:
         if unconfirmed_msats:
             self.payer.budget.settle(self.reservation, unconfirmed_msats)
         self.payer.budget.release(self.reservation)
-        await asyncio.to_thread(self.payer.ledger.finish, self.job_id, answered=answered, reason=reason, **details)  # type: ignore[arg-type]
+        await self.payer.ledger.run(self.payer.ledger.finish, self.job_id, answered=answered, reason=reason, **details)  # type: ignore[arg-type]
 
 
 def _proves(preimage: str, payment_hash: str) -> bool:

@@ -39,7 +39,7 @@ from dspy_pylon.pay.ledger_schema import (
 )
 from dspy_pylon.pay.liveness import alive, this_process
 from dspy_pylon.plain_errors import StoreError
-from dspy_pylon.sqlite_store import open_store
+from dspy_pylon.sqlite_store import OffLoop, open_store
 
 __all__ = ["PAID_STATES", "PAYABLE_STATES", "Claim", "Earned", "LedgerEntry", "SpendLedger", "SpendRow", "Spent"]
 
@@ -58,7 +58,7 @@ _SETTABLE = frozenset(COLUMNS.split(", ")) - {
 _REASON_CHARS = 1000
 
 
-class SpendLedger:
+class SpendLedger(OffLoop):
     """The ledger at ``path`` (WAL SQLite). Thread-safe; several processes may share it.
 
     Opening an older ledger upgrades it in place (every row kept); a file that is not a
@@ -428,3 +428,4 @@ class SpendLedger:
         """Close the database."""
         with self._lock:
             self._db.close()
+        self._stop_writer()

@@ -183,7 +183,7 @@ class SwarmCustomer:
         job_id = event.id().to_hex()
         bill = None
         if payer is not None:
-            bill = await asyncio.to_thread(
+            bill = await payer.ledger.run(
                 payer.open,
                 job_id,
                 providers=request.providers,
@@ -293,7 +293,7 @@ class SwarmCustomer:
             self.ignored[action.why] += 1
         elif isinstance(action, Note):
             if bill is not None:
-                await asyncio.to_thread(bill.payer.ledger.note, job.machine.job_id, action.text)
+                await bill.payer.ledger.run(bill.payer.ledger.note, job.machine.job_id, action.text)
         elif isinstance(action, Credit | Blame):
             await self._rate(action)
         elif isinstance(action, Cancel):
@@ -338,11 +338,11 @@ class SwarmCustomer:
         if self.reputation is None:
             return
         if isinstance(action, Credit):
-            await asyncio.to_thread(self.reputation.record_success, action.provider, action.latency_ms)
+            await self.reputation.run(self.reputation.record_success, action.provider, action.latency_ms)
         elif action.kind == "timeout":
-            await asyncio.to_thread(self.reputation.record_timeout, action.provider)
+            await self.reputation.run(self.reputation.record_timeout, action.provider)
         else:
-            await asyncio.to_thread(self.reputation.record_error, action.provider)
+            await self.reputation.run(self.reputation.record_error, action.provider)
 
     async def _forget_expired_approvals(self, client: RelayClient) -> None:
         """Close jobs whose bill expired unapproved: they can no longer be paid."""
@@ -359,7 +359,7 @@ class SwarmCustomer:
         async with self._recovering:
             if not self._recovered:
                 self._recovered = True
-                orphans = await asyncio.to_thread(payer.ledger.close_orphans)
+                orphans = await payer.ledger.run(payer.ledger.close_orphans)
                 resolved = await payer.recover()
                 if resolved:
                     log.info("resolved %d payments interrupted by a restart", resolved)
@@ -372,7 +372,7 @@ class SwarmCustomer:
         (results are stored there) so the ledger says so. The newest ``limit`` such jobs, once each."""
         import nostr_sdk
 
-        unanswered = await asyncio.to_thread(payer.ledger.unlooked_interrupted, limit)
+        unanswered = await payer.ledger.run(payer.ledger.unlooked_interrupted, limit)
         if not unanswered or self._client is None:
             return
         by_id = {entry.job_id: entry for entry in unanswered}
@@ -396,10 +396,10 @@ class SwarmCustomer:
                 continue
             entry = by_id.get(result.request_id)
             if entry is not None and result.customer == self.pubkey and result.provider == entry.provider:
-                await asyncio.to_thread(payer.ledger.result_found_later, entry.job_id)
+                await payer.ledger.run(payer.ledger.result_found_later, entry.job_id)
                 del by_id[entry.job_id]
         for job_id in by_id:  # looked for once: later starts need not ask the relays again
-            await asyncio.to_thread(payer.ledger.relays_checked, job_id)
+            await payer.ledger.run(payer.ledger.relays_checked, job_id)
 
     async def _cancel(self, client: RelayClient, job_id: str, kind: int, why: str) -> None:
         tags, reason = deletion_tags(job_id, kind, why)

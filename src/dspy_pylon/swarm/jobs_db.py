@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dspy_pylon.plain_errors import StoreError
-from dspy_pylon.sqlite_store import has_table, migrate, open_store
+from dspy_pylon.sqlite_store import OffLoop, has_table, migrate, open_store
 
 
 class JobStatus(enum.StrEnum):
@@ -66,7 +66,7 @@ def _to_v1(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs_v1 RENAME TO jobs")
 
 
-class JobsDB:
+class JobsDB(OffLoop):
     """Jobs a provider has taken, by event id. Thread-safe."""
 
     def __init__(self, path: Path | str) -> None:
@@ -114,3 +114,4 @@ class JobsDB:
         """Close the database."""
         with self._lock:
             self._db.close()
+        self._stop_writer()

@@ -186,7 +186,7 @@ class ProviderNode:
         self._spawn(self._admit(event, targeted))
 
     async def _claim(self, job_id: str, customer: str, kind: int) -> bool:
-        return await asyncio.to_thread(self.jobs.claim, job_id, customer, kind)
+        return await self.jobs.run(self.jobs.claim, job_id, customer, kind)
 
     async def _admit(self, event: RawEvent, targeted: bool) -> None:
         """Claim the job (once, durably), then refuse, bill or queue it as :func:`admission.admit` says."""
@@ -245,7 +245,11 @@ class ProviderNode:
         # Not awaited: inference need not wait for the relay's OK on a status message.
         self._spawn(self.feedback(job, "processing"))
         try:
-            _, client = await asyncio.to_thread(self.router.resolve)  # probes again after a failure
+            # Probing (after a failure) blocks on HTTP: a worker thread then, never the loop.
+            resolved = self.router.cached()
+            if resolved is None:
+                resolved = await asyncio.to_thread(self.router.resolve)
+            client = resolved[1]
             response = await client.acomplete(request, route, self.capabilities)
         except (PylonError, lm15.LM15Error) as exc:
             self.router.invalidate()
@@ -278,12 +282,12 @@ class ProviderNode:
             return
         except PylonError as exc:
             log.warning("could not publish the result of job %s: %s", job.id[:12], exc)
-            await asyncio.to_thread(self.jobs.move, job.id, JobStatus.ERROR, str(exc))
+            await self.jobs.run(self.jobs.move, job.id, JobStatus.ERROR, str(exc))
             self._count(error=True)
             return
-        await asyncio.to_thread(self.jobs.move, job.id, JobStatus.DONE)
+        await self.jobs.run(self.jobs.move, job.id, JobStatus.DONE)
         if self.serving.price_for(job):
-            await asyncio.to_thread(
+            await self.ledger.run(
                 self.ledger.earning_finished,
                 job.id,
                 Earned.DONE,
@@ -321,9 +325,9 @@ class ProviderNode:
             await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
         except PylonError as exc:
             log.info("error feedback for job %s not delivered: %s", job_id[:12], exc)
-        await asyncio.to_thread(self.jobs.move, job_id, status, why)
+        await self.jobs.run(self.jobs.move, job_id, status, why)
         if status is JobStatus.REFUSED:  # a job billed, then refused (no-op when it was never billed)
-            await asyncio.to_thread(self.ledger.earning_finished, job_id, Earned.FAILED, why)
+            await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, why)
         self._count(error=True)
 
     def _count(self, *, error: bool) -> None:

@@ -18,7 +18,7 @@ from dspy_pylon.nostr.nip90 import JobRequest
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.invoice import Invoice, decode_invoice
 from dspy_pylon.pay.ledger import Earned, SpendLedger
-from dspy_pylon.pay.nwc import NwcWallet
+from dspy_pylon.pay.nwc import MadeInvoice, NwcWallet
 from dspy_pylon.swarm.invoice_pool import InvoicePool
 from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
 
@@ -74,17 +74,7 @@ class ProviderBilling:
         except (WalletError, MalformedEvent) as exc:
             await self.node.refuse(job.id, job.customer, f"could not create an invoice: {exc}")
             return
-        await asyncio.to_thread(
-            self.ledger.record_invoice,
-            job.id,
-            customer=job.customer,
-            model=job.param("model") or "",
-            bid_msats=job.bid_msats or 0,
-            invoice_msats=price,
-            bolt11=invoice.bolt11,
-            payment_hash=invoice.payment_hash,
-        )
-        await asyncio.to_thread(self.jobs.move, job.id, JobStatus.AWAITING_PAYMENT)
+        await self.ledger.run(self._record_bill, job, price, invoice)
         await self.node.feedback(job, "payment-required", amount_msats=price, bolt11=invoice.bolt11)
         await self._await_payment(job, invoice.payment_hash, invoice.expires_at)
 
@@ -95,13 +85,31 @@ class ProviderBilling:
         """
         status = await self.wallet.wait_settled(payment_hash, expires_at)
         if status is None:
-            await asyncio.to_thread(self.ledger.earning_finished, job.id, Earned.EXPIRED, "invoice expired unpaid")
+            await self.ledger.run(self.ledger.earning_finished, job.id, Earned.EXPIRED, "invoice expired unpaid")
             why = "invoice expired unpaid; the job was dropped"
             await self.node.refuse(job.id, job.customer, why, status=JobStatus.EXPIRED)
             return
-        await asyncio.to_thread(self.ledger.earning_settled, job.id, preimage=status.preimage)
-        await asyncio.to_thread(self.jobs.move, job.id, JobStatus.RUNNING)
+        await self.ledger.run(self._record_payment, job.id, status.preimage)
         await self.node.run_paid(job)
+
+    # Blocking (SQLite), run in a worker thread; one hop each on the customer's critical path.
+
+    def _record_bill(self, job: JobRequest, price: int, invoice: MadeInvoice) -> None:
+        """The invoice is recorded before the customer can see it (and pay it)."""
+        self.ledger.record_invoice(
+            job.id,
+            customer=job.customer,
+            model=job.param("model") or "",
+            bid_msats=job.bid_msats or 0,
+            invoice_msats=price,
+            bolt11=invoice.bolt11,
+            payment_hash=invoice.payment_hash,
+        )
+        self.jobs.move(job.id, JobStatus.AWAITING_PAYMENT)
+
+    def _record_payment(self, job_id: str, preimage: str | None) -> None:
+        self.ledger.earning_settled(job_id, preimage=preimage)
+        self.jobs.move(job_id, JobStatus.RUNNING)
 
     async def resume(self, client: RelayClient, keys: Any) -> int:
         """After a restart: wait again for invoices sent before it; returns how many were resumed.
@@ -110,7 +118,7 @@ class ProviderBilling:
         """
         import nostr_sdk
 
-        waiting = await asyncio.to_thread(self._still_payable)
+        waiting = await self.ledger.run(self._still_payable)
         if not waiting:
             return 0
         jobs: dict[str, JobRequest] = {}
@@ -128,7 +136,7 @@ class ProviderBilling:
             job = jobs.get(job_id)
             if job is None:
                 why = "the job request is no longer on the relays"
-                await asyncio.to_thread(self.ledger.earning_finished, job_id, Earned.FAILED, why)
+                await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, why)
                 continue
             self._track(self._await_payment(job, invoice.payment_hash, invoice.expires_at))
             resumed += 1

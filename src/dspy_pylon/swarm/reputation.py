@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from dspy_pylon.sqlite_store import open_store
+from dspy_pylon.sqlite_store import OffLoop, open_store
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ProviderStats:
         return (self.successes + 1) / (self.jobs + 2)
 
 
-class Reputation:
+class Reputation(OffLoop):
     """Statistics of every provider this machine used. Thread-safe."""
 
     def __init__(self, path: Path | str) -> None:
@@ -98,3 +98,4 @@ class Reputation:
         """Close the database."""
         with self._lock:
             self._db.close()
+        self._stop_writer()

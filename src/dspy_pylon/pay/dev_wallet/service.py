@@ -125,7 +125,7 @@ class DevWalletService:
             return
         scheme, plaintext = opened
         # The store is SQLite: off the loop, like every request's work.
-        account = await asyncio.to_thread(self.store.account_for_pubkey, event.pubkey)
+        account = await self.store.run(self.store.account_for_pubkey, event.pubkey)
         if account is None:
             # Anyone can encrypt to the service; answering costs nothing and tells a misconfigured
             # client why it gets no money. Not recorded: it has no effect to protect.
@@ -133,7 +133,7 @@ class DevWalletService:
             no_account = (nip47.UNAUTHORIZED, f"this connection has no account ({DEV_WALLET_LABEL})")
             await self._respond(event, scheme, nip47.result_type_for(plaintext), None, no_account)
             return
-        first, stored = await asyncio.to_thread(self.store.claim_request, event.id, event.pubkey)
+        first, stored = await self.store.run(self.store.claim_request, event.id, event.pubkey)
         if not first:
             self.stats["duplicate"] += 1
             if stored is not None:
@@ -177,7 +177,7 @@ class DevWalletService:
             result_type = request.method
             # Invoice signing and SQLite take milliseconds: off the loop, so other requests and
             # anything else sharing the loop keep moving (the store is thread-safe).
-            result, paid = await asyncio.to_thread(self._dispatch, account, request)
+            result, paid = await self.store.run(self._dispatch, account, request)
         except DevWalletRefusal as refusal:
             error = (refusal.code, str(refusal))
         except MalformedEvent as exc:
@@ -269,7 +269,7 @@ class DevWalletService:
         response = sign(nip47.RESPONSE_KIND, content, tags, self._keys)
         if record:
             # Stored before it is sent: a request delivered again after a crash gets this same answer.
-            await asyncio.to_thread(self.store.record_response, request.id, response.as_json())
+            await self.store.run(self.store.record_response, request.id, response.as_json())
         await self._publish(response, "response")
 
     async def _notify_payment(self, paid: DevPayment) -> None:
@@ -280,7 +280,7 @@ class DevWalletService:
             (invoice.payee, nip47.PAYMENT_RECEIVED, nip47.INCOMING),
             (invoice.payer, nip47.PAYMENT_SENT, nip47.OUTGOING),
         ):
-            account = await asyncio.to_thread(self.store.account, account_name) if account_name else None
+            account = await self.store.run(self.store.account, account_name) if account_name else None
             if account is None:
                 continue
             plaintext = nip47.notification_json(notification_type, invoice.transaction(direction, now).to_dict())

@@ -27,7 +27,7 @@ from dspy_pylon.pay.dev_wallet.records import (
     _payment_hash,
     _refuse,
 )
-from dspy_pylon.sqlite_store import open_store
+from dspy_pylon.sqlite_store import OffLoop, open_store
 
 _META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA = (
@@ -71,7 +71,7 @@ _INVOICE_COLUMNS = (
 )
 
 
-class DevWalletStore:
+class DevWalletStore(OffLoop):
     """Accounts, balances, invoices and handled requests of the development wallet (SQLite, WAL).
 
     Thread-safe: one lock serialises the connection. Money moves only inside
@@ -415,6 +415,7 @@ class DevWalletStore:
         """Close the database."""
         with self._lock:
             self._db.close()
+        self._stop_writer()
 
 
 def _new_nostr_secret() -> str:
