@@ -116,6 +116,7 @@ def test_a_bug_inside_a_job_is_answered_and_the_worker_lives_on(
         return (route, Broken()) if not broken.is_set() else (route, client)
 
     monkeypatch.setattr(provider.node.router, "resolve", resolve)
+    monkeypatch.setattr(provider.node.router, "cached", resolve)  # the route the node reuses per job
     lm = swarm_lm(providers=(provider.pubkey,), timeout=20, max_tokens=3)
     with pytest.raises(dspy_errors.LMProviderError, match="internal error"):
         lm("first")
