@@ -87,3 +87,35 @@ def test_a_locked_ledger_does_not_stall_other_calls(
         holder.kill()
         holder.wait()
     assert len(provider.jobs) == 4
+
+
+def test_a_call_cancelled_while_its_ledger_is_locked_leaves_nothing_open(swarm_lm: Any, tmp_path: Path) -> None:
+    """Cancelled while the ledger (locked by another process) records its job: once the record
+    is written, the job is closed and its reservation given back."""
+    import asyncio
+
+    from dspy_pylon.pay.ledger import SpendLedger
+
+    home = tmp_path / "home"
+    SpendLedger(home / "ledger.sqlite").close()
+    silent = (nostr_sdk.Keys.generate().public_key().to_hex(),)
+    lm = swarm_lm(providers=silent, timeout=30.0, home=home, budget_sats=10, bid_msats=2_000)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(home / "ledger.sqlite"), "2"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TimeoutError):
+            asyncio.run(asyncio.wait_for(lm.acall("cancelled while the ledger is locked"), 0.5))
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+        holder.wait()
+    ledger = SpendLedger(home / "ledger.sqlite")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (ledger.entries() and ledger.entries()[0].state == "failed"):
+        time.sleep(0.05)
+    [entry] = ledger.entries()
+    assert entry.state == "failed" and "cancelled" in entry.reason
+    assert lm.runtime.budget.reserved_msats == 0 and lm.remaining_budget_msats() == 10_000
+    ledger.close()

@@ -124,6 +124,7 @@ class SwarmCustomer:
         self._started = asyncio.Lock()
         self._recovering = asyncio.Lock()
         self._recovered = False
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def awaiting_approval(self) -> tuple[str, ...]:
@@ -181,15 +182,7 @@ class SwarmCustomer:
             await self._recover(payer)
         event = request.to_event(self.keys)
         job_id = event.id().to_hex()
-        bill = None
-        if payer is not None:
-            bill = await payer.ledger.run(
-                payer.open,
-                job_id,
-                providers=request.providers,
-                bid_msats=request.bid_msats or 0,
-                model=request.param("model") or "",
-            )
+        bill = await self._open_bill(payer, request, job_id) if payer is not None else None
         machine = CustomerJob(
             job_id,
             self.pubkey,
@@ -213,6 +206,33 @@ class SwarmCustomer:
         finally:
             if not job.parked:
                 self._unregister(job)
+
+    async def _open_bill(self, payer: Payer, request: JobRequest, job_id: str) -> JobBill:
+        """Reserve the bid and record the job (on the ledger's thread). A call cancelled meanwhile
+        still gets its job closed once the record is written: no reservation or open row is left."""
+        opening = asyncio.ensure_future(
+            payer.ledger.run(
+                payer.open,
+                job_id,
+                providers=request.providers,
+                bid_msats=request.bid_msats or 0,
+                model=request.param("model") or "",
+            )
+        )
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._close_unused_bill)
+            raise
+
+    def _close_unused_bill(self, opening: asyncio.Future[JobBill]) -> None:
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            opening.result().close(answered=False, reason="the call was cancelled before publishing")
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _unregister(self, job: _Job) -> None:
         """Stop routing events to ``job``; count those it never read."""
