@@ -122,6 +122,11 @@ class PylonLM(dspy.LM):
     route taken (venue, backend, base URL, served model), latency and ``cost_msats``.
     Each history entry's ``cost`` holds that exact cost as an integer number of
     millisatoshis (``cost_details["currency"] == "msat"``), 0 for a cache hit.
+
+    What the LM talks to can be handed in instead of built from the environment on first
+    use: ``home`` (instead of ``$PYLON_HOME``), ``ledger``, ``reputation``, ``relay_client``
+    (shared, left open), ``http_transport`` (every request to local servers) and ``wallet``
+    (instead of ``nwc_uri``). Constructing an LM does no I/O.
     """
 
     def __init__(
