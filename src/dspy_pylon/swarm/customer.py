@@ -52,6 +52,7 @@ from dspy_pylon.swarm.lifecycle import (
     ResultCheck,
     Suspend,
 )
+from dspy_pylon.swarm.recovery import recover_interrupted
 from dspy_pylon.swarm.reputation import Reputation
 
 __all__ = ["JobOutcome", "ResultCheck", "SwarmCustomer"]
@@ -379,47 +380,8 @@ class SwarmCustomer:
         async with self._recovering:
             if not self._recovered:
                 self._recovered = True
-                orphans = await payer.ledger.run(payer.ledger.close_orphans)
-                resolved = await payer.recover()
-                if resolved:
-                    log.info("resolved %d payments interrupted by a restart", resolved)
-                if orphans:
-                    log.info("closed %d unpaid jobs of a process that stopped mid-call", orphans)
-                await self._find_late_results(payer)
-
-    async def _find_late_results(self, payer: Payer, limit: int = 50) -> None:
-        """Paid jobs whose call was interrupted may have been answered after all: look on the relays
-        (results are stored there) so the ledger says so. The newest ``limit`` such jobs, once each."""
-        import nostr_sdk
-
-        unanswered = await payer.ledger.run(payer.ledger.unlooked_interrupted, limit)
-        if not unanswered or self._client is None:
-            return
-        by_id = {entry.job_id: entry for entry in unanswered}
-        try:
-            found = await self._client.fetch(
-                [
-                    nostr_sdk.Filter()
-                    .kinds([nostr_sdk.Kind(k) for k in RESULT_KINDS])
-                    .pubkey(self.keys.public_key())
-                    .events([nostr_sdk.EventId.parse(job_id) for job_id in by_id])
-                ],
-                timeout=3.0,
-            )
-        except Exception as exc:  # best effort: the ledger already says "paid without a result"
-            log.info("could not look for late results: %s", exc)
-            return
-        for raw in found:
-            try:
-                result = JobResult.from_event(raw, self.keys)
-            except MalformedEvent:
-                continue
-            entry = by_id.get(result.request_id)
-            if entry is not None and result.customer == self.pubkey and result.provider == entry.provider:
-                await payer.ledger.run(payer.ledger.result_found_later, entry.job_id)
-                del by_id[entry.job_id]
-        for job_id in by_id:  # looked for once: later starts need not ask the relays again
-            await payer.ledger.run(payer.ledger.relays_checked, job_id)
+                assert self._client is not None
+                await recover_interrupted(payer, self._client, self.keys)
 
     async def _cancel(self, client: RelayClient, job_id: str, kind: int, why: str) -> None:
         tags, reason = deletion_tags(job_id, kind, why)
