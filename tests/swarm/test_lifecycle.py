@@ -15,7 +15,6 @@ from dspy_pylon.errors import JobFailed, MalformedEvent, PaymentFailed, PaymentR
 from dspy_pylon.nostr.nip90 import JobFeedback, JobResult
 from dspy_pylon.pay.invoice import Bill
 from dspy_pylon.pay.outcomes import ApprovalNeeded, PaymentSettled, PaymentSkipped, PaymentStopped, PaymentUnconfirmed
-from dspy_pylon.swarm import lifecycle
 from dspy_pylon.swarm.lifecycle import (
     FINAL,
     TRANSITIONS,
@@ -452,4 +451,3 @@ def test_a_driver_that_answers_each_payment_at_once(
 
 def test_final_states_are_exactly_the_ones_without_moves() -> None:
     assert {S.ANSWERED, S.FAILED} == FINAL
-    assert lifecycle.FINAL is FINAL

@@ -179,7 +179,7 @@ class JobBill:
             now=time.time(),
             paid_hashes=frozenset(self.payer.paid_hashes),
         )
-        if not verdict.ok or verdict.invoice is None or verdict.code is not None:
+        if not verdict.ok or verdict.invoice is None:
             return await self._refuse(
                 bill, verdict.code or RefusalCode.BAD_INVOICE, verdict.reason, verdict.amount_msats
             )
