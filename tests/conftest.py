@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# rich reads the width once, when the CLI module makes its console: tables as on a wide terminal.
+os.environ.setdefault("COLUMNS", "200")
 
 import dspy
 import pytest

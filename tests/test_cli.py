@@ -1,4 +1,5 @@
-"""The ``pylon`` command, run as a user runs it."""
+"""The ``pylon`` command: ``--version`` and the demo as their own processes (the real entry point),
+the rest in-process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 import dspy_pylon as pylon
+from tests.cli_run import run_pylon
 
 
 def _pylon(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -28,7 +30,7 @@ def test_version() -> None:
 
 
 def test_local_detect_shows_every_backend(closed_backends: dict[str, str]) -> None:
-    result = _pylon("local", "detect")
+    result = run_pylon("local", "detect")
     assert result.returncode == 0, result.stderr
     for name in ("ollama", "apple-fm", "llamacpp"):
         assert name in result.stdout
@@ -37,14 +39,14 @@ def test_local_detect_shows_every_backend(closed_backends: dict[str, str]) -> No
 
 
 def test_local_detect_finds_a_running_server(llamacpp_url: str) -> None:
-    result = _pylon("local", "detect")
+    result = run_pylon("local", "detect")
     assert result.returncode == 0
     line = next(line for line in result.stdout.splitlines() if llamacpp_url in line)
     assert "yes" in line
 
 
 def test_serve_refuses_a_missing_model_file(tmp_path: object) -> None:
-    result = _pylon("local", "serve", "--model", "/nonexistent/model.gguf")
+    result = run_pylon("local", "serve", "--model", "/nonexistent/model.gguf")
     assert result.returncode != 0
     assert "model file not found" in result.stderr
 

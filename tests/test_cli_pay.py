@@ -1,11 +1,9 @@
-"""The payment commands of ``pylon`` (``spend``, ``wallet ...``), run as a user runs them."""
+"""The payment commands of ``pylon`` (``spend``, ``wallet ...``), run in-process as a user runs them."""
 
 from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import nostr_sdk
@@ -16,6 +14,7 @@ from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletStore
 from dspy_pylon.pay.invoice import RefusalCode
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet, load_nwc_uri
+from tests.cli_run import Ran, run_pylon
 
 # The development wallet service on a real relay (both relays of the swarm suite).
 from tests.swarm.conftest import DevWallet, dev_wallet, relay_loop, relay_url  # noqa: F401
@@ -25,22 +24,11 @@ OTHER_PROVIDER = "b2" * 32
 CUSTOMER = "c3" * 32
 
 
-def _pylon(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "COLUMNS": "200"}
-    environment.pop("PYLON_NWC_URI", None)  # only what a test sets
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "dspy_pylon.cli", *args],
-        input=stdin,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
+def _pylon(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Ran:
+    return run_pylon(*args, env=env, stdin=stdin)
 
 
-def _clean_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+def _clean_error(result: Ran, code: int = 1) -> str:
     """The error a command printed, after checking it failed cleanly (no traceback)."""
     assert result.returncode == code, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout

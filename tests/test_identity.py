@@ -32,6 +32,7 @@ from dspy_pylon.identity import (
     resolve_keys,
     validate_mnemonic,
 )
+from tests.cli_run import Ran, run_pylon
 
 # NIP-06 spec vectors (https://github.com/nostr-protocol/nips/blob/master/06.md).
 VECTOR_12 = "leader monkey parrot ring guide accident before fence cannon height naive bean"
@@ -391,14 +392,19 @@ def test_resolve_keys_bad_private_key(bad: str) -> None:
 # --- CLI --------------------------------------------------------------------------------------
 
 
-def _pylon(*args: str, home: Path, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _pylon(*args: str, home: Path, stdin: str | None = None) -> Ran:
+    """``pylon *args`` in-process with ``$PYLON_HOME`` at ``home``."""
+    return run_pylon(*args, env={"PYLON_HOME": str(home)}, stdin=stdin)
+
+
+def _pylon_process(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m dspy_pylon.cli *args`` as its own process (what logging prints reaches stderr there)."""
     return subprocess.run(
         [sys.executable, "-m", "dspy_pylon.cli", *args],
         capture_output=True,
         text=True,
-        input=stdin,
-        timeout=timeout,
-        env={**os.environ, "PYLON_HOME": str(home), "COLUMNS": "160"},
+        timeout=120,
+        env={**os.environ, "PYLON_HOME": str(home)},
     )
 
 
@@ -473,7 +479,7 @@ def test_cli_identity_missing(tmp_path: Path) -> None:
 def test_cli_identity_warns_about_permissions(tmp_path: Path) -> None:
     path = init_identity(tmp_path, words=VECTOR_12)
     os.chmod(path, 0o640)
-    result = _pylon("identity", home=tmp_path)
+    result = _pylon_process("identity", home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert _field(result.stdout, "npub") == VECTOR_12_NPUB
     assert "chmod 600" in result.stderr

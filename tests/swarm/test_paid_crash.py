@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import nostr_sdk
+import pytest
 
 from dspy_pylon.pay.ledger import PAID_STATES, SpendLedger
 from tests.swarm.conftest import DevWallet
@@ -28,6 +29,9 @@ FUNDS = 1_000_000
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The crash safety is the customer's (its ledger and restart recovery); one relay suffices, and the
+# production-like one keeps every event across the customer's lives, as a real relay does.
+@pytest.mark.parametrize("relay_url", ["nostr-relay"], indirect=True)
 def test_sigkill_mid_payment_never_pays_twice(
     start_provider: Any, dev_wallet: DevWallet, relay_url: str, tmp_path: Path
 ) -> None:
