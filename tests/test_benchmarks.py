@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
 QUICK: dict[str, list[str]] = {
-    "import_overhead.py": ["--rounds", "2"],
-    "cli_startup.py": ["--rounds", "2"],
+    "import_overhead.py": ["--rounds", "1"],
+    "cli_startup.py": ["--rounds", "1"],
     "local_overhead.py": ["--iterations", "3", "--warmup", "1"],
     "swarm_roundtrip.py": ["--iterations", "3", "--warmup", "1", "--no-diagnostic"],
     "paid_roundtrip.py": ["--iterations", "3", "--warmup", "1", "--jobs", "8", "--inflight", "4", "--no-diagnostic"],

@@ -50,6 +50,12 @@ def providers(
         provider.kill()
 
 
+def on_one_relay(name: str) -> pytest.MarkDecorator:
+    """Run on one relay only: what the test checks is the provider's and the customer's, and the
+    relays' differences (storage, restarts) are the restart test's."""
+    return pytest.mark.parametrize("relay_process", [name], indirect=True)
+
+
 def _lm(relay_url: str, providers: tuple[str, ...] = (), timeout: float = 5.0, **kwargs: Any) -> pylon.PylonLM:
     config = pylon.PylonConfig(venue=pylon.Swarm(relays=(relay_url,), providers=providers), timeout=timeout)
     kwargs.setdefault("cache", False)
@@ -70,6 +76,7 @@ def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+@on_one_relay("pylon relay")
 def test_provider_killed_mid_job_times_out_in_time(
     providers: Callable[..., ProviderProcess],
     relay_process: RelayProcess | NostrRelayProcess,
@@ -100,6 +107,7 @@ def test_provider_killed_mid_job_times_out_in_time(
     _wait(lambda: not _busy(tiny_server), 30)  # let the orphaned generation finish before the next test
 
 
+@on_one_relay("nostr-relay")
 def test_provider_killed_mid_job_another_provider_answers(
     providers: Callable[..., ProviderProcess],
     relay_process: RelayProcess | NostrRelayProcess,
@@ -136,6 +144,7 @@ def test_relay_restart_during_fifty_calls(
     assert all(outcomes[-20:]), f"calls after the restart must succeed again: {outcomes}"
 
 
+@on_one_relay("pylon relay")
 def test_graceful_stop_finishes_the_job_in_flight(
     providers: Callable[..., ProviderProcess],
     relay_process: RelayProcess | NostrRelayProcess,
@@ -153,6 +162,7 @@ def test_graceful_stop_finishes_the_job_in_flight(
     assert "stopped: 1 jobs answered (1 results, 0 errors)" in out
 
 
+@on_one_relay("nostr-relay")
 def test_once_exits_after_n_jobs(
     providers: Callable[..., ProviderProcess], relay_process: RelayProcess | NostrRelayProcess
 ) -> None:
