@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dspy_pylon.errors import MalformedEvent
-from dspy_pylon.pay import nip47
+from dspy_pylon.pay import nip47, nip47_params
 
 
 def test_kinds_and_codes_match_the_spec() -> None:
@@ -88,10 +88,10 @@ def test_parse_request_is_total_on_any_json_object(payload: dict[str, object]) -
     assert isinstance(request.params, dict)
     # Readers of typed params are total too.
     for read in (
-        lambda: nip47.param_amount(request.params, required=False),
-        lambda: nip47.param_str(request.params, "id"),
-        lambda: nip47.param_hex32(request.params, "x"),
-        lambda: nip47.param_int(request.params, "x", minimum=1, maximum=10),
+        lambda: nip47_params.param_amount(request.params, required=False),
+        lambda: nip47_params.param_str(request.params, "id"),
+        lambda: nip47_params.param_hex32(request.params, "x"),
+        lambda: nip47_params.param_int(request.params, "x", minimum=1, maximum=10),
     ):
         with contextlib.suppress(MalformedEvent):
             read()
@@ -178,30 +178,30 @@ def test_transaction_object_leaves_out_absent_fields() -> None:
 )
 def test_param_amount_refuses_anything_but_positive_msats(params: dict[str, object], complaint: str) -> None:
     with pytest.raises(MalformedEvent, match=complaint):
-        nip47.param_amount(params)
+        nip47_params.param_amount(params)
 
 
 def test_param_readers() -> None:
-    assert nip47.param_amount({"amount": 1234}) == 1234
-    assert nip47.param_amount({}, required=False) is None
-    assert nip47.param_int({}, "expiry", minimum=1, maximum=10, default=3) == 3
-    assert nip47.param_int({"expiry": 10}, "expiry", minimum=1, maximum=10) == 10
+    assert nip47_params.param_amount({"amount": 1234}) == 1234
+    assert nip47_params.param_amount({}, required=False) is None
+    assert nip47_params.param_int({}, "expiry", minimum=1, maximum=10, default=3) == 3
+    assert nip47_params.param_int({"expiry": 10}, "expiry", minimum=1, maximum=10) == 10
     with pytest.raises(MalformedEvent, match="between 1 and 10"):
-        nip47.param_int({"expiry": 0}, "expiry", minimum=1, maximum=10)
+        nip47_params.param_int({"expiry": 0}, "expiry", minimum=1, maximum=10)
     with pytest.raises(MalformedEvent, match="must be an integer"):
-        nip47.param_int({"expiry": False}, "expiry", minimum=0, maximum=10)
-    assert nip47.param_str({"invoice": "lnbcrt1"}, "invoice", required=True) == "lnbcrt1"
+        nip47_params.param_int({"expiry": False}, "expiry", minimum=0, maximum=10)
+    assert nip47_params.param_str({"invoice": "lnbcrt1"}, "invoice", required=True) == "lnbcrt1"
     with pytest.raises(MalformedEvent, match="'invoice' is required"):
-        nip47.param_str({}, "invoice", required=True)
+        nip47_params.param_str({}, "invoice", required=True)
     with pytest.raises(MalformedEvent, match="must be a string"):
-        nip47.param_str({"invoice": 5}, "invoice")
+        nip47_params.param_str({"invoice": 5}, "invoice")
     with pytest.raises(MalformedEvent, match="bytes"):
-        nip47.param_str({"description": "é" * 400}, "description", max_bytes=639)
+        nip47_params.param_str({"description": "é" * 400}, "description", max_bytes=639)
     with pytest.raises(MalformedEvent, match="valid Unicode"):
-        nip47.param_str({"description": "\ud800"}, "description")
-    assert nip47.param_hex32({"payment_hash": "AB" * 32}, "payment_hash") == "ab" * 32
+        nip47_params.param_str({"description": "\ud800"}, "description")
+    assert nip47_params.param_hex32({"payment_hash": "AB" * 32}, "payment_hash") == "ab" * 32
     with pytest.raises(MalformedEvent, match="64 hex digits"):
-        nip47.param_hex32({"payment_hash": "zz" * 32}, "payment_hash")
+        nip47_params.param_hex32({"payment_hash": "zz" * 32}, "payment_hash")
 
 
 def test_request_encryption_and_expiration_tags() -> None:

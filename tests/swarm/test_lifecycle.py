@@ -15,27 +15,29 @@ from dspy_pylon.errors import JobFailed, MalformedEvent, PaymentFailed, PaymentR
 from dspy_pylon.nostr.nip90 import JobFeedback, JobResult
 from dspy_pylon.pay.invoice import Bill
 from dspy_pylon.pay.outcomes import ApprovalNeeded, PaymentSettled, PaymentSkipped, PaymentStopped, PaymentUnconfirmed
-from dspy_pylon.swarm.lifecycle import (
-    FINAL,
-    TRANSITIONS,
-    Abandoned,
+from dspy_pylon.swarm.job_actions import (
     Action,
-    Approved,
     Blame,
     Cancel,
     Close,
     Credit,
-    CustomerJob,
-    DeadlinePassed,
     Deliver,
     Ignore,
-    Input,
-    JobState,
     Note,
     Pay,
     Raise,
-    Received,
     Suspend,
+)
+from dspy_pylon.swarm.lifecycle import (
+    FINAL,
+    TRANSITIONS,
+    Abandoned,
+    Approved,
+    CustomerJob,
+    DeadlinePassed,
+    Input,
+    JobState,
+    Received,
 )
 
 JOB = "ab" * 32

@@ -22,9 +22,9 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 from dspy_pylon.pay.invoice import RefusalCode
+from dspy_pylon.pay.ledger_reads import Direction, LedgerReads
 from dspy_pylon.pay.ledger_rows import Claim, LedgerEntry, SpendRow
 from dspy_pylon.pay.ledger_schema import (
     COLUMNS,
@@ -43,8 +43,6 @@ from dspy_pylon.sqlite_store import OffLoop, open_store
 
 __all__ = ["PAID_STATES", "PAYABLE_STATES", "Claim", "Earned", "LedgerEntry", "SpendLedger", "SpendRow", "Spent"]
 
-Direction = Literal["spent", "earned"]
-
 # Columns a transition may set (names are spliced into SQL: only these).
 _SETTABLE = frozenset(COLUMNS.split(", ")) - {
     "job_id",
@@ -58,7 +56,7 @@ _SETTABLE = frozenset(COLUMNS.split(", ")) - {
 _REASON_CHARS = 1000
 
 
-class SpendLedger(OffLoop):
+class SpendLedger(LedgerReads, OffLoop):
     """The ledger at ``path`` (WAL SQLite). Thread-safe; several processes may share it.
 
     Opening an older ledger upgrades it in place (every row kept); a file that is not a
@@ -378,51 +376,6 @@ class SpendLedger(OffLoop):
         columns |= {name: tokens.get(name, 0) for name in ("prompt_tokens", "completion_tokens")}
         with self._lock:
             self._transition(job_id, "earned", Earned(state), None, columns)
-
-    # ─── reading ───
-
-    def entry(self, job_id: str, direction: Direction = "spent") -> LedgerEntry | None:
-        """One job's row, or None."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {COLUMNS} FROM ledger WHERE job_id = ? AND direction = ?", (job_id, direction)
-            ).fetchone()
-        return None if row is None else LedgerEntry._from_row(row)
-
-    def entries(self, direction: Direction = "spent", state: str | None = None) -> list[LedgerEntry]:
-        """All rows of one direction (optionally in one state), oldest first."""
-        sql = f"SELECT {COLUMNS} FROM ledger WHERE direction = ?"
-        args: tuple[object, ...] = (direction,)
-        if state is not None:
-            sql += " AND state = ?"
-            args += (str(state),)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY created_at, job_id", args).fetchall()
-        return [LedgerEntry._from_row(row) for row in rows]
-
-    def total_paid_msats(self, direction: Direction = "spent") -> int:
-        """Everything paid (or earned) so far, fees included."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COALESCE(SUM(paid_msats), 0) FROM ledger WHERE direction = ?", (direction,)
-            ).fetchone()
-        return int(row[0])
-
-    def summary(self, by: Literal["day", "provider", "model"], direction: Direction = "spent") -> list[SpendRow]:
-        """Totals per day (UTC), provider or model, largest spend first."""
-        key = {
-            "day": "date(created_at, 'unixepoch')",
-            "provider": "CASE direction WHEN 'spent' THEN provider ELSE customer END",
-            "model": "model",
-        }[by]
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {key} AS k, COUNT(*), SUM(paid_msats > 0), COALESCE(SUM(paid_msats), 0),"
-                " SUM(state = 'paid_no_result'), SUM(state = 'refused'), SUM(prompt_tokens), SUM(completion_tokens)"
-                " FROM ledger WHERE direction = ? GROUP BY k ORDER BY 4 DESC, k",
-                (direction,),
-            ).fetchall()
-        return [SpendRow(str(r[0] or "-"), *(int(x or 0) for x in r[1:])) for r in rows]
 
     def close(self) -> None:
         """Close the database."""

@@ -53,7 +53,7 @@ from dspy import lm15
 
 from dspy_pylon.errors import MalformedEvent, UnsupportedRequest
 from dspy_pylon.local.openai_chat import messages_to_chat, response_format_to_chat, tool_choice_to_chat, tools_to_chat
-from dspy_pylon.nostr.nip90 import JobInput, JobRequest
+from dspy_pylon.nostr.nip90 import JobInput, JobRequest, JobResult
 
 TRANSCRIPT_FORMAT = "pylon.chat.v1"
 TRANSCRIPT_V2 = "pylon.chat.v2"
@@ -330,6 +330,25 @@ def result_content(response: lm15.Response, form: str | None) -> str:
     if calls:
         envelope["tool_calls"] = calls
     return json.dumps(envelope, ensure_ascii=False)
+
+
+def job_result(job: JobRequest, response: lm15.Response, form: str | None, model: str, amount_msats: int) -> JobResult:
+    """The result a provider publishes for ``job``: the answer in the job's ``form``, its usage,
+    and the request itself only when the job was public (an encrypted one is never echoed)."""
+    return JobResult(
+        request_id=job.id,
+        customer=job.customer,
+        content=result_content(response, form),
+        kind=job.kind + 1000,
+        request_json=None if job.encrypted else job.event_json or None,
+        inputs=() if job.encrypted else job.inputs,
+        amount_msats=amount_msats,
+        encrypted=job.encrypted,
+        model=model,
+        prompt_tokens=response.usage.input_tokens or 0,
+        completion_tokens=response.usage.output_tokens or 0,
+        finish_reason=response.finish_reason,
+    )
 
 
 def result_message(content: str, form: str | None) -> lm15.Message:

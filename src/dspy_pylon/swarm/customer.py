@@ -31,26 +31,28 @@ from dspy_pylon.nostr.nip90 import (
 )
 from dspy_pylon.nostr.relay_client import Published, RelayClient
 from dspy_pylon.pay.billing import JobBill, Payer
-from dspy_pylon.swarm.lifecycle import (
-    Abandoned,
+from dspy_pylon.swarm.job_actions import (
     Action,
-    Approved,
     Blame,
     Cancel,
     Close,
     Credit,
-    CustomerJob,
-    DeadlinePassed,
     Deliver,
     Ignore,
-    Input,
-    JobState,
     Note,
     Pay,
     Raise,
+    Suspend,
+)
+from dspy_pylon.swarm.lifecycle import (
+    Abandoned,
+    Approved,
+    CustomerJob,
+    DeadlinePassed,
+    Input,
+    JobState,
     Received,
     ResultCheck,
-    Suspend,
 )
 from dspy_pylon.swarm.recovery import recover_interrupted
 from dspy_pylon.swarm.reputation import Reputation

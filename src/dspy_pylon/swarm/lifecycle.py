@@ -3,7 +3,7 @@
 A :class:`CustomerJob` is fed what happened — a parsed feedback or result event, the
 outcome of a payment the driver made, the deadline passing, the caller giving up — through
 :meth:`CustomerJob.receive`, and answers with the :class:`Action` objects the driver must
-perform, in order: pay a bill, write a note, credit or blame a provider, publish a
+perform (:mod:`dspy_pylon.swarm.job_actions`), in order: pay a bill, write a note, credit or blame a provider, publish a
 cancellation, close the job's books, deliver the result or raise an error. It never does
 I/O, reads no clock (``now`` is passed in) and knows nothing of relays, wallets or SQLite,
 so every order of events can be tested exhaustively (h11's ``_state.py`` is the model).
@@ -21,7 +21,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dspy_pylon.errors import JobFailed, MalformedEvent, PaymentRequired, PylonError, SwarmTimeout
+from dspy_pylon.errors import JobFailed, MalformedEvent, PylonError, SwarmTimeout
 from dspy_pylon.nostr.nip90 import JobFeedback, JobResult
 from dspy_pylon.pay.invoice import Bill
 from dspy_pylon.pay.outcomes import (
@@ -31,6 +31,19 @@ from dspy_pylon.pay.outcomes import (
     PaymentSkipped,
     PaymentStopped,
     PaymentUnconfirmed,
+)
+from dspy_pylon.swarm.job_actions import (
+    Action,
+    Blame,
+    Cancel,
+    Close,
+    Credit,
+    Deliver,
+    Ignore,
+    Note,
+    Pay,
+    Raise,
+    Suspend,
 )
 
 
@@ -98,98 +111,6 @@ class Abandoned:
 
 Input = Received | PaymentOutcome | Approved | DeadlinePassed | Abandoned
 
-
-# ─── what to do (outputs) ───
-
-
-@dataclass(frozen=True)
-class Pay:
-    """Check ``bill`` and pay it; feed back the outcome (PaymentSettled, PaymentStopped, ...)."""
-
-    bill: Bill
-    approved: bool = False
-
-
-@dataclass(frozen=True)
-class Note:
-    """Add an observation to the job's ledger row (for people: nothing reads it back)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Ignore:
-    """An event was dropped; count it under ``why``."""
-
-    why: str
-
-
-@dataclass(frozen=True)
-class Credit:
-    """``provider`` answered in ``latency_ms``."""
-
-    provider: str
-    latency_ms: float
-
-
-@dataclass(frozen=True)
-class Blame:
-    """``provider`` failed the job: ``"error"`` (a bad answer or an error status) or ``"timeout"``."""
-
-    provider: str
-    kind: str
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Publish a NIP-09 deletion of the job request (best effort)."""
-
-    why: str
-
-
-@dataclass(frozen=True)
-class Close:
-    """The job is over: record it and give back the unspent reservation. Emitted exactly once.
-
-    ``unconfirmed_msats`` is a payment whose outcome is unknown: it counts as spent until
-    the ledger learns otherwise, so a budget can never be exceeded by it.
-    """
-
-    answered: bool
-    reason: str = ""
-    unconfirmed_msats: int = 0
-    provider: str = ""
-    model: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms: float | None = None
-
-
-@dataclass(frozen=True)
-class Deliver:
-    """Return ``result`` to the caller."""
-
-    result: JobResult
-    relay: str
-    latency_ms: float
-    cost_msats: int
-
-
-@dataclass(frozen=True)
-class Raise:
-    """Raise ``error`` to the caller."""
-
-    error: PylonError
-
-
-@dataclass(frozen=True)
-class Suspend:
-    """Park the job until the user approves its bill; release its reservation meanwhile; raise ``error``."""
-
-    error: PaymentRequired
-
-
-Action = Pay | Note | Ignore | Credit | Blame | Cancel | Close | Deliver | Raise | Suspend
 
 #: Checks a result's content for the job it answers; raises MalformedEvent if it is unusable.
 ResultCheck = Callable[[JobResult], None]

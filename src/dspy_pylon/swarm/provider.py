@@ -25,13 +25,13 @@ from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultToo
 from dspy_pylon.local.backends import LocalRouter
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
-from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest, JobResult
+from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.swarm import admission
-from dspy_pylon.swarm.chat_job import FORMATS, parse_job, result_content
+from dspy_pylon.swarm.chat_job import FORMATS, job_result, parse_job
 from dspy_pylon.swarm.invoice_pool import InvoicePool
 from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
 from dspy_pylon.swarm.provider_billing import ProviderBilling
@@ -255,20 +255,7 @@ class ProviderNode:
             self.router.invalidate()
             await self.refuse(job.id, job.customer, f"inference failed: {exc}")
             return
-        result = JobResult(
-            request_id=job.id,
-            customer=job.customer,
-            content=result_content(response, form),
-            kind=job.kind + 1000,
-            request_json=None if job.encrypted else job.event_json or None,
-            inputs=() if job.encrypted else job.inputs,
-            amount_msats=self.serving.price_for(job),
-            encrypted=job.encrypted,
-            model=route.model,
-            prompt_tokens=response.usage.input_tokens or 0,
-            completion_tokens=response.usage.output_tokens or 0,
-            finish_reason=response.finish_reason,
-        )
+        result = job_result(job, response, form, route.model, self.serving.price_for(job))
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:

@@ -11,7 +11,7 @@ from typing import Any
 
 from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError
 from dspy_pylon.nostr.events import RawEvent, sign
-from dspy_pylon.pay import nip47
+from dspy_pylon.pay import nip47, nip47_params
 from dspy_pylon.pay.dev_wallet.records import (
     DEFAULT_EXPIRY_S,
     DEV_WALLET_LABEL,
@@ -200,23 +200,23 @@ class DevWalletService:
         params = request.params
         now = time.time()
         if request.method == "pay_invoice":
-            invoice = nip47.param_str(params, "invoice", required=True, max_bytes=8192)
+            invoice = nip47_params.param_str(params, "invoice", required=True, max_bytes=8192)
             assert invoice is not None
-            amount = nip47.param_amount(params, required=False)
+            amount = nip47_params.param_amount(params, required=False)
             paid = self.store.pay_invoice(account, invoice, now, amount)
             return {"preimage": paid.preimage, "fees_paid": paid.fees_paid_msats}, paid
         if request.method == "make_invoice":
-            amount = nip47.param_amount(params)
+            amount = nip47_params.param_amount(params)
             assert amount is not None
-            description = nip47.param_str(params, "description", max_bytes=MAX_DESCRIPTION_BYTES)
-            description_hash = nip47.param_hex32(params, "description_hash")
-            expiry = nip47.param_int(params, "expiry", minimum=1, maximum=MAX_EXPIRY_S, default=DEFAULT_EXPIRY_S)
+            description = nip47_params.param_str(params, "description", max_bytes=MAX_DESCRIPTION_BYTES)
+            description_hash = nip47_params.param_hex32(params, "description_hash")
+            expiry = nip47_params.param_int(params, "expiry", minimum=1, maximum=MAX_EXPIRY_S, default=DEFAULT_EXPIRY_S)
             assert expiry is not None
             made = self.store.make_invoice(account, amount, description, expiry, now, description_hash=description_hash)
             return made.transaction(nip47.INCOMING, now).to_dict(), None
         if request.method == "lookup_invoice":
-            payment_hash = nip47.param_hex32(params, "payment_hash")
-            invoice = nip47.param_str(params, "invoice", max_bytes=8192)
+            payment_hash = nip47_params.param_hex32(params, "payment_hash")
+            invoice = nip47_params.param_str(params, "invoice", max_bytes=8192)
             if payment_hash is None and invoice is None:
                 raise MalformedEvent("lookup_invoice needs 'payment_hash' or 'invoice'")
             return self.store.lookup(account, payment_hash, invoice, now).to_dict(), None

@@ -27,48 +27,8 @@ from dspy_pylon.pay.dev_wallet.records import (
     _payment_hash,
     _refuse,
 )
+from dspy_pylon.pay.dev_wallet.schema import ACCOUNT_COLUMNS, INVOICE_COLUMNS, META_SCHEMA, SCHEMA
 from dspy_pylon.sqlite_store import OffLoop, open_store
-
-_META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS accounts (
-        name TEXT PRIMARY KEY,
-        client_secret TEXT NOT NULL,
-        client_pubkey TEXT NOT NULL UNIQUE,
-        balance_msats INTEGER NOT NULL CHECK (balance_msats >= 0),
-        created_at INTEGER NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS invoices (
-        payment_hash TEXT PRIMARY KEY,
-        bolt11 TEXT NOT NULL UNIQUE,
-        payee TEXT NOT NULL REFERENCES accounts(name),
-        amount_msats INTEGER NOT NULL CHECK (amount_msats > 0),
-        description TEXT,
-        description_hash TEXT,
-        preimage TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'settled')),
-        settled_at INTEGER,
-        payer TEXT REFERENCES accounts(name),
-        fees_paid_msats INTEGER NOT NULL DEFAULT 0
-    )""",
-    # One row per request event: claimed before it runs, so a re-delivered request is answered
-    # with the stored response event and never executed twice.
-    """CREATE TABLE IF NOT EXISTS handled_requests (
-        event_id TEXT PRIMARY KEY,
-        client_pubkey TEXT NOT NULL,
-        received_at INTEGER NOT NULL,
-        response_event TEXT
-    )""",
-)
-
-
-_ACCOUNT_COLUMNS = "name, client_pubkey, balance_msats, created_at, client_secret"
-_INVOICE_COLUMNS = (
-    "payment_hash, bolt11, payee, amount_msats, description, description_hash, preimage, "
-    "created_at, expires_at, state, settled_at, payer, fees_paid_msats"
-)
 
 
 class DevWalletStore(OffLoop):
@@ -82,8 +42,8 @@ class DevWalletStore(OffLoop):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._db = open_store(self.path, _META_SCHEMA)
-        for statement in _SCHEMA:
+        self._db = open_store(self.path, META_SCHEMA)
+        for statement in SCHEMA:
             self._db.execute(statement)
         self._restrict_permissions()
         with self._transaction():
@@ -180,7 +140,7 @@ class DevWalletStore(OffLoop):
     def accounts(self) -> list[DevAccount]:
         """Every account, by name."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY name").fetchall()
+            rows = self._db.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name").fetchall()
         return [DevAccount(*row) for row in rows]
 
     def account_for_pubkey(self, pubkey_hex: str) -> str | None:
@@ -209,7 +169,7 @@ class DevWalletStore(OffLoop):
         return str(uri)
 
     def _account_row(self, db: sqlite3.Connection, name: str) -> DevAccount | None:
-        row = db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE name = ?", (name,)).fetchone()
+        row = db.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?", (name,)).fetchone()
         return None if row is None else DevAccount(*row)
 
     def _require_account(self, db: sqlite3.Connection, name: str) -> DevAccount:
@@ -263,7 +223,7 @@ class DevWalletStore(OffLoop):
         with self._transaction() as db:
             self._require_account(db, account)
             db.execute(
-                f"INSERT INTO invoices ({_INVOICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.payment_hash,
                     record.bolt11,
@@ -367,7 +327,7 @@ class DevWalletStore(OffLoop):
     def transactions(self) -> list[DevInvoice]:
         """Every invoice, oldest first (inspection)."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_INVOICE_COLUMNS} FROM invoices ORDER BY created_at, rowid").fetchall()
+            rows = self._db.execute(f"SELECT {INVOICE_COLUMNS} FROM invoices ORDER BY created_at, rowid").fetchall()
         return [DevInvoice(*row) for row in rows]
 
     def totals(self) -> DevWalletTotals:
@@ -383,7 +343,7 @@ class DevWalletStore(OffLoop):
         return DevWalletTotals(int(accounts), int(balance), int(pending), int(settled), int(settled_msats))
 
     def _invoice_row(self, db: sqlite3.Connection, payment_hash: str) -> DevInvoice | None:
-        row = db.execute(f"SELECT {_INVOICE_COLUMNS} FROM invoices WHERE payment_hash = ?", (payment_hash,)).fetchone()
+        row = db.execute(f"SELECT {INVOICE_COLUMNS} FROM invoices WHERE payment_hash = ?", (payment_hash,)).fetchone()
         return None if row is None else DevInvoice(*row)
 
     # Handled requests.
