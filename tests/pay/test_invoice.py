@@ -195,7 +195,8 @@ def test_an_invoice_without_amount_decodes_with_none() -> None:
         SAMPLE.encode(),
         ["lnbcrt"],
     ],
-    ids=lambda value: repr(value)[:40],
+    # The sample invoice is random past its first characters: ids stay the same in every process.
+    ids=lambda value: repr(value)[:20],
 )
 def test_garbage_is_malformed(value: Any) -> None:
     with pytest.raises(MalformedEvent):
