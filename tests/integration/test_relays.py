@@ -25,6 +25,10 @@ from typing import Any
 import nostr_sdk as n
 import pytest
 
+from dspy_pylon.errors import RelayUnavailable
+from dspy_pylon.local.embedded import free_port
+from dspy_pylon.nostr.relay_client import RelayClient
+
 from ..relays import (
     EMBEDDED_MAX_EVENT_BYTES,
     MAX_EVENT_SIZE,
@@ -274,6 +278,32 @@ def test_send_while_the_relay_is_down_fails_without_raising() -> None:
             assert not sent_to(out, relay.url)
             assert failure(out, relay.url) is not None
             await client.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_relay_down_at_start_is_not_waited_for_and_is_used_once_it_is_up() -> None:
+    """pylon's RelayClient: a refused relay costs no connect timeout, and is retried in the background."""
+    url = f"ws://127.0.0.1:{free_port()}"
+    port = int(url.rsplit(":", 1)[1])
+
+    async def main() -> None:
+        started = time.monotonic()
+        client = await RelayClient((url,), connect_timeout=3.0).start()
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(RelayUnavailable):
+            await client.publish(job_request(n.Keys.generate(), "too early"), ok_timeout=1.0)
+        with EmbeddedRelay(port):
+            deadline = time.monotonic() + RECONNECT_DEADLINE
+            while True:
+                try:
+                    published = await client.publish(job_request(n.Keys.generate(), "late"), ok_timeout=1.0)
+                    break
+                except RelayUnavailable:
+                    assert time.monotonic() < deadline, "the relay was never retried"
+                    await asyncio.sleep(0.2)
+            assert [u.rstrip("/") for u in published.accepted] == [url]
+            await client.close()
 
     asyncio.run(main())
 

@@ -63,7 +63,13 @@ class RelayClient:
                 raise RelayUnavailable(f"relay URL {url!r} is invalid: {exc}") from exc
         # Take the notification stream before any subscription, so no event is missed.
         notifications = client.notifications()
-        await client.connect(timedelta(seconds=self.connect_timeout))
+        # try_connect returns once every relay connected or failed: a refused port or an
+        # unknown host fails at once, where connect(timeout) waits out the whole timeout for
+        # it. connect() then keeps retrying the failed ones in the background.
+        outcome = await client.try_connect(timedelta(seconds=self.connect_timeout))
+        await client.connect()
+        for url, why in outcome.failed.items():
+            log.warning("relay %s is not reachable (%s); retrying in the background", url, why)
         self._client = client
         self._pump = asyncio.get_running_loop().create_task(self._route(notifications))
         return self
