@@ -17,7 +17,7 @@ from dspy_pylon.pay.nwc import NwcWallet, load_nwc_uri
 from tests.cli_run import Ran, run_pylon
 
 # The development wallet service on a real relay (both relays of the swarm suite).
-from tests.swarm.conftest import DevWallet, dev_wallet, relay_loop, relay_url  # noqa: F401
+from tests.swarm.conftest import DevWallet, dev_wallet, local_swarm, relay_loop, relay_url  # noqa: F401
 
 PROVIDER = "a1" * 32
 OTHER_PROVIDER = "b2" * 32

@@ -25,10 +25,10 @@ import dspy_pylon as pylon
 from dspy_pylon.local.embedded import EmbeddedLlama
 from tests.helpers import WholeAnswerAdapter
 from tests.parity.recording_proxy import RecordingProxy
-from tests.swarm.conftest import customer_keys, relay_loop, relay_url, start_provider, swarm_lm
+from tests.swarm.conftest import customer_keys, local_swarm, relay_loop, relay_url, start_provider, swarm_lm
 
 # Fixtures of the swarm venue, for the swarm parity check.
-__all__ = ["customer_keys", "relay_loop", "relay_url", "start_provider", "swarm_lm"]
+__all__ = ["customer_keys", "local_swarm", "relay_loop", "relay_url", "start_provider", "swarm_lm"]
 
 TOOLS = [
     {

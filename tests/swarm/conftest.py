@@ -14,7 +14,8 @@ import dspy_pylon as pylon
 from dspy_pylon.local.embedded import EmbeddedLlama
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.relay_server import start_embedded_relay
-from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
+from dspy_pylon.swarm.provider import ProviderNode
+from dspy_pylon.testing import LocalSwarm
 from tests.relays import NostrRelayProcess
 
 
@@ -74,47 +75,38 @@ def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 class RunningProvider:
-    """A provider node serving on the test loop, stopped by the fixture."""
+    """A provider node serving in the test's :class:`LocalSwarm`, stopped by the fixture."""
 
-    def __init__(self, loop: NostrLoop, node: ProviderNode) -> None:
-        self.loop = loop
+    def __init__(self, swarm: LocalSwarm, node: ProviderNode) -> None:
+        self.swarm = swarm
         self.node = node
         self.keys = node.keys
         self.pubkey: str = node.pubkey
-        self.served = loop.submit(node.serve())
 
     def stop(self) -> None:
-        self.loop.loop.call_soon_threadsafe(self.node.request_stop)
-        self.served.result(timeout=30)
+        self.swarm.stop_provider(self.node)
+
+
+@pytest.fixture
+def local_swarm(relay_url: str, tiny_server: EmbeddedLlama, tmp_path: Path) -> Iterator[LocalSwarm]:
+    """The test's swarm on its relay: the development wallet (NIP-47 over the relay, SQLite in
+    tmp_path, an empty ``customer`` account) and the nodes :func:`start_provider` adds."""
+    swarm = LocalSwarm(tmp_path / "swarm", providers=0, funds_msats=0, relay_url=relay_url, backend_url=tiny_server.url)
+    with swarm:
+        yield swarm
 
 
 @pytest.fixture
 def start_provider(
-    relay_loop: NostrLoop, relay_url: str, tiny_server: EmbeddedLlama, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Callable[..., RunningProvider]]:
+    local_swarm: LocalSwarm, tiny_server: EmbeddedLlama, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., RunningProvider]:
     """Start provider nodes (tiny model via llama.cpp); all stopped at teardown."""
     monkeypatch.setenv("LLAMACPP_URL", tiny_server.url)
-    started: list[RunningProvider] = []
 
     def start(**overrides: Any) -> RunningProvider:
-        keys = overrides.pop("keys", None) or nostr_sdk.Keys.generate()
-        wallet = overrides.pop("wallet", None)
-        settings = ProviderSettings(
-            relays=overrides.pop("relays", (relay_url,)),
-            state_dir=overrides.pop("state_dir", tmp_path / f"provider-{len(started)}"),
-            backend="llamacpp",
-            **overrides,
-        )
-        node = ProviderNode(keys, settings, wallet=wallet)
-        relay_loop.run(node.start(), timeout=30)
-        running = RunningProvider(relay_loop, node)
-        started.append(running)
-        return running
+        return RunningProvider(local_swarm, local_swarm.add_provider(**overrides))
 
-    yield start
-    for running in started:
-        if not running.served.done():
-            running.stop()
+    return start
 
 
 @pytest.fixture
@@ -153,40 +145,11 @@ def swarm_lm(relay_url: str, customer_keys: Any) -> Callable[..., pylon.PylonLM]
     return make
 
 
-class DevWallet:
-    """The development wallet service on the test relay, with helpers to open accounts."""
-
-    def __init__(self, loop: NostrLoop, relay_url: str, path: Path) -> None:
-        from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
-
-        self.loop = loop
-        self.relay_url = relay_url
-        self.store = DevWalletStore(path)
-        self.service = loop.run(DevWalletService(self.store, (relay_url,)).start(), timeout=30)
-
-    def account(self, name: str, fund_msats: int = 0) -> str:
-        """Create (or top up) an account; returns its NWC URI."""
-        self.store.create_account(name, fund_msats)
-        return self.store.nwc_uri(name, (self.relay_url,))
-
-    def wallet(self, name: str, fund_msats: int = 0) -> Any:
-        """An :class:`~dspy_pylon.pay.nwc.NwcWallet` for a (new) account."""
-        from dspy_pylon.pay.nwc import NwcWallet
-
-        return NwcWallet(self.account(name, fund_msats), timeout=10)
-
-    def balance(self, name: str) -> int:
-        """An account's balance in msats."""
-        return int(self.store.balance(name))
-
-    def close(self) -> None:
-        self.loop.run(self.service.stop(), timeout=30)
-        self.store.close()
+#: The development wallet of a test: its :class:`LocalSwarm` (``account``, ``wallet``, ``balance``, ``wallet_store``).
+DevWallet = LocalSwarm
 
 
 @pytest.fixture
-def dev_wallet(relay_loop: NostrLoop, relay_url: str, tmp_path: Path) -> Iterator[DevWallet]:
+def dev_wallet(local_swarm: LocalSwarm) -> LocalSwarm:
     """The development wallet (NIP-47 over the test relay, SQLite in tmp_path)."""
-    wallet = DevWallet(relay_loop, relay_url, tmp_path / "dev-wallet.sqlite")
-    yield wallet
-    wallet.close()
+    return local_swarm

@@ -48,7 +48,7 @@ def test_budget_is_never_exceeded_by_concurrent_calls(
         with lock:
             price = prices.randint(BID // 4, BID)
         billed[job.id] = price
-        invoice = dev_wallet.store.make_invoice("provider", price, invoice_description(job.id)).bolt11
+        invoice = dev_wallet.wallet_store.make_invoice("provider", price, invoice_description(job.id)).bolt11
         bill = JobFeedback(job.id, job.customer, "payment-required", amount_msats=price, bolt11=invoice)
         result = JobResult(job.id, job.customer, "answer", encrypted=job.encrypted, amount_msats=price)
         return [bill.to_event(keys), result.to_event(keys)]

@@ -78,7 +78,7 @@ def test_sigkill_mid_payment_never_pays_twice(
     ledger = SpendLedger(home / "ledger.sqlite")
     rows = {row.job_id: row for row in ledger.entries("spent")}
     # Every payment the wallet made for the customer is explained by exactly one ledger row.
-    payments = [t for t in dev_wallet.store.transactions() if t.payer == "customer" and t.state == "settled"]
+    payments = [t for t in dev_wallet.wallet_store.transactions() if t.payer == "customer" and t.state == "settled"]
     by_hash = {row.payment_hash: row for row in rows.values() if row.payment_hash}
     for payment in payments:
         row = by_hash.get(payment.payment_hash)

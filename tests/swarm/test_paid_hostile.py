@@ -55,7 +55,7 @@ def hostile(
 
 
 def _invoice(wallet: DevWallet, job_id: str, amount: int, **options: Any) -> str:
-    return str(wallet.store.make_invoice("provider", amount, invoice_description(job_id), **options).bolt11)
+    return str(wallet.wallet_store.make_invoice("provider", amount, invoice_description(job_id), **options).bolt11)
 
 
 def _refused(lm: pylon.PylonLM, match: str) -> None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dspy_pylon.local.embedded import EmbeddedLlama
     from dspy_pylon.nostr.loop import NostrLoop
     from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
+    from dspy_pylon.pay.nwc import NwcWallet
     from dspy_pylon.swarm.provider import ProviderNode
 
 #: What the customer account starts with (msats).
@@ -73,6 +74,7 @@ class LocalSwarm:
         self._llama: EmbeddedLlama | None = None
         self._store: DevWalletStore | None = None
         self._wallet: DevWalletService | None = None
+        self._node_count = 0
 
     @property
     def home(self) -> Path:
@@ -110,29 +112,70 @@ class LocalSwarm:
         return self
 
     def _start_node(self, n: int) -> None:
+        self.add_provider(
+            wallet=self.wallet(f"provider-{n}"),
+            state_dir=self.state_dir / f"provider-{n}",
+            name=f"pylon local provider {n}",
+        )
+
+    def add_provider(self, *, keys: Any = None, wallet: NwcWallet | None = None, **settings: Any) -> ProviderNode:
+        """Start one more node (fresh ``keys`` unless given) and serve until :meth:`stop_provider`
+        or :meth:`close`. ``settings`` are :class:`~dspy_pylon.swarm.provider_settings.ProviderSettings`
+        fields over this swarm's defaults; ``wallet`` is how a priced node gets paid."""
         import nostr_sdk
 
-        from dspy_pylon.pay.nwc import NwcWallet
         from dspy_pylon.swarm.provider import ProviderNode
         from dspy_pylon.swarm.provider_settings import ProviderSettings
 
-        assert self._loop is not None and self._store is not None
-        account = f"provider-{n}"
-        self._store.create_account(account)
+        loop = self._started()
+        self._node_count += 1
         fields: dict[str, Any] = {
             "relays": (self.url,),
-            "state_dir": self.state_dir / account,
+            "state_dir": self.state_dir / f"node-{self._node_count}",
             "backend": "llamacpp",
             "backend_url": self.backend_url,
-            "name": f"pylon local provider {n}",
             "price_msats": self.price_msats,
             **self.provider_settings,
+            **settings,
         }
-        wallet = NwcWallet(self._store.nwc_uri(account, (self.url,)))
-        node = ProviderNode(nostr_sdk.Keys.generate(), ProviderSettings(**fields), wallet=wallet)
-        self._loop.run(node.start(), 60)
+        node = ProviderNode(keys or nostr_sdk.Keys.generate(), ProviderSettings(**fields), wallet=wallet)
+        loop.run(node.start(), 60)
         self.nodes.append(node)
-        self._serving.append(self._loop.submit(node.serve()))
+        self._serving.append(loop.submit(node.serve()))
+        return node
+
+    def stop_provider(self, node: ProviderNode) -> int:
+        """Stop one node (it finishes the jobs in flight); returns how many jobs it answered."""
+        loop = self._started()
+        index = self.nodes.index(node)
+        serving = self._serving.pop(index)
+        self.nodes.pop(index)
+        loop.loop.call_soon_threadsafe(node.request_stop)
+        return serving.result(60)
+
+    def account(self, name: str, fund_msats: int = 0) -> str:
+        """Create (or top up) the development wallet's account ``name``; returns its NWC URI."""
+        store = self.wallet_store
+        store.create_account(name, fund_msats)
+        return str(store.nwc_uri(name, (self.url,)))
+
+    def wallet(self, name: str, fund_msats: int = 0, timeout: float = 30.0) -> NwcWallet:
+        """An :class:`~dspy_pylon.pay.nwc.NwcWallet` on account ``name`` (created or topped up)."""
+        from dspy_pylon.pay.nwc import NwcWallet
+
+        return NwcWallet(self.account(name, fund_msats), timeout=timeout)
+
+    @property
+    def wallet_store(self) -> DevWalletStore:
+        """The development wallet's accounts, invoices and payments."""
+        if self._store is None:
+            raise ConfigError("the local swarm is not started")
+        return self._store
+
+    def _started(self) -> NostrLoop:
+        if self._loop is None:
+            raise ConfigError("the local swarm is not started")
+        return self._loop
 
     def __enter__(self) -> LocalSwarm:
         return self.start()
@@ -144,15 +187,11 @@ class LocalSwarm:
 
     def customer_uri(self) -> str:
         """The NWC URI of the funded customer account (a spending secret of the development wallet)."""
-        if self._store is None:
-            raise ConfigError("the local swarm is not started")
-        return str(self._store.nwc_uri("customer", (self.url,)))
+        return str(self.wallet_store.nwc_uri("customer", (self.url,)))
 
     def balance(self, account: str) -> int:
-        """An account's balance in msats: ``customer`` or ``provider-<n>``."""
-        if self._store is None:
-            raise ConfigError("the local swarm is not started")
-        return int(self._store.balance(account))
+        """An account's balance in msats: ``customer``, ``provider-<n>`` or one made by :meth:`account`."""
+        return int(self.wallet_store.balance(account))
 
     def lm(
         self,
