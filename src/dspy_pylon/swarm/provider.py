@@ -3,8 +3,8 @@
 Subscribes to job requests, honours ``p`` targeting, claims each job once (SQLite), sends
 ``processing`` feedback, runs the chat on the local backend and publishes the result with
 ``request``, ``e``, ``p``, ``i``, ``amount``, ``model`` and ``usage`` tags — or ``error``
-feedback saying why not. A bounded queue and a fixed worker pool give back-pressure;
-:meth:`ProviderNode.stop` finishes the jobs in flight before returning.
+feedback saying why not. A bounded queue and a worker pool (a TaskGroup in :meth:`~ProviderNode.serve`)
+give back-pressure; after :meth:`~ProviderNode.request_stop`, serve finishes the jobs in flight.
 """
 
 from __future__ import annotations
@@ -90,7 +90,6 @@ class ProviderNode:
         self._route: Route | None = None
         self._client: RelayClient | None = None
         self._queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
-        self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._handled = 0
         self._done = asyncio.Event()
@@ -127,7 +126,6 @@ class ProviderNode:
             max_unpaid=self.settings.max_unpaid,
         )
         self._accepting = True
-        self._workers = [asyncio.create_task(self._work()) for _ in range(max(1, self.settings.concurrency))]
         if self.invoices is not None:
             self.invoices.fill({self.settings.price_msats, *self.settings.prices.values()})
         if self.wallet is not None:
@@ -329,20 +327,32 @@ class ProviderNode:
     # ─── lifecycle ───
 
     async def serve(self, once: int | None = None) -> int:
-        """Serve until :meth:`stop` (or, with ``once``, until that many jobs were answered)."""
+        """Run the workers until :meth:`request_stop` (or, with ``once``, until that many jobs were
+        answered); then finish the jobs queued and in flight and disconnect. Call after :meth:`start`.
+
+        The workers live in a :class:`asyncio.TaskGroup`: none outlives this call, and a worker
+        that dies of something no job handler catches ends it with that error (after the
+        node disconnected) instead of vanishing."""
         self._once = once
         if once is not None and self._handled >= once:
             self._done.set()
-        await self._done.wait()
-        await self.stop()
+        try:
+            async with asyncio.TaskGroup() as group:
+                workers = [group.create_task(self._work()) for _ in range(max(1, self.settings.concurrency))]
+                await self._done.wait()
+                await self._drain()
+                for worker in workers:
+                    worker.cancel()
+        finally:
+            await self._disconnect()
         return self._handled
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to return (thread-unsafe; call on the node's loop)."""
         self._done.set()
 
-    async def stop(self, grace: float = 30.0) -> None:
-        """Stop taking jobs, finish those queued and in flight (up to ``grace`` s), disconnect."""
+    async def _drain(self, grace: float = 30.0) -> None:
+        """Stop taking jobs; let those queued and in flight finish (up to ``grace`` s each wait)."""
         self._accepting = False
         # Jobs still waiting for their invoice stay 'invoiced': the next start waits for them again.
         if self.billing is not None:
@@ -357,8 +367,9 @@ class ProviderNode:
                 await asyncio.wait(list(self._in_flight), timeout=grace)
         except TimeoutError:
             log.warning("stopping with %d jobs unfinished", self._queue.qsize())
-        for worker in self._workers:
-            worker.cancel()
+
+    async def _disconnect(self) -> None:
+        self._accepting = False
         if self._client is not None:
             await self._client.close()
             self._client = None
