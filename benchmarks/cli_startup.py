@@ -1,11 +1,11 @@
 """Wall time of the ``pylon`` CLI's quick commands, against a bare interpreter start.
 
-Each sample is a fresh process: ``pylon --help``, ``pylon spend`` and ``pylon identity``
-(on a throw-away ``PYLON_HOME`` with a new identity), and the baseline ``python -c pass``,
-round-robin with the order rotating every round, after one untimed warm-up of each. None
-of these commands may import DSPy; the script fails (exit 1) if one does. Target: each of
-``--help`` and ``spend`` at most 300 ms at the median; ``identity`` needs nostr-sdk for
-NIP-06 and is reported beside them.
+Each sample is a fresh process: ``pylon --help``, ``pylon spend``, ``pylon identity`` (on a
+throw-away ``PYLON_HOME`` with a new identity), ``pylon init`` (in a new empty home each
+time) and the baseline ``python -c pass``, round-robin with the order rotating every round,
+after one untimed warm-up of each. None of these commands may import DSPy (nor, since
+``identity`` and ``init`` derive NIP-06 keys without it, nostr-sdk); the script fails
+(exit 1) if one does. Target: each at most 300 ms at the median.
 
 Prints one JSON line; exit code 0 whether or not the target is met.
 
@@ -25,13 +25,16 @@ from pathlib import Path
 from _common import emit, machine, median, percentile, rnd, rotated
 
 TARGET_MS = 300.0
-TARGETED = ("help", "spend")
+TARGETED = ("help", "spend", "identity", "init")
+# Commands run in a new, empty PYLON_HOME each time (init refuses to overwrite an identity).
+FRESH_HOME = frozenset({"init"})
 PYLON = Path(sys.executable).with_name("pylon")
 COMMANDS = {
     "bare_python": [sys.executable, "-c", "pass"],
     "help": [str(PYLON), "--help"],
     "spend": [str(PYLON), "spend"],
     "identity": [str(PYLON), "identity"],
+    "init": [str(PYLON), "init"],
 }
 
 
@@ -42,11 +45,15 @@ def run(argv: list[str], env: dict[str, str]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def imports_dspy(argv: list[str], env: dict[str, str]) -> bool:
-    """Whether the command imports DSPy (read from ``-X importtime``)."""
+def heavy_imports(argv: list[str], env: dict[str, str]) -> list[str]:
+    """Which of DSPy and nostr-sdk the command imports (read from ``-X importtime``)."""
     command = [sys.executable, "-X", "importtime", "-m", "dspy_pylon.cli", *argv[1:]]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
-    return any(line.rstrip().endswith("| dspy") for line in out.stderr.splitlines())
+    return [
+        name
+        for name in ("dspy", "nostr_sdk")
+        if any(line.rstrip().endswith(f"| {name}") for line in out.stderr.splitlines())
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,17 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pylon-cli-bench-") as home:
         env = {**os.environ, "PYLON_HOME": home, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         subprocess.run([str(PYLON), "init"], env=env, check=True, capture_output=True)
-        heavy = [name for name, cmd in COMMANDS.items() if name != "bare_python" and imports_dspy(cmd, env)]
+
+        def env_for(name: str) -> dict[str, str]:
+            return {**env, "PYLON_HOME": tempfile.mkdtemp(dir=home)} if name in FRESH_HOME else env
+
+        heavy = {
+            name: found
+            for name, cmd in COMMANDS.items()
+            if name != "bare_python" and (found := heavy_imports(cmd, env_for(name)))
+        }
         if heavy:
-            print(f"these commands import DSPy: {heavy}", file=sys.stderr)
+            print(f"these commands import what they must not: {heavy}", file=sys.stderr)
             return 1
         names = list(COMMANDS)
         for name in names:
-            run(COMMANDS[name], env)
+            run(COMMANDS[name], env_for(name))
         samples: dict[str, list[float]] = {name: [] for name in names}
         for i in range(args.rounds):
             for name in rotated(names, i):
-                samples[name].append(run(COMMANDS[name], env))
+                samples[name].append(run(COMMANDS[name], env_for(name)))
     med = {name: median(values) for name, values in samples.items()}
     emit(
         {
@@ -80,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 name: rnd(med[name] / med["bare_python"], 2) for name in names if name != "bare_python"
             },
             "imports_dspy": False,
+            "imports_nostr_sdk": False,
             "targets": {f"{name}_ms<=": TARGET_MS for name in TARGETED},
             "met": {f"{name}_ms<=": med[name] <= TARGET_MS for name in TARGETED},
             "machine": machine(),

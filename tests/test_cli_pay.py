@@ -11,9 +11,9 @@ import pytest
 
 from dspy_pylon.local.embedded import free_port
 from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletStore
-from dspy_pylon.pay.invoice import RefusalCode
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet, load_nwc_uri
+from dspy_pylon.pay.refusals import RefusalCode
 from tests.cli_run import Ran, run_pylon
 
 # The development wallet service on a real relay (both relays of the swarm suite).

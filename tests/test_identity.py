@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from mnemonic import Mnemonic
 from nostr_sdk import Keys, NostrSdkError
 
+from dspy_pylon import nip06
 from dspy_pylon.errors import ConfigError, IdentityError, IdentityMissing, InvalidMnemonic, PylonError
 from dspy_pylon.identity import (
     Identity,
@@ -65,6 +66,52 @@ def test_nip06_spec_vectors(words: str, secret_hex: str, npub: str) -> None:
     keys = keys_from_mnemonic(words)
     assert keys.secret_key().to_hex() == secret_hex
     assert keys.public_key().to_bech32() == npub
+
+
+@pytest.mark.parametrize(
+    ("words", "secret_hex", "npub"),
+    [(VECTOR_12, VECTOR_12_SECRET, VECTOR_12_NPUB), (VECTOR_24, VECTOR_24_SECRET, VECTOR_24_NPUB)],
+)
+def test_nip06_spec_vectors_without_nostr_sdk(words: str, secret_hex: str, npub: str) -> None:
+    secret = nip06.secret_from_mnemonic(words)
+    assert secret.hex() == secret_hex
+    assert nip06.npub(nip06.public_key_hex(secret)) == npub
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from([16, 20, 24, 28, 32]).flatmap(lambda size: st.binary(min_size=size, max_size=size)),
+    st.integers(min_value=0, max_value=2**31 - 1),
+    st.text(alphabet="abcXYZ019 -_", max_size=12),
+)
+def test_nip06_agrees_with_nostr_sdk(entropy: bytes, account: int, passphrase: str) -> None:
+    """Any phrase, account and (ASCII) passphrase: the same keys as nostr-sdk's ``Keys.from_mnemonic``."""
+    words = Mnemonic("english").to_mnemonic(entropy)
+    keys = Keys.from_mnemonic(words, passphrase, account)
+    secret = nip06.secret_from_mnemonic(words, passphrase, account)
+    assert secret.hex() == keys.secret_key().to_hex()
+    assert nip06.public_key_hex(secret) == keys.public_key().to_hex()
+    assert nip06.npub(nip06.public_key_hex(secret)) == keys.public_key().to_bech32()
+
+
+def test_nip06_normalises_a_passphrase_as_bip39_says() -> None:
+    """BIP-39 hashes the NFKD form of the passphrase: a composed and a decomposed "ä" give one key.
+    (nostr-sdk 0.45.1 hashes the passphrase as typed: its keys differ for the composed form.)"""
+    composed, decomposed = "p\u00e4ss", "pa\u0308ss"
+    assert nip06.secret_from_mnemonic(VECTOR_12, composed) == nip06.secret_from_mnemonic(VECTOR_12, decomposed)
+    assert nip06.secret_from_mnemonic(VECTOR_12, decomposed).hex() == (
+        Keys.from_mnemonic(VECTOR_12, decomposed).secret_key().to_hex()
+    )
+
+
+def test_a_loaded_identity_never_pickles(tmp_path: Path) -> None:
+    import pickle
+
+    init_identity(tmp_path, words=VECTOR_12)
+    identity = load_identity(tmp_path)
+    assert identity.npub == VECTOR_12_NPUB and identity.keys.secret_key().to_hex() == VECTOR_12_SECRET
+    with pytest.raises(IdentityError, match="never pickled"):
+        pickle.dumps(identity)
 
 
 def test_derivation_normalises_case_and_whitespace() -> None:

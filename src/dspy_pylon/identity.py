@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dspy_pylon import nip06
 from dspy_pylon.plain_errors import IdentityError, IdentityMissing, InvalidMnemonic
 
 if TYPE_CHECKING:  # imported where used: `pylon spend` and pylon_home() need neither
@@ -152,20 +153,34 @@ def generate_mnemonic(strength: int = 128) -> str:
 
 @dataclass(frozen=True)
 class Identity:
-    """Loaded Nostr keys and where they came from. Shows only public data (npub, path)."""
+    """Loaded Nostr keys and where they came from. Shows only public data (npub, path).
 
-    keys: nostr_sdk.Keys = field(repr=False)
+    Holds the derived secret, not nostr-sdk ``Keys``: the CLI's quick commands read the npub
+    without importing nostr-sdk (see :mod:`dspy_pylon.nip06`); :attr:`keys` builds them on use.
+    """
+
+    secret: bytes = field(repr=False)
     path: Path | None = None
+
+    @property
+    def keys(self) -> nostr_sdk.Keys:
+        """The nostr-sdk keys."""
+        import nostr_sdk
+
+        return nostr_sdk.Keys.parse(self.secret.hex())
 
     @property
     def npub(self) -> str:
         """The public key in NIP-19 form (``npub1...``)."""
-        return str(self.keys.public_key().to_bech32())
+        return nip06.npub(self.public_key_hex)
 
     @property
     def public_key_hex(self) -> str:
         """The public key as 64 lower-case hex characters."""
-        return str(self.keys.public_key().to_hex())
+        return nip06.public_key_hex(self.secret)
+
+    def __reduce__(self) -> str:
+        raise IdentityError("an Identity holds a secret key: it is never pickled")
 
     def __repr__(self) -> str:
         return f"Identity(npub={self.npub!r}, path={self.path!r})"
@@ -285,7 +300,8 @@ def load_identity(home: Path | str | None = None) -> Identity:
             f"identity file {path} does not hold a valid mnemonic ({reason}); "
             "restore it from your written backup with `pylon init --restore` after moving the broken file away"
         )
-    return Identity(keys=keys_from_mnemonic(raw.decode("utf-8")), path=path)
+    # Validated above; NIP-06 with no passphrase (nostr-sdk agrees: no passphrase to normalise).
+    return Identity(secret=nip06.secret_from_mnemonic(validate_mnemonic(raw.decode("utf-8"))), path=path)
 
 
 def resolve_keys(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 import threading
@@ -37,6 +36,10 @@ class OffLoop:
                 if self._writer is None:
                     self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"pylon-{type(self).__name__}")
                 writer = self._writer
+        # Imported here: asyncio is loaded whenever this runs, and at module level it would cost
+        # `pylon spend` (which reads the ledger without a loop) a sixth of its start-up.
+        import asyncio
+
         return await asyncio.get_running_loop().run_in_executor(writer, functools.partial(fn, *args, **kwargs))
 
     def _stop_writer(self) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dspy_pylon.pay.invoice import RefusalCode
 from dspy_pylon.pay.ledger import Claim, SpendLedger
+from dspy_pylon.pay.refusals import RefusalCode
 
 PROVIDER = "a1" * 32
 OTHER_PROVIDER = "b2" * 32

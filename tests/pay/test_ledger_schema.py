@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from dspy_pylon.errors import PylonError, StoreError
-from dspy_pylon.pay.invoice import RefusalCode
 from dspy_pylon.pay.ledger import Claim, SpendLedger
 from dspy_pylon.pay.ledger_schema import EARNED_MOVES, SPENT_MOVES, VERSION, Earned, Spent, sources
 from dspy_pylon.pay.liveness import alive, this_process
+from dspy_pylon.pay.refusals import RefusalCode
 
 #: Written by main's ledger code at commit afbef8f (schema 0, before user_version) with
 #: tests/pay/data/make_legacy_ledger.py: eleven spent rows covering every state, five earned.

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dspy_pylon.errors import ConfigError, PaymentFailed, PaymentRefused, PaymentRequired, WalletError
-from dspy_pylon.pay.invoice import Bill, Invoice, RefusalCode, check_bill
+from dspy_pylon.pay.invoice import Bill, Invoice, check_bill
 from dspy_pylon.pay.ledger import Claim, SpendLedger, Spent
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.pay.outcomes import (
@@ -30,6 +30,7 @@ from dspy_pylon.pay.outcomes import (
     PaymentStopped,
     PaymentUnconfirmed,
 )
+from dspy_pylon.pay.refusals import RefusalCode
 from dspy_pylon.usage import Budget, Reservation
 
 log = logging.getLogger("dspy_pylon.pay")

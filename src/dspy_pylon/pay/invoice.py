@@ -7,11 +7,11 @@ caller does the paying. Decoding uses PyPI ``bolt11`` (signature and checksum ch
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 
 from dspy_pylon.errors import MalformedEvent
+from dspy_pylon.pay.refusals import RefusalCode
 
 # Pylon providers describe their invoices like this; the job id binds the invoice to the job.
 _JOB_DESCRIPTION = re.compile(r"\bpylon job ([0-9a-f]{64})\b")
@@ -103,27 +103,6 @@ class Bill:
     provider: str
     amount_msats: int | None
     bolt11: str
-
-
-class RefusalCode(enum.StrEnum):
-    """Why a bill was not paid: what the ledger records and code may act on (the reason text is for people)."""
-
-    WRONG_JOB = "wrong_job"
-    NOT_TARGETED = "not_targeted"
-    BAD_INVOICE = "bad_invoice"
-    NO_AMOUNT = "no_amount"
-    NO_AMOUNT_TAG = "no_amount_tag"
-    AMOUNT_MISMATCH = "amount_mismatch"
-    OVER_BID = "over_bid"
-    OVER_BUDGET = "over_budget"
-    EXPIRED = "expired"
-    OTHER_JOB = "other_job"
-    #: The invoice was already paid, for another job (this process saw it, or the ledger has it).
-    ALREADY_PAID = "already_paid"
-    #: The ``approve`` callback said no.
-    DECLINED = "declined"
-    #: Refused by a ledger version that did not record why (rows upgraded from schema 0).
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)

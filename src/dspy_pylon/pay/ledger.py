@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from dspy_pylon.pay.invoice import RefusalCode
 from dspy_pylon.pay.ledger_reads import Direction, LedgerReads
 from dspy_pylon.pay.ledger_rows import Claim, LedgerEntry, SpendRow
 from dspy_pylon.pay.ledger_schema import (
@@ -38,6 +37,7 @@ from dspy_pylon.pay.ledger_schema import (
     upgrade,
 )
 from dspy_pylon.pay.liveness import alive, this_process
+from dspy_pylon.pay.refusals import RefusalCode
 from dspy_pylon.plain_errors import StoreError
 from dspy_pylon.sqlite_store import OffLoop, open_store
 

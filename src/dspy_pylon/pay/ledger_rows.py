@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from dspy_pylon.pay.invoice import RefusalCode
 from dspy_pylon.pay.ledger_schema import Earned, Spent, State
+from dspy_pylon.pay.refusals import RefusalCode
 
 
 class Claim(enum.Enum):

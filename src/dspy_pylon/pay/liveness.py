@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import os
 
-import psutil
-
 # psutil reports start times rounded to the kernel's clock tick (10 ms on Linux).
 _SAME_START_S = 1.0
 
 
 def this_process() -> tuple[int, float]:
     """This process's pid and start time (Unix seconds)."""
+    import psutil  # here, not at the top: `pylon spend` imports the ledger and rarely opens one
+
     pid = os.getpid()
     return pid, psutil.Process(pid).create_time()
 
 
 def alive(pid: int, started: float | None) -> bool:
     """Whether process ``pid``, started at ``started`` (None: unknown, pid alone decides), still runs."""
+    import psutil
+
     if pid <= 0:
         return False
     try:
