@@ -126,6 +126,8 @@ def keys_from_mnemonic(words: str, passphrase: str = "", account: int = 0) -> no
     """Derive Nostr keys from a BIP-39 mnemonic with NIP-06 (path ``m/44'/1237'/<account>'/0/0``).
 
     ``passphrase`` is the optional BIP-39 passphrase ("25th word"); the empty string means none.
+    It is hashed in its NFKD form as BIP-39 says (nostr-sdk's own ``Keys.from_mnemonic`` hashes
+    it as typed, so a composed "ä" would give other keys than other BIP-39 wallets).
     Raises :class:`~dspy_pylon.errors.InvalidMnemonic` for a bad phrase and
     :class:`~dspy_pylon.errors.IdentityError` for an account outside ``0..2**31-1``.
     """
@@ -134,10 +136,7 @@ def keys_from_mnemonic(words: str, passphrase: str = "", account: int = 0) -> no
     normalised = validate_mnemonic(words)
     if not 0 <= account <= _MAX_ACCOUNT:
         raise IdentityError(f"NIP-06 account must be between 0 and {_MAX_ACCOUNT}, not {account}")
-    try:
-        return nostr_sdk.Keys.from_mnemonic(normalised, passphrase, account)
-    except nostr_sdk.NostrSdkError:  # validated above; kept so a surprise cannot echo anything
-        raise InvalidMnemonic("invalid mnemonic: nostr-sdk refused it after validation") from None
+    return nostr_sdk.Keys.parse(nip06.secret_from_mnemonic(normalised, passphrase, account).hex())
 
 
 def generate_mnemonic(strength: int = 128) -> str:

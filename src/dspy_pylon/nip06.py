@@ -1,11 +1,13 @@
 """NIP-06 key derivation and NIP-19 ``npub`` encoding without nostr-sdk.
 
-Why not nostr-sdk (``Keys.from_mnemonic``, which the rest of pylon uses): importing it takes
-~140 ms, half the 300 ms the CLI's quick commands (``pylon identity``, ``pylon init``) may
-take. The derivation is short and standard — BIP-39 seed (the ``mnemonic`` package),
-BIP-32 private derivation along ``m/44'/1237'/<account>'/0/0`` with libsecp256k1
-(``coincurve``), bech32 from the ``bech32`` package — and the tests check it against the
-NIP-06 vectors and against nostr-sdk on random phrases.
+Why not nostr-sdk's ``Keys.from_mnemonic``: importing nostr-sdk takes ~140 ms, half the
+300 ms the CLI's quick commands (``pylon identity``, ``pylon init``) may take, and it hashes
+a BIP-39 passphrase as typed where BIP-39 says NFKD. The derivation is short and standard —
+BIP-39 seed (the ``mnemonic`` package, which normalises), BIP-32 private derivation along
+``m/44'/1237'/<account>'/0/0`` with libsecp256k1 (``coincurve``), bech32 from the ``bech32``
+package — and the tests check it against the NIP-06 vectors and against nostr-sdk on random
+phrases, accounts and passphrases. It is pylon's only derivation
+(:func:`dspy_pylon.identity.keys_from_mnemonic` builds its ``Keys`` from it).
 
 Callers validate the phrase first (:func:`dspy_pylon.identity.validate_mnemonic`).
 """
