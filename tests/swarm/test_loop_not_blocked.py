@@ -105,8 +105,22 @@ def test_a_call_cancelled_while_its_ledger_is_locked_leaves_nothing_open(swarm_l
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(TimeoutError):
-            asyncio.run(asyncio.wait_for(lm.acall("cancelled while the ledger is locked"), 0.5))
+
+        async def cancel_at_the_ledger() -> None:
+            call = asyncio.ensure_future(lm.acall("cancelled while the ledger is locked"))
+            # The bid is reserved in memory right before the (blocked) ledger write: cancel
+            # then, however long a loaded machine took to get the call that far.
+            deadline = time.monotonic() + 10
+            while lm.runtime.budget.reserved_msats == 0:
+                assert not call.done() and time.monotonic() < deadline, "the call never reached its ledger write"
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.1)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+        asyncio.run(cancel_at_the_ledger())
+        assert holder.poll() is None, "the lock was released before the call was cancelled"
         holder.wait(timeout=30)
     finally:
         holder.kill()
