@@ -1,4 +1,5 @@
-"""Swarm fixtures: a real embedded relay, real provider nodes on the tiny llama.cpp server, real keys."""
+"""Swarm fixtures: real relays, and real provider nodes and development wallet from
+:class:`~dspy_pylon.testing.LocalSwarm` on the tiny llama.cpp server, with real keys."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from tests.relays import NostrRelayProcess
 
 @pytest.fixture(scope="session")
 def relay_loop() -> NostrLoop:
-    """A loop of its own for relays and test providers (the customer uses the shared one)."""
+    """A loop of its own for the per-test embedded relays and scripted providers (a test's
+    :class:`LocalSwarm` runs its nodes and wallet on its own loop; customers use the shared one)."""
     return NostrLoop("test-relays")
 
 
