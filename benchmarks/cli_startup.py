@@ -49,11 +49,9 @@ def heavy_imports(argv: list[str], env: dict[str, str]) -> list[str]:
     """Which of DSPy and nostr-sdk the command imports (read from ``-X importtime``)."""
     command = [sys.executable, "-X", "importtime", "-m", "dspy_pylon.cli", *argv[1:]]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
-    return [
-        name
-        for name in ("dspy", "nostr_sdk")
-        if any(line.rstrip().endswith(f"| {name}") for line in out.stderr.splitlines())
-    ]
+    # "import time: self | cumulative | <indent>package": nested imports count too.
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    return [name for name in ("dspy", "nostr_sdk") if name in imported]
 
 
 def main(argv: list[str] | None = None) -> int:
