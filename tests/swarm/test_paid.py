@@ -244,3 +244,42 @@ def test_invoices_made_ahead_or_per_job(start_provider: Any, swarm_lm: Any, dev_
     assert dev_wallet.balance("provider") == PRICE
     if pool:
         eventually(lambda: provider.node.invoices.ready(PRICE) == pool)  # refilled
+
+
+def test_a_paid_job_waiting_for_a_queue_slot_still_runs_when_the_node_stops(
+    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+) -> None:
+    """One worker, a queue of one: the third paid job waits for a slot. Stopping the node then
+    must not drop it (the customer paid): every paid job is answered before the node stops."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    provider = start_provider(
+        price_msats=PRICE,
+        wallet=dev_wallet.wallet("provider"),
+        concurrency=1,
+        queue_limit=1,
+        max_tokens_cap=16_000,
+    )
+    lm = swarm_lm(
+        providers=(provider.pubkey,),
+        nwc_uri=dev_wallet.account("customer", 100_000),
+        auto_pay=True,
+        bid_msats=2_000,
+        timeout=30,
+    )
+    with ThreadPoolExecutor(3) as pool:
+        calls = [pool.submit(lm, f"paid job {i}", max_tokens=1_500) for i in range(3)]
+
+        # Paid, and the node knows it (the ledger row moves off 'invoiced' once it does).
+        def known_paid() -> int:
+            return sum(entry.state != "invoiced" for entry in provider.node.ledger.entries("earned"))
+
+        eventually(lambda: known_paid() == 3, timeout=20)
+        assert provider.node.stats.done < 3, "all three ran before the stop: the test proves nothing"
+        provider.stop()
+        answers = [call.result(timeout=60) for call in calls]
+    assert all(answer[0] for answer in answers)
+    assert provider.node.stats.done == 3
+    earned = SpendLedger(provider.node.settings.state_dir / "ledger.sqlite")  # the node closed its own
+    assert [entry.state for entry in earned.entries("earned")] == ["done"] * 3
+    earned.close()

@@ -90,7 +90,7 @@ class ProviderNode:
         self._route: Route | None = None
         self._client: RelayClient | None = None
         self._queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self._handled = 0
         self._done = asyncio.Event()
         self._once: int | None = None
@@ -213,7 +213,10 @@ class ProviderNode:
                 await self.refuse(job.id, job.customer, "provider busy: queue full, try another provider")
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        self.finish_before_stopping(asyncio.get_running_loop().create_task(coro))
+
+    def finish_before_stopping(self, task: asyncio.Task[Any]) -> None:
+        """Let ``task`` finish before the node stops (a stop waits for it, never cancels it)."""
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 

@@ -36,6 +36,8 @@ class Node(Protocol):
 
     async def run_paid(self, job: JobRequest) -> None: ...
 
+    def finish_before_stopping(self, task: asyncio.Task[Any]) -> None: ...
+
 
 class ProviderBilling:
     """Invoices in flight for one node, each a task on the node's loop."""
@@ -89,6 +91,12 @@ class ProviderBilling:
             why = "invoice expired unpaid; the job was dropped"
             await self.node.refuse(job.id, job.customer, why, status=JobStatus.EXPIRED)
             return
+        # Paid: the job must now run even if the node is stopping. Out of the waits a stop
+        # cancels (and of the unpaid count), into the work the node drains before it stops.
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.discard(task)
+            self.node.finish_before_stopping(task)
         await self.ledger.run(self._record_payment, job.id, status.preimage)
         await self.node.run_paid(job)
 
