@@ -330,12 +330,9 @@ class ProviderNode:
     # ─── lifecycle ───
 
     async def serve(self, once: int | None = None) -> int:
-        """Run the workers until :meth:`request_stop` (or, with ``once``, until that many jobs were
-        answered); then finish the jobs queued and in flight and disconnect. Call after :meth:`start`.
-
-        The workers live in a :class:`asyncio.TaskGroup`: none outlives this call, and a worker
-        that dies of something no job handler catches ends it with that error (after the
-        node disconnected) instead of vanishing."""
+        """Run the workers (a TaskGroup: none outlives this call) until :meth:`request_stop` or,
+        with ``once``, that many answered jobs; then finish the jobs queued and in flight, and
+        disconnect. Call after :meth:`start`."""
         self._once = once
         if once is not None and self._handled >= once:
             self._done.set()
