@@ -35,5 +35,5 @@ def run_pylon(*args: str, env: dict[str, str] | None = None, stdin: str | None =
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         assert result.exc_info is not None
-        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(*result.exc_info))
+        stderr += "".join(traceback.format_exception(*result.exc_info))  # starts "Traceback (most recent..."
     return Ran(result.exit_code, result.stdout, stderr)

@@ -105,6 +105,7 @@ def test_nip06_normalises_a_passphrase_as_bip39_says() -> None:
 
 
 def test_a_loaded_identity_never_pickles(tmp_path: Path) -> None:
+    import copy
     import pickle
 
     init_identity(tmp_path, words=VECTOR_12)
@@ -112,6 +113,7 @@ def test_a_loaded_identity_never_pickles(tmp_path: Path) -> None:
     assert identity.npub == VECTOR_12_NPUB and identity.keys.secret_key().to_hex() == VECTOR_12_SECRET
     with pytest.raises(IdentityError, match="never pickled"):
         pickle.dumps(identity)
+    assert copy.deepcopy(identity) is identity and copy.copy(identity) is identity
 
 
 def test_derivation_normalises_case_and_whitespace() -> None:

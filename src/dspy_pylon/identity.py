@@ -2,9 +2,9 @@
 
 The identity file is ``<pylon home>/identity.mnemonic`` (home: ``$PYLON_HOME``, else
 ``~/.openagents/pylon``). It holds the recovery words on one line and is created with mode
-0600, atomically, and never overwritten. Keys are derived with ``nostr_sdk.Keys.from_mnemonic``
-along ``m/44'/1237'/<account>'/0/0`` (NIP-06) — not from the first bytes of the seed, as the
-original Rust system did.
+0600, atomically, and never overwritten. Keys are derived by :mod:`dspy_pylon.nip06` along
+``m/44'/1237'/<account>'/0/0`` (NIP-06; the same keys as nostr-sdk's ``Keys.from_mnemonic``) —
+not from the first bytes of the seed, as the original Rust system did.
 
 Secrets never leave their file: error messages name files, word positions and (for a typed
 phrase) the first unknown word, never the phrase or a secret key; :class:`Identity` shows only
@@ -180,6 +180,13 @@ class Identity:
 
     def __reduce__(self) -> str:
         raise IdentityError("an Identity holds a secret key: it is never pickled")
+
+    # Frozen: a copy (DSPy deep-copies programs) is the same identity, not a pickle round trip.
+    def __copy__(self) -> Identity:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Identity:
+        return self
 
     def __repr__(self) -> str:
         return f"Identity(npub={self.npub!r}, path={self.path!r})"
