@@ -14,18 +14,15 @@ from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletStore
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet, load_nwc_uri
 from dspy_pylon.pay.refusals import RefusalCode
-from tests.cli_run import Ran, run_pylon
 
 # The development wallet service on a real relay (both relays of the swarm suite).
-from tests.swarm.conftest import DevWallet, dev_wallet, local_swarm, relay_loop, relay_url  # noqa: F401
+from dspy_pylon.testing import LocalSwarm
+from tests.cli_run import Ran, run_pylon
+from tests.swarm.conftest import dev_wallet, local_swarm, relay_loop, relay_url  # noqa: F401
 
 PROVIDER = "a1" * 32
 OTHER_PROVIDER = "b2" * 32
 CUSTOMER = "c3" * 32
-
-
-def _pylon(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Ran:
-    return run_pylon(*args, env=env, stdin=stdin)
 
 
 def _clean_error(result: Ran, code: int = 1) -> str:
@@ -66,7 +63,7 @@ def _table(out: str, title: str) -> list[list[str]]:
 
 
 def test_wallet_dev_creates_and_funds_accounts_without_printing_secrets(home: Path) -> None:
-    result = _pylon("wallet", "dev", "--account", "alice", "--fund", "100000", "--account", "bob", "--no-serve")
+    result = run_pylon("wallet", "dev", "--account", "alice", "--fund", "100000", "--account", "bob", "--no-serve")
     assert result.returncode == 0, result.stderr
     assert DEV_WALLET_LABEL in result.stdout
     assert "account alice: 100000 msats" in result.stdout
@@ -86,7 +83,7 @@ def test_wallet_dev_creates_and_funds_accounts_without_printing_secrets(home: Pa
 
 def test_wallet_dev_writes_private_uri_files_and_shows_them_only_when_asked(home: Path) -> None:
     relay = f"ws://127.0.0.1:{free_port()}"  # --no-serve: the relay is only written into the URIs
-    quiet = _pylon(
+    quiet = run_pylon(
         "wallet", "dev", "--account", "alice", "--fund", "100000", "--account", "bob", "--relay", relay, "--no-serve"
     )
     assert quiet.returncode == 0, quiet.stderr
@@ -101,7 +98,7 @@ def test_wallet_dev_writes_private_uri_files_and_shows_them_only_when_asked(home
     assert "nostr+walletconnect://" not in quiet.stdout
 
     # Again, with the URIs shown: the same accounts (same keys), alice topped up.
-    shown = _pylon(
+    shown = run_pylon(
         "wallet",
         "dev",
         "--account",
@@ -137,7 +134,7 @@ def test_wallet_dev_makes_an_existing_uri_file_private(home: Path) -> None:
     stale.parent.mkdir(parents=True)
     stale.write_text("an old URI\n")
     stale.chmod(0o644)
-    result = _pylon("wallet", "dev", "--account", "alice", "--relay", f"ws://127.0.0.1:{free_port()}", "--no-serve")
+    result = run_pylon("wallet", "dev", "--account", "alice", "--relay", f"ws://127.0.0.1:{free_port()}", "--no-serve")
     assert result.returncode == 0, result.stderr
     assert stale.read_text().startswith("nostr+walletconnect://")
     # The file now holds alice's secret: it must not stay readable by others.
@@ -146,7 +143,7 @@ def test_wallet_dev_makes_an_existing_uri_file_private(home: Path) -> None:
 
 def test_wallet_dev_show_uri_is_never_silently_ignored(home: Path) -> None:
     # Without --relay, --no-serve has no relay to put in a URI: say so instead of printing nothing.
-    result = _pylon("wallet", "dev", "--account", "alice", "--no-serve", "--show-uri")
+    result = run_pylon("wallet", "dev", "--account", "alice", "--no-serve", "--show-uri")
     if result.returncode == 0:
         assert "nostr+walletconnect://" in result.stdout
         assert (home / "dev-wallet" / "alice.nwc").exists()
@@ -156,7 +153,7 @@ def test_wallet_dev_show_uri_is_never_silently_ignored(home: Path) -> None:
 
 @pytest.mark.parametrize("args", [("--fund", "5"), ("--account", "alice", "--fund", "5", "--fund", "6")])
 def test_wallet_dev_fund_without_account_is_a_usage_error(home: Path, args: tuple[str, ...]) -> None:
-    result = _pylon("wallet", "dev", *args, "--no-serve")
+    result = run_pylon("wallet", "dev", *args, "--no-serve")
     assert "each --fund needs an --account before it" in _clean_error(result, 2)
     assert not (home / "dev-wallet" / "wallet.sqlite").exists()  # nothing was created
 
@@ -174,7 +171,7 @@ def test_wallet_connect_saves_the_uri_from_stdin_privately(home: Path, tmp_path:
         uri = store.nwc_uri("alice", ["ws://127.0.0.1:7777"])
     finally:
         store.close()
-    result = _pylon("wallet", "connect", stdin=f"  {uri}\n")
+    result = run_pylon("wallet", "connect", stdin=f"  {uri}\n")
     assert result.returncode == 0, result.stderr
     path = home / "nwc.uri"
     assert f"saved to {path} (mode 0600)" in result.stdout
@@ -186,7 +183,7 @@ def test_wallet_connect_saves_the_uri_from_stdin_privately(home: Path, tmp_path:
 @pytest.mark.parametrize("text", ["", "https://example.com/?secret=SECRET", "nostr+walletconnect://nope?secret=SECRET"])
 def test_wallet_connect_refuses_a_bad_uri_cleanly(home: Path, text: str) -> None:
     secret = nostr_sdk.Keys.generate().secret_key().to_hex()
-    result = _pylon("wallet", "connect", stdin=text.replace("SECRET", secret))
+    result = run_pylon("wallet", "connect", stdin=text.replace("SECRET", secret))
     error = _clean_error(result)
     assert "Error:" in error and "Nostr Wallet Connect URI" in error
     assert secret not in error + result.stdout
@@ -197,17 +194,17 @@ def test_wallet_connect_refuses_a_bad_uri_cleanly(home: Path, text: str) -> None
 
 
 def test_wallet_balance_of_the_dev_wallet(
-    dev_wallet: DevWallet,  # noqa: F811 - the imported fixture (on each relay of relay_url)
+    dev_wallet: LocalSwarm,  # noqa: F811 - the imported fixture (on each relay of relay_url)
     home: Path,
 ) -> None:
     alice = dev_wallet.account("alice", 123_456)
     bob = dev_wallet.account("bob", 7_000)
-    connected = _pylon("wallet", "connect", stdin=alice)
+    connected = run_pylon("wallet", "connect", stdin=alice)
     assert connected.returncode == 0, connected.stderr
-    from_file = _pylon("wallet", "balance")
+    from_file = run_pylon("wallet", "balance")
     assert from_file.returncode == 0, from_file.stderr
     assert "balance: 123456 msats (123 sats)" in from_file.stdout
-    from_env = _pylon("wallet", "balance", env={"PYLON_NWC_URI": bob})
+    from_env = run_pylon("wallet", "balance", env={"PYLON_NWC_URI": bob})
     assert from_env.returncode == 0, from_env.stderr
     assert "balance: 7000 msats (7 sats)" in from_env.stdout
     for result in (from_file, from_env):
@@ -216,7 +213,7 @@ def test_wallet_balance_of_the_dev_wallet(
 
 
 def test_wallet_balance_without_a_wallet(home: Path) -> None:
-    error = _clean_error(_pylon("wallet", "balance"))
+    error = _clean_error(run_pylon("wallet", "balance"))
     assert "no wallet configured" in error and "pylon wallet connect" in error
 
 
@@ -227,7 +224,7 @@ def test_wallet_balance_refuses_a_uri_file_others_can_read(home: Path) -> None:
     path = home / "nwc.uri"
     path.write_text(f"nostr+walletconnect://{wallet}?relay=ws%3A%2F%2F127.0.0.1%3A1&secret={secret}\n")
     path.chmod(0o644)
-    error = _clean_error(_pylon("wallet", "balance"))
+    error = _clean_error(run_pylon("wallet", "balance"))
     assert "chmod 600" in error
     assert secret not in error
 
@@ -236,7 +233,7 @@ def test_wallet_balance_refuses_a_uri_file_others_can_read(home: Path) -> None:
 
 
 def test_spend_without_a_ledger(home: Path) -> None:
-    result = _pylon("spend")
+    result = run_pylon("spend")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"no spend ledger yet ({home / 'ledger.sqlite'})"
     assert not (home / "ledger.sqlite").exists()  # looking does not create one
@@ -278,7 +275,7 @@ def ledger_rows(home: Path) -> SpendLedger:
 def test_spend_tables_match_the_ledger(ledger_rows: SpendLedger) -> None:
     day = ledger_rows.summary("day")[0].key
     ledger_rows.close()
-    result = _pylon("spend")
+    result = run_pylon("spend")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     #                 jobs, paid, msats, paid no result, refused, tokens
@@ -297,7 +294,7 @@ def test_spend_tables_match_the_ledger(ledger_rows: SpendLedger) -> None:
 
 def test_spend_earned_shows_the_provider_side(ledger_rows: SpendLedger) -> None:
     ledger_rows.close()
-    result = _pylon("spend", "--earned", "--by", "provider")
+    result = run_pylon("spend", "--earned", "--by", "provider")
     assert result.returncode == 0, result.stderr
     assert _table(result.stdout, "earnings per customer") == [[CUSTOMER[:12] + "…", "2", "1", "4000", "0", "0", "3/4"]]
     assert "spend per" not in result.stdout and "earnings per model" not in result.stdout
@@ -307,7 +304,7 @@ def test_spend_earned_shows_the_provider_side(ledger_rows: SpendLedger) -> None:
 
 def test_spend_by_job_lists_every_job(ledger_rows: SpendLedger) -> None:
     ledger_rows.close()
-    result = _pylon("spend", "--by", "job")
+    result = run_pylon("spend", "--by", "job")
     assert result.returncode == 0, result.stderr
     rows = _table(result.stdout, "spend per job")
     # time, job, provider, model, bid, invoice, paid, state
@@ -318,7 +315,7 @@ def test_spend_by_job_lists_every_job(ledger_rows: SpendLedger) -> None:
         ["4" * 12 + "…", OTHER_PROVIDER[:12] + "…", "m2", "5000", "1000", "0", "paying"],
     ]
     assert "total paid: 5010 msats (6 sats)" in result.stdout
-    latest = _pylon("spend", "--by", "job", "--limit", "1", "--earned")
+    latest = run_pylon("spend", "--by", "job", "--limit", "1", "--earned")
     assert latest.returncode == 0, latest.stderr
     (only,) = _table(latest.stdout, "earned per job")
     assert only[1:] == [
@@ -335,12 +332,12 @@ def test_spend_by_job_lists_every_job(ledger_rows: SpendLedger) -> None:
 def test_spend_set_budget_writes_the_global_budget_and_spend_shows_it(home: Path, ledger_rows: SpendLedger) -> None:
     from dspy_pylon.pay.budget_file import load_global_budget
 
-    result = _pylon("spend", "--set-budget", "25")
+    result = run_pylon("spend", "--set-budget", "25")
     assert result.returncode == 0, result.stderr
     assert load_global_budget(home) == 25_000
-    shown = _pylon("spend")
+    shown = run_pylon("spend")
     assert "global budget: 25000 msats" in shown.stdout
     assert f"{ledger_rows.committed_msats()} paid or held by open jobs" in shown.stdout
     (home / "budget.toml").write_text("global_budget_sats = -1\n")
-    broken = _pylon("spend")
+    broken = run_pylon("spend")
     assert broken.returncode == 1 and "non-negative" in broken.stderr and "Traceback" not in broken.stderr

@@ -284,8 +284,8 @@ def test_send_while_the_relay_is_down_fails_without_raising() -> None:
 
 def test_a_relay_down_at_start_is_not_waited_for_and_is_used_once_it_is_up() -> None:
     """pylon's RelayClient: a refused relay costs no connect timeout, and is retried in the background."""
-    url = f"ws://127.0.0.1:{free_port()}"
-    port = int(url.rsplit(":", 1)[1])
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
 
     async def main() -> None:
         started = time.monotonic()

@@ -147,10 +147,6 @@ def swarm_lm(relay_url: str, customer_keys: Any) -> Callable[..., pylon.PylonLM]
     return make
 
 
-#: The development wallet of a test: its :class:`LocalSwarm` (``account``, ``wallet``, ``balance``, ``wallet_store``).
-DevWallet = LocalSwarm
-
-
 @pytest.fixture
 def dev_wallet(local_swarm: LocalSwarm) -> LocalSwarm:
     """The development wallet (NIP-47 over the test relay, SQLite in tmp_path)."""

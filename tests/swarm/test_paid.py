@@ -15,14 +15,15 @@ from dspy.utils import exceptions as dspy_errors
 import dspy_pylon as pylon
 from dspy_pylon.identity import pylon_home
 from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.testing import LocalSwarm
 from dspy_pylon.usage import pylon_data
 from tests.helpers import pylon_cause
-from tests.swarm.conftest import DevWallet, eventually
+from tests.swarm.conftest import eventually
 
 PRICE = 1_234
 
 
-def test_priced_job_moves_exactly_the_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+def test_priced_job_moves_exactly_the_price(start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm) -> None:
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
     customer_uri = dev_wallet.account("customer", 100_000)
     lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=customer_uri, auto_pay=True, bid_msats=5_000)
@@ -55,7 +56,7 @@ def test_priced_job_moves_exactly_the_price(start_provider: Any, swarm_lm: Any, 
 
 
 def test_auto_pay_off_raises_payment_required_then_pay_delivers(
-    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm
 ) -> None:
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
     lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
@@ -72,7 +73,7 @@ def test_auto_pay_off_raises_payment_required_then_pay_delivers(
     assert lm.total_spent_msats() == PRICE
 
 
-def test_budget_exceeded_before_publishing(swarm_lm: Any, dev_wallet: DevWallet) -> None:
+def test_budget_exceeded_before_publishing(swarm_lm: Any, dev_wallet: LocalSwarm) -> None:
     lm = swarm_lm(nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000, auto_pay=True, budget_sats=1)
     with pytest.raises(dspy_errors.LMBillingError, match="nothing was published") as caught:
         lm.forward(prompt="hi")
@@ -82,7 +83,7 @@ def test_budget_exceeded_before_publishing(swarm_lm: Any, dev_wallet: DevWallet)
 
 
 def test_bid_below_the_price_fails_at_once_without_paying(
-    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm
 ) -> None:
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
     lm = swarm_lm(
@@ -96,7 +97,7 @@ def test_bid_below_the_price_fails_at_once_without_paying(
     assert row.state == "failed" and row.paid_msats == 0
 
 
-def test_per_model_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet, tiny_server: Any) -> None:
+def test_per_model_price(start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm, tiny_server: Any) -> None:
     import httpx
 
     model = httpx.get(f"{tiny_server.url}/v1/models").json()["data"][0]["id"]
@@ -116,7 +117,7 @@ def test_per_model_price(start_provider: Any, swarm_lm: Any, dev_wallet: DevWall
 
 
 def test_unpaid_invoice_expires_and_the_job_is_dropped(
-    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm
 ) -> None:
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), invoice_expiry_s=2)
     lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
@@ -145,7 +146,7 @@ def test_unpaid_invoice_expires_and_the_job_is_dropped(
     assert states == ["approval", "failed", "refused"]
 
 
-def test_global_budget_holds_across_lms(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+def test_global_budget_holds_across_lms(start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm) -> None:
     """Two LMs with their own (unlimited) budgets share the global one in $PYLON_HOME's ledger."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -174,7 +175,7 @@ def test_global_budget_holds_across_lms(start_provider: Any, swarm_lm: Any, dev_
     assert SpendLedger(pylon_home() / "ledger.sqlite").committed_msats() == paid
 
 
-def test_deep_copies_share_one_budget(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+def test_deep_copies_share_one_budget(start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm) -> None:
     import copy
 
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
@@ -196,7 +197,7 @@ def test_deep_copies_share_one_budget(start_provider: Any, swarm_lm: Any, dev_wa
 
 
 def test_provider_restart_keeps_waiting_for_an_invoice(
-    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet, tmp_path: Any
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm, tmp_path: Any
 ) -> None:
     """Billed, then the provider restarts before the customer approves: the new process waits for
     the same invoice (the job is read back from the relay) and runs the job once it is paid."""
@@ -216,7 +217,7 @@ def test_provider_restart_keeps_waiting_for_an_invoice(
     eventually(lambda: second.node.ledger.entry(job_id, "earned").state == "done")  # type: ignore[union-attr]
 
 
-def test_unpaid_invoices_are_capped(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:
+def test_unpaid_invoices_are_capped(start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm) -> None:
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), max_unpaid=1)
     lm = swarm_lm(providers=(provider.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
     with pytest.raises(dspy_errors.LMBillingError):
@@ -227,7 +228,7 @@ def test_unpaid_invoices_are_capped(start_provider: Any, swarm_lm: Any, dev_wall
 
 
 @pytest.mark.parametrize("pool", [0, 2])
-def test_invoices_made_ahead_or_per_job(start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet, pool: int) -> None:
+def test_invoices_made_ahead_or_per_job(start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm, pool: int) -> None:
     from dspy_pylon.pay.invoice import decode_invoice
 
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), invoice_pool=pool)
@@ -247,7 +248,7 @@ def test_invoices_made_ahead_or_per_job(start_provider: Any, swarm_lm: Any, dev_
 
 
 def test_a_paid_job_waiting_for_a_queue_slot_still_runs_when_the_node_stops(
-    start_provider: Any, swarm_lm: Any, dev_wallet: DevWallet
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm
 ) -> None:
     """One worker, a queue of one: the third paid job waits for a slot. Stopping the node then
     must not drop it (the customer paid): every paid job is answered before the node stops."""

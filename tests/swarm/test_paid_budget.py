@@ -20,8 +20,9 @@ from dspy_pylon.identity import pylon_home
 from dspy_pylon.nostr.nip90 import JobFeedback, JobRequest, JobResult
 from dspy_pylon.pay.invoice import invoice_description
 from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.testing import LocalSwarm
 from tests.helpers import pylon_cause
-from tests.swarm.conftest import DevWallet, eventually
+from tests.swarm.conftest import eventually
 from tests.swarm.test_hostile import ScriptedProvider, scripted  # noqa: F401 - fixture
 
 CALLS = 1_000
@@ -36,7 +37,7 @@ FUNDS = 10_000_000
 def test_budget_is_never_exceeded_by_concurrent_calls(
     scripted: Any,  # noqa: F811 - the imported fixture
     swarm_lm: Any,
-    dev_wallet: DevWallet,
+    dev_wallet: LocalSwarm,
 ) -> None:
     keys = nostr_sdk.Keys.generate()
     dev_wallet.account("provider")

@@ -21,7 +21,7 @@ import nostr_sdk
 import pytest
 
 from dspy_pylon.pay.ledger import PAID_STATES, SpendLedger
-from tests.swarm.conftest import DevWallet
+from dspy_pylon.testing import LocalSwarm
 
 CALLS = 50
 PRICE = 1_111
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 # production-like one keeps every event across the customer's lives, as a real relay does.
 @pytest.mark.parametrize("relay_url", ["nostr-relay"], indirect=True)
 def test_sigkill_mid_payment_never_pays_twice(
-    start_provider: Any, dev_wallet: DevWallet, relay_url: str, tmp_path: Path
+    start_provider: Any, dev_wallet: LocalSwarm, relay_url: str, tmp_path: Path
 ) -> None:
     provider = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"))
     home = tmp_path / "customer-home"

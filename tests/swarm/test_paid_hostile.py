@@ -17,8 +17,8 @@ from dspy_pylon.identity import pylon_home
 from dspy_pylon.nostr.nip90 import JobFeedback, JobRequest, JobResult
 from dspy_pylon.pay.invoice import invoice_description
 from dspy_pylon.pay.ledger import SpendLedger
+from dspy_pylon.testing import LocalSwarm
 from tests.helpers import pylon_cause
-from tests.swarm.conftest import DevWallet
 from tests.swarm.test_hostile import ScriptedProvider, scripted  # noqa: F401 - fixture
 
 BID = 2_000
@@ -36,7 +36,7 @@ def _result(job: JobRequest, keys: Any, content: str = "paid answer", **fields: 
 @pytest.fixture
 def hostile(
     scripted: Callable[[Any, Any], ScriptedProvider],  # noqa: F811 - the imported fixture
-    dev_wallet: DevWallet,
+    dev_wallet: LocalSwarm,
     swarm_lm: Any,
 ) -> Callable[..., tuple[pylon.PylonLM, Any]]:
     """``hostile(script)``: a scripted provider and a customer LM (auto_pay, bid 2000, funded 50000)."""
@@ -54,7 +54,7 @@ def hostile(
     return make
 
 
-def _invoice(wallet: DevWallet, job_id: str, amount: int, **options: Any) -> str:
+def _invoice(wallet: LocalSwarm, job_id: str, amount: int, **options: Any) -> str:
     return str(wallet.wallet_store.make_invoice("provider", amount, invoice_description(job_id), **options).bolt11)
 
 
@@ -77,7 +77,7 @@ def _refused(lm: pylon.PylonLM, match: str) -> None:
     ],
 )
 def test_bad_amounts_are_refused(
-    hostile: Any, dev_wallet: DevWallet, amount_tag: int | None, invoice_amount: int, why: str
+    hostile: Any, dev_wallet: LocalSwarm, amount_tag: int | None, invoice_amount: int, why: str
 ) -> None:
     lm, _ = hostile(
         lambda job, keys: [_bill(job, keys, amount_tag, _invoice(dev_wallet, job.id, invoice_amount))],
@@ -86,7 +86,7 @@ def test_bad_amounts_are_refused(
     assert dev_wallet.balance("customer") == FUNDS
 
 
-def test_expired_invoice_is_refused(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_expired_invoice_is_refused(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(
         lambda job, keys: [
             _bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000, expiry_s=5, now=time.time() - 60))
@@ -96,24 +96,24 @@ def test_expired_invoice_is_refused(hostile: Any, dev_wallet: DevWallet) -> None
     assert dev_wallet.balance("customer") == FUNDS
 
 
-def test_invoice_for_another_job_is_refused(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_invoice_for_another_job_is_refused(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(lambda job, keys: [_bill(job, keys, 1_000, _invoice(dev_wallet, "ab" * 32, 1_000))])
     _refused(lm, "another job")
     assert dev_wallet.balance("customer") == FUNDS
 
 
-def test_bill_without_invoice_is_refused(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_bill_without_invoice_is_refused(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(lambda job, keys: [_bill(job, keys, 1_000, None)])
     _refused(lm, "no invoice")
 
 
-def test_garbage_invoice_is_refused(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_garbage_invoice_is_refused(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(lambda job, keys: [_bill(job, keys, 1_000, "lnbcrt10n1garbage")])
     _refused(lm, "not a valid BOLT11 invoice")
     assert dev_wallet.balance("customer") == FUNDS
 
 
-def test_an_invoice_paid_for_one_job_is_not_paid_for_the_next(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_an_invoice_paid_for_one_job_is_not_paid_for_the_next(hostile: Any, dev_wallet: LocalSwarm) -> None:
     first: list[str] = []
 
     def script(job: JobRequest, keys: Any) -> list[Any]:
@@ -131,7 +131,7 @@ def test_an_invoice_paid_for_one_job_is_not_paid_for_the_next(hostile: Any, dev_
     assert lm.total_spent_msats() == 1_000
 
 
-def test_repeated_bills_are_paid_once(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_repeated_bills_are_paid_once(hostile: Any, dev_wallet: LocalSwarm) -> None:
     def script(job: JobRequest, keys: Any) -> list[Any]:
         invoice = _invoice(dev_wallet, job.id, 1_000)
         other = _invoice(dev_wallet, job.id, 1_500)
@@ -150,7 +150,7 @@ def test_repeated_bills_are_paid_once(hostile: Any, dev_wallet: DevWallet) -> No
     assert row.state == "done" and row.paid_msats == 1_000 and "repeated bill" in row.reason
 
 
-def test_payment_then_silence_is_recorded_and_not_retried(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_payment_then_silence_is_recorded_and_not_retried(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(lambda job, keys: [_bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000))], timeout=2.0)
     lm.num_retries = 3  # a paid job must not be retried (and paid) again
     with pytest.raises(dspy_errors.LMProviderError) as caught:
@@ -162,7 +162,7 @@ def test_payment_then_silence_is_recorded_and_not_retried(hostile: Any, dev_wall
     assert lm.total_spent_msats() == 1_000
 
 
-def test_billed_after_delivery_is_paid_under_the_same_checks(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_billed_after_delivery_is_paid_under_the_same_checks(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(
         lambda job, keys: [_result(job, keys, amount_msats=1_200, bolt11=_invoice(dev_wallet, job.id, 1_200))]
     )
@@ -171,7 +171,7 @@ def test_billed_after_delivery_is_paid_under_the_same_checks(hostile: Any, dev_w
     assert lm.history[-1]["cost"] == 1_200
 
 
-def test_billed_after_delivery_above_the_bid_is_refused(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_billed_after_delivery_above_the_bid_is_refused(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(
         lambda job, keys: [_result(job, keys, amount_msats=9_000, bolt11=_invoice(dev_wallet, job.id, 9_000))]
     )
@@ -179,7 +179,7 @@ def test_billed_after_delivery_above_the_bid_is_refused(hostile: Any, dev_wallet
     assert dev_wallet.balance("customer") == FUNDS
 
 
-def test_pay_on_result_off_takes_the_result_unpaid(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_pay_on_result_off_takes_the_result_unpaid(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(
         lambda job, keys: [_result(job, keys, amount_msats=1_200, bolt11=_invoice(dev_wallet, job.id, 1_200))],
         pay_on_result=False,
@@ -188,7 +188,7 @@ def test_pay_on_result_off_takes_the_result_unpaid(hostile: Any, dev_wallet: Dev
     assert dev_wallet.balance("customer") == FUNDS and lm.history[-1]["cost"] == 0
 
 
-def test_approve_callback_decides(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_approve_callback_decides(hostile: Any, dev_wallet: LocalSwarm) -> None:
     seen: list[pylon.PaymentRequest] = []
 
     def approve(request: pylon.PaymentRequest) -> bool:
@@ -208,7 +208,7 @@ def test_approve_callback_decides(hostile: Any, dev_wallet: DevWallet) -> None:
     assert dev_wallet.balance("customer") == FUNDS - 1_000
 
 
-def test_no_wallet_configured_is_a_clear_error(scripted: Any, swarm_lm: Any, dev_wallet: DevWallet) -> None:  # noqa: F811
+def test_no_wallet_configured_is_a_clear_error(scripted: Any, swarm_lm: Any, dev_wallet: LocalSwarm) -> None:  # noqa: F811
     keys = nostr_sdk.Keys.generate()
     dev_wallet.account("provider")
     scripted(keys, lambda job: [_bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000))])
@@ -222,7 +222,7 @@ def test_no_wallet_configured_is_a_clear_error(scripted: Any, swarm_lm: Any, dev
 def test_broadcast_takes_the_result_of_the_provider_it_paid(
     scripted: Any,  # noqa: F811 - the imported fixture
     swarm_lm: Any,
-    dev_wallet: DevWallet,
+    dev_wallet: LocalSwarm,
 ) -> None:
     billing, other = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
     dev_wallet.account("provider")
@@ -243,7 +243,7 @@ def test_broadcast_takes_the_result_of_the_provider_it_paid(
 
 
 def test_unanswered_payment_counts_once_and_is_resolved_at_the_next_start(
-    hostile: Any, dev_wallet: DevWallet, relay_url: str
+    hostile: Any, dev_wallet: LocalSwarm, relay_url: str
 ) -> None:
     """The wallet never answers pay_invoice (a wallet key no service listens for): the outcome is
     unknown, so the budget counts the amount once and the ledger keeps the job 'paying' until a
@@ -286,7 +286,7 @@ def test_unanswered_payment_counts_once_and_is_resolved_at_the_next_start(
     assert resolved.state == "payment_failed" and dev_wallet.balance("customer") == FUNDS
 
 
-def test_paid_then_error_is_reported_with_the_payment(hostile: Any, dev_wallet: DevWallet) -> None:
+def test_paid_then_error_is_reported_with_the_payment(hostile: Any, dev_wallet: LocalSwarm) -> None:
     lm, _ = hostile(
         lambda job, keys: [
             _bill(job, keys, 1_000, _invoice(dev_wallet, job.id, 1_000)),
@@ -304,7 +304,7 @@ def test_paid_then_error_is_reported_with_the_payment(hostile: Any, dev_wallet: 
 
 
 def test_a_result_delivered_after_an_interruption_is_found_at_the_next_start(
-    hostile: Any, dev_wallet: DevWallet, swarm_lm: Any
+    hostile: Any, dev_wallet: LocalSwarm, swarm_lm: Any
 ) -> None:
     import sqlite3
 
@@ -328,7 +328,7 @@ def test_a_result_delivered_after_an_interruption_is_found_at_the_next_start(
 
 def test_a_paid_broadcast_whose_result_ignores_the_schema_fails_at_once(
     scripted: Callable[[Any, Any], ScriptedProvider],  # noqa: F811 - the imported fixture
-    dev_wallet: DevWallet,
+    dev_wallet: LocalSwarm,
     swarm_lm: Any,
 ) -> None:
     """Paid for, then answered in free text where JSON was asked: no other provider's result

@@ -12,9 +12,9 @@ import pytest
 from dspy.utils import exceptions as dspy_errors
 
 import dspy_pylon as pylon
+from dspy_pylon.testing import LocalSwarm
 from dspy_pylon.usage import pylon_data
 from tests.helpers import WholeAnswerAdapter, pylon_cause
-from tests.swarm.conftest import DevWallet
 
 from .conftest import RunningProvider, eventually
 
@@ -151,7 +151,7 @@ def test_reputation_counts_outcomes(start_provider: StartProvider, swarm_lm: Swa
     assert stats.score == pytest.approx(3 / 4)
 
 
-def test_discover_reads_announcements(start_provider: StartProvider, relay_url: str, dev_wallet: DevWallet) -> None:
+def test_discover_reads_announcements(start_provider: StartProvider, relay_url: str, dev_wallet: LocalSwarm) -> None:
     cheap = start_provider(name="cheap node", price_msats=0)
     pricey = start_provider(name="pricey node", price_msats=5000, wallet=dev_wallet.wallet("pricey"))
     found = {r.pubkey: r for r in pylon.discover([relay_url])}

@@ -14,11 +14,11 @@ from dspy.utils import exceptions as dspy_errors
 import dspy_pylon as pylon
 from dspy_pylon.local.embedded import EmbeddedLlama
 from dspy_pylon.swarm.chat_job import FORMATS
-from dspy_pylon.testing import tiny_gguf
+from dspy_pylon.testing import LocalSwarm, tiny_gguf
 from dspy_pylon.usage import pylon_data
 from tests.local.test_structured_outputs import AskWithTools, Person, Typed, weather
 
-from .conftest import DevWallet, RunningProvider, eventually
+from .conftest import RunningProvider, eventually
 
 StartProvider = Callable[..., RunningProvider]
 SwarmLM = Callable[..., pylon.PylonLM]
@@ -112,7 +112,7 @@ def test_a_provider_that_cannot_honour_tools_refuses_with_error_feedback(
 
 
 def test_a_priced_provider_refuses_before_billing_a_job_it_cannot_honour(
-    start_provider: StartProvider, swarm_lm: SwarmLM, bare_server: EmbeddedLlama, dev_wallet: DevWallet
+    start_provider: StartProvider, swarm_lm: SwarmLM, bare_server: EmbeddedLlama, dev_wallet: LocalSwarm
 ) -> None:
     """No invoice for a job it would refuse: the customer pays nothing and hears why at once."""
     provider = start_provider(backend_url=bare_server.url, price_msats=1_000, wallet=dev_wallet.wallet("provider"))
