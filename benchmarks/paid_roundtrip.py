@@ -2,15 +2,15 @@
 
 One embedded llama.cpp server (xllamacpp, in this process, ONE thread by default as in
 ``swarm_throughput``: two spinning llama.cpp threads fight everything else for the two
-cores here) serves the tiny deterministic test model. ONE provider node (backend
-``llamacpp``) runs in this process on a Nostr loop of its own, as ``tests/swarm/conftest.py``
-does, with ``price_msats=0``, a per-model price (``prices={<served model id>: PRICE}``) and
-an ``NwcWallet`` on the development wallet: a job that names no model is free, a job that
-names the served model is billed. So free and paid calls run on the very same node (same
-relay connection, queue, workers and llama.cpp server); the only difference in the job is
-its ``model`` param. The development wallet (``DevWalletStore`` + ``DevWalletService``,
-NIP-47 over the same relay, on the provider's loop) holds two accounts: ``customer``
-(funded) and ``provider``.
+cores here) serves the tiny deterministic test model. A :class:`dspy_pylon.testing.LocalSwarm`
+on the relay (as the tests and the demo use it; its own Nostr loop) holds the development
+wallet (``DevWalletStore`` + ``DevWalletService``, NIP-47 over the same relay) with two
+accounts, ``customer`` (funded) and ``provider``, and ONE provider node (backend
+``llamacpp``) with ``price_msats=0``, a per-model price (``prices={<served model id>: PRICE}``)
+and an ``NwcWallet`` on the ``provider`` account: a job that names no model is free, a job
+that names the served model is billed. So free and paid calls run on the very same node
+(same relay connection, queue, workers and llama.cpp server); the only difference in the
+job is its ``model`` param.
 
 For each relay (the embedded nostr-sdk relay and, when ``.venv-relay`` holds it, the PyPI
 ``nostr-relay``), after a warm-up, every round runs three contenders once, the order rotating:
@@ -19,8 +19,8 @@ For each relay (the embedded nostr-sdk relay and, when ``.venv-relay`` holds it,
   publishes, B receives and replies, A receives the reply. Two relay deliveries.
 * ``free``  - ``PylonLM.swarm(key, PylonConfig(venue=Swarm(relays=(url,), providers=(provider,))))``
   called as ``lm(prompt)`` (cache off, ``max_tokens=4``, temperature 0) from the main thread.
-* ``paid``  - the same call from a second LM with ``model=<served id>``,
-  ``Swarm(..., bid_msats=BID, auto_pay=True)`` and ``nwc_uri=<customer account>``: the
+* ``paid``  - the same call from the swarm's LM (``LocalSwarm.lm``) with ``model=<served id>``,
+  ``Swarm(..., bid_msats=BID, auto_pay=True)``, paying from the ``customer`` account: the
   provider asks its wallet for an invoice (``make_invoice`` over NIP-47), sends
   ``payment-required`` feedback, the customer checks the invoice, writes the intent to its
   ledger and pays over NIP-47 (nostr-sdk ``NostrWalletConnect``), the wallet settles and
@@ -38,7 +38,7 @@ alternating between relays), ``--inflight`` at once, each from a thread of a poo
 the LM (after a 16-job warm-up per batch). Reported: jobs/s, latency, lost (a call that
 raised or returned no text), this process's CPU per job, and the money: the customer's wallet balance must drop by
 exactly jobs x PRICE, the provider's rise by as much, and the customer's spend ledger
-(``SpendLedger($PYLON_HOME/ledger.sqlite).total_paid_msats()``), ``lm.total_spent_msats()``
+(``SpendLedger(swarm.ledger_path).total_paid_msats()``, both LMs' ``home``), ``lm.total_spent_msats()``
 and the provider's ledger (``earned``) must move by the same amount.
 
 On the embedded relay the script measures a second time with TCP_NODELAY set on the relay's
@@ -72,7 +72,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,9 @@ import dspy_pylon as pylon
 from _common import emit, machine, median, percentile, rnd, rotated
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.relay_server import start_embedded_relay
-from dspy_pylon.pay.dev_wallet import DevWalletService, DevWalletStore
 from dspy_pylon.pay.ledger import SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
-from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
+from dspy_pylon.testing import LocalSwarm
 from dspy_pylon.testing.tiny_gguf import write_tiny_gguf
 from swarm_roundtrip import (
     TIMELINE,
@@ -139,55 +138,33 @@ def served_model(llama_url: str) -> str:
         return str(json.loads(response.read())["data"][0]["id"])
 
 
-class Wallet:
-    """The development wallet on the relay: its store, its service and the two accounts."""
+class PaidSwarm:
+    """This measurement's :class:`LocalSwarm` on the relay: the development wallet with the
+    funded ``customer`` account, and ONE node - free by default, PRICE for jobs naming
+    ``model`` - paid into the ``provider`` account, its inference timed."""
 
-    def __init__(self, loop: NostrLoop, url: str, path: Path, fund_msats: int) -> None:
-        self.loop = loop
-        self.store = DevWalletStore(path)
-        self.service = loop.run(DevWalletService(self.store, (url,)).start(), timeout=30)
-        self.store.create_account("customer", fund_msats)
-        self.store.create_account("provider", 0)
-        self.customer_uri = self.store.nwc_uri("customer", (url,))
-        self.provider_uri = self.store.nwc_uri("provider", (url,))
+    def __init__(self, url: str, state_dir: Path, llama_url: str, model: str, fund_msats: int, concurrency: int):
+        self.swarm = LocalSwarm(state_dir, providers=0, funds_msats=fund_msats, relay_url=url, backend_url=llama_url)
+        self.swarm.start()
+        self.wallet = self.swarm.wallet("provider", timeout=30)
+        self.node = self.swarm.add_provider(
+            wallet=self.wallet, concurrency=concurrency, price_msats=0, prices={model: PRICE_MSATS}
+        )
+        if model not in self.node.models:
+            raise SystemExit(f"the provider does not list the served model {model!r}: {self.node.models}")
+        # No job has reached the node yet: its backend client is wrapped before the first.
+        self.router = TimedRouter(self.node.router)
+        self.node.router = self.router  # type: ignore[assignment]
 
     def balances(self) -> tuple[int, int]:
         """(customer, provider) balances in msats."""
-        return int(self.store.balance("customer")), int(self.store.balance("provider"))
-
-    def close(self) -> None:
-        self.loop.run(self.service.stop(), timeout=30)
-        self.store.close()
-
-
-class Provider:
-    """One provider node: free by default, PRICE for jobs naming ``model``; its inference timed."""
-
-    def __init__(self, loop: NostrLoop, url: str, state_dir: Path, model: str, wallet_uri: str, concurrency: int):
-        self.loop = loop
-        settings = ProviderSettings(
-            relays=(url,),
-            state_dir=state_dir,
-            backend="llamacpp",
-            concurrency=concurrency,
-            price_msats=0,
-            prices={model: PRICE_MSATS},
-        )
-        self.wallet = NwcWallet(wallet_uri, timeout=30)
-        self.node = ProviderNode(nostr_sdk.Keys.generate(), settings, wallet=self.wallet)
-        self.router = TimedRouter(self.node.router)
-        self.node.router = self.router  # type: ignore[assignment]
-        loop.run(self.node.start(), timeout=30)
-        if model not in self.node.models:
-            raise SystemExit(f"the provider does not list the served model {model!r}: {self.node.models}")
-        self.served: Future[int] = loop.submit(self.node.serve())
+        return self.swarm.balance("customer"), self.swarm.balance("provider")
 
     def earned_msats(self) -> int:
         return self.node.ledger.total_paid_msats("earned")
 
-    def stop(self) -> None:
-        self.loop.loop.call_soon_threadsafe(self.node.request_stop)
-        self.served.result(timeout=60)
+    def close(self) -> None:
+        self.swarm.close()
 
 
 # ─── --profile: marks inside the wallet service and the wallet clients ───
@@ -205,8 +182,8 @@ class WalletRequests:
         self.count = itertools.count(1)
 
 
-def profile_wallet(wallet: Wallet, provider: Provider, payer_wallet: NwcWallet, numbers: WalletRequests) -> None:
-    service = wallet.service
+def profile_wallet(paid: PaidSwarm, payer_wallet: NwcWallet, numbers: WalletRequests) -> None:
+    service = paid.swarm.wallet_service
     handle, publish = service.handle, service._publish
 
     async def timed_handle(event: Any) -> None:
@@ -238,10 +215,10 @@ def profile_wallet(wallet: Wallet, provider: Provider, payer_wallet: NwcWallet, 
 
         setattr(obj, name, wrapper)
 
-    timed(provider.wallet, "make_invoice", "provider: make_invoice")
+    timed(paid.wallet, "make_invoice", "provider: make_invoice")
     timed(payer_wallet, "pay_invoice", "customer: pay_invoice")
-    assert provider.wallet._listener is not None
-    profile_relay_client(provider.wallet._listener, "provider's wallet listener")
+    assert paid.wallet._listener is not None
+    profile_relay_client(paid.wallet._listener, "provider's wallet listener")
 
 
 def batch(lm: pylon.PylonLM, jobs: int, inflight: int, tag: str) -> dict[str, Any]:
@@ -272,8 +249,7 @@ def batch(lm: pylon.PylonLM, jobs: int, inflight: int, tag: str) -> dict[str, An
 def throughput(
     args: argparse.Namespace,
     lms: dict[str, pylon.PylonLM],
-    wallet: Wallet,
-    provider: Provider,
+    paid: PaidSwarm,
     ledger: SpendLedger,
     order: int,
 ) -> dict[str, Any]:
@@ -281,16 +257,16 @@ def throughput(
     for name in rotated(["paid", "free"], order):
         lm = lms[name]
         batch(lm, min(THROUGHPUT_WARMUP, args.jobs), args.inflight, f"warm-up {name}")
-        customer_before, provider_before = wallet.balances()
+        customer_before, provider_before = paid.balances()
         ledger_before, spent_before = ledger.total_paid_msats(), lm.total_spent_msats()
-        earned_before = provider.earned_msats()
+        earned_before = paid.earned_msats()
         result = batch(lm, args.jobs, args.inflight, name)
-        customer_after, provider_after = wallet.balances()
+        customer_after, provider_after = paid.balances()
         expected = args.jobs * PRICE_MSATS if name == "paid" else 0
         # The provider records the job 'done' after its result reached the relay: let it catch up
         # (free jobs earn nothing: nothing to wait for).
         deadline = time.monotonic() + 10
-        while provider.earned_msats() - earned_before < min(expected, result["ok"] * PRICE_MSATS):
+        while paid.earned_msats() - earned_before < min(expected, result["ok"] * PRICE_MSATS):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.01)
@@ -300,7 +276,7 @@ def throughput(
             "provider_balance_rise": provider_after - provider_before,
             "customer_ledger_delta": ledger.total_paid_msats() - ledger_before,
             "lm_total_spent_delta": lm.total_spent_msats() - spent_before,
-            "provider_ledger_earned_delta": provider.earned_msats() - earned_before,
+            "provider_ledger_earned_delta": paid.earned_msats() - earned_before,
         }
         money["adds_up"] = all(value == expected for key, value in money.items() if key != "expected_msats")
         lat = result["latencies"]
@@ -329,18 +305,16 @@ def measure(
     url: str,
     relay_loop: NostrLoop,
     tmp: Path,
+    llama_url: str,
     model: str,
     label: str,
     order: int,
     nodelay: bool = False,
 ) -> dict[str, Any]:
-    # A pylon home per measurement: the customer's spend ledger and reputation start empty.
-    home = tmp / f"home-{label}"
-    os.environ["PYLON_HOME"] = str(home)
     paid_calls = 1 + args.warmup + args.iterations + THROUGHPUT_WARMUP + args.jobs
     fund = 2 * paid_calls * PRICE_MSATS
-    wallet = Wallet(relay_loop, url, tmp / f"dev-wallet-{label}.sqlite", fund)
-    provider = Provider(relay_loop, url, tmp / f"provider-{label}", model, wallet.provider_uri, args.concurrency)
+    # A swarm per measurement: the customer's spend ledger and reputation (its home) start empty.
+    paid = PaidSwarm(url, tmp / f"swarm-{label}", llama_url, model, fund, args.concurrency)
     customer_loop = NostrLoop.shared()
     echo = Echo(url)
     echo_pubkey = relay_loop.run(echo.start(), timeout=30)
@@ -348,19 +322,17 @@ def measure(
     customer_loop.run(pinger.start(), timeout=30)
 
     common = {"cache": False, "max_tokens": args.max_tokens, "temperature": 0, "num_retries": 0}
-    target = (provider.node.pubkey,)
+    target = (paid.node.pubkey,)
     free_config = pylon.PylonConfig(venue=pylon.Swarm(relays=(url,), providers=target), timeout=args.timeout)
     paid_venue = pylon.Swarm(relays=(url,), providers=target, bid_msats=BID_MSATS, auto_pay=True)
-    paid_config = pylon.PylonConfig(venue=paid_venue, timeout=args.timeout, model=model)
+    key = nostr_sdk.Keys.generate().secret_key().to_hex()
     lms = {
-        "free": pylon.PylonLM.swarm(nostr_sdk.Keys.generate().secret_key().to_hex(), free_config, **common),
-        "paid": pylon.PylonLM.swarm(
-            nostr_sdk.Keys.generate().secret_key().to_hex(), paid_config, nwc_uri=wallet.customer_uri, **common
-        ),
+        "free": pylon.PylonLM.swarm(key, free_config, home=paid.swarm.home, **common),
+        "paid": paid.swarm.lm(venue=paid_venue, timeout=args.timeout, model=model, **common),
     }
-    ledger = SpendLedger(home / "ledger.sqlite")
+    ledger = SpendLedger(paid.swarm.ledger_path)
     prompt = args.prompt
-    inference = provider.router.samples
+    inference = paid.router.samples
     numbers = WalletRequests()
     calls: dict[str, list[dict[str, Any]]] = {"free": [], "paid": []}
     timelines: dict[str, list[list[tuple[str, int]]]] = {"free": [], "paid": []}
@@ -401,8 +373,8 @@ def measure(
     if args.profile:
         for lm in lms.values():
             profile_customer(lm)
-        profile_wallet(wallet, provider, lms["paid"].runtime.swarm().payer.wallet(), numbers)
-        profile_relay_client(provider.node._client, "provider")
+        profile_wallet(paid, lms["paid"].runtime.swarm().payer.wallet(), numbers)
+        profile_relay_client(paid.node._client, "provider")
         TIMELINE.enabled = True
     for i in range(args.warmup):
         for _, call in rotated(contenders, i):
@@ -426,14 +398,14 @@ def measure(
     wrong_costs = Counter(c["cost"] for c in calls["paid"] if c["cost"] != PRICE_MSATS)
     wrong_costs.update(c["cost"] for c in calls["free"] if c["cost"] != 0)
     rounds_paid = 1 + args.warmup + args.iterations  # the first (checking) call, warm-up, timed rounds
-    customer_bal, provider_bal = wallet.balances()
+    customer_bal, provider_bal = paid.balances()
     rounds_money = {
         "paid_calls": rounds_paid,
         "customer_balance_drop": fund - customer_bal,
         "provider_balance": provider_bal,
         "customer_ledger": ledger.total_paid_msats(),
         "lm_total_spent": lms["paid"].total_spent_msats(),
-        "provider_ledger_earned": provider.earned_msats(),
+        "provider_ledger_earned": paid.earned_msats(),
         "wrong_costs": dict(wrong_costs),
     }
     money_keys = ("customer_balance_drop", "provider_balance", "customer_ledger", "lm_total_spent")
@@ -441,19 +413,18 @@ def measure(
         rounds_money[key] == rounds_paid * PRICE_MSATS for key in (*money_keys, "provider_ledger_earned")
     )
 
-    tput = throughput(args, lms, wallet, provider, ledger, order)
+    tput = throughput(args, lms, paid, ledger, order)
 
     # Payment notifications nobody waited for, kept by the provider's NwcWallet (see the README).
-    settled_early = len(provider.wallet._settled_early)
-    wallet_stats = dict(wallet.service.stats)
-    provider_ignored = dict(provider.node.stats.ignored)
+    settled_early = len(paid.wallet._settled_early)
+    wallet_stats = dict(paid.swarm.wallet_service.stats)
+    provider_ignored = dict(paid.node.stats.ignored)
     for lm in lms.values():
         lm.close()
     customer_loop.run(pinger.close(), timeout=10)
     relay_loop.run(echo.close(), timeout=10)
-    provider.stop()
-    wallet.close()
     ledger.close()
+    paid.close()
     return {
         "samples": samples,
         "calls": calls,
@@ -531,17 +502,18 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     relays: dict[str, Any] = {}
     relay_loop = NostrLoop("bench-relays")
     with pylon.EmbeddedLlama(model_path, n_ctx=16384, parallel=4, threads=args.llama_threads) as server:
-        os.environ["LLAMACPP_URL"] = server.url
         model = served_model(server.url)
         order = 0
         if args.relay in ("both", "embedded"):
             relay, url = relay_loop.run(start_embedded_relay())
             try:
-                result = measure(args, url, relay_loop, tmp, model, "embedded", order)
+                result = measure(args, url, relay_loop, tmp, server.url, model, "embedded", order)
                 relays["embedded"] = summarize(args, result, "nostr-sdk LocalRelay (start_embedded_relay)")
                 order += 1
                 if not args.no_diagnostic:
-                    result = measure(args, url, relay_loop, tmp, model, "embedded-nodelay", order, nodelay=True)
+                    result = measure(
+                        args, url, relay_loop, tmp, server.url, model, "embedded-nodelay", order, nodelay=True
+                    )
                     relays["embedded+nodelay"] = summarize(
                         args, result, "diagnostic: the same relay with TCP_NODELAY set on its accepted sockets"
                     )
@@ -553,7 +525,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 relays["nostr-relay"] = "not installed"
             else:
                 with nostr_relay(tmp) as (url, how):
-                    result = measure(args, url, relay_loop, tmp, model, "nostr-relay", order)
+                    result = measure(args, url, relay_loop, tmp, server.url, model, "nostr-relay", order)
                 relays["nostr-relay"] = summarize(args, result, f"PyPI nostr-relay ({how})")
     relay_loop.stop()
     return relays

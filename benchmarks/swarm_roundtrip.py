@@ -1,10 +1,11 @@
 """Per-call overhead of pylon's swarm venue versus a bare nostr-sdk round trip on the same relay.
 
 One embedded llama.cpp server (xllamacpp) serves the tiny deterministic test model; one
-provider node (backend ``llamacpp``) runs in this process on a Nostr loop of its own,
-as ``tests/swarm/conftest.py`` does. For each relay (the embedded nostr-sdk relay and,
-when ``.venv-relay`` holds it, the PyPI ``nostr-relay``), three contenders take turns
-within every round, the order rotating, after a warm-up:
+provider node (backend ``llamacpp``) of a :class:`dspy_pylon.testing.LocalSwarm` on the
+relay runs in this process on the swarm's own Nostr loop, as the tests' nodes do. For each
+relay (the embedded nostr-sdk relay and, when ``.venv-relay`` holds it, the PyPI
+``nostr-relay``), three contenders take turns within every round, the order rotating,
+after a warm-up:
 
 * ``floor`` - two bare nostr-sdk clients on the relay: A publishes an event, B (subscribed)
   receives it and publishes a reply, A receives the reply. Timed on A's event loop from
@@ -12,8 +13,8 @@ within every round, the order rotating, after a warm-up:
 * ``swarm`` - ``PylonLM.swarm(key, PylonConfig(venue=Swarm(relays=(url,)), timeout=10))``
   called as ``lm(prompt)`` (cache off, ``max_tokens=4``, temperature 0) from the main
   thread: DSPy, the Nostr loop hop, the NIP-90 job, the provider, the result.
-* ``local`` - ``pylon.LM("pylon:local:llamacpp")`` on the same server and prompt: a
-  cross-check of the inference time.
+* ``local`` - a ``pylon:local`` LM with ``Local(backend="llamacpp", base_url=<server>)`` on
+  the same server and prompt: a cross-check of the inference time.
 
 On the embedded relay the script measures a second time with TCP_NODELAY set on the relay's
 accepted sockets (``embedded+nodelay``, a diagnostic; ``--no-diagnostic`` skips it): nostr-sdk's
@@ -49,7 +50,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ import dspy_pylon as pylon
 from _common import emit, machine, median, percentile, rnd, rotated
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.relay_server import start_embedded_relay
-from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
+from dspy_pylon.testing import LocalSwarm
 from dspy_pylon.testing.tiny_gguf import write_tiny_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,10 +278,10 @@ def profile_customer(lm: pylon.PylonLM) -> None:
     profile_relay_client(customer._client, "customer")
     run = customer.run
 
-    async def timed_run(*run_args: Any) -> Any:
+    async def timed_run(*run_args: Any, **run_kwargs: Any) -> Any:
         TIMELINE.mark("customer: job start (on the Nostr loop)")
         try:
-            return await run(*run_args)
+            return await run(*run_args, **run_kwargs)
         finally:
             TIMELINE.mark("customer: job end (result checked)")
 
@@ -394,15 +394,16 @@ def relay_available() -> bool:
 
 
 class Provider:
-    """A provider node serving on ``loop``, its inference timed (and, profiling, its steps marked)."""
+    """One provider node of a :class:`LocalSwarm` on the relay, its inference timed (and,
+    profiling, its steps marked)."""
 
-    def __init__(self, loop: NostrLoop, url: str, state_dir: Path, profile: bool) -> None:
-        self.loop = loop
-        settings = ProviderSettings(relays=(url,), state_dir=state_dir, backend="llamacpp")
-        self.node = ProviderNode(nostr_sdk.Keys.generate(), settings)
+    def __init__(self, url: str, llama_url: str, state_dir: Path, profile: bool) -> None:
+        self.swarm = LocalSwarm(state_dir, providers=0, funds_msats=0, relay_url=url, backend_url=llama_url)
+        self.swarm.start()
+        self.node = self.swarm.add_provider()
+        # No job has reached the node yet: its backend client is wrapped before the first.
         self.router = TimedRouter(self.node.router)
         self.node.router = self.router  # type: ignore[assignment]
-        loop.run(self.node.start(), timeout=30)
         if profile:
             profile_relay_client(self.node._client, "provider")
             claim = self.node.jobs.claim
@@ -415,18 +416,16 @@ class Provider:
                     TIMELINE.mark("provider: sqlite claim end")
 
             self.node.jobs.claim = timed_claim  # type: ignore[method-assign]
-        self.served: Future[int] = loop.submit(self.node.serve())
 
     def stop(self) -> None:
-        self.loop.loop.call_soon_threadsafe(self.node.request_stop)
-        self.served.result(timeout=30)
+        self.swarm.close()
 
 
 def measure(
-    args: argparse.Namespace, url: str, relay_loop: NostrLoop, tmp: Path, nodelay: bool = False
+    args: argparse.Namespace, url: str, relay_loop: NostrLoop, tmp: Path, llama_url: str, nodelay: bool = False
 ) -> dict[str, Any]:
     customer_loop = NostrLoop.shared()
-    provider = Provider(relay_loop, url, tmp / f"provider-{time.monotonic_ns()}", args.profile)
+    provider = Provider(url, llama_url, tmp / f"swarm-{time.monotonic_ns()}", args.profile)
     echo = Echo(url)
     echo_pubkey = relay_loop.run(echo.start(), timeout=30)
     pinger = Pinger(url, echo_pubkey)
@@ -435,8 +434,10 @@ def measure(
     key_hex = nostr_sdk.Keys.generate().secret_key().to_hex()
     config = pylon.PylonConfig(venue=pylon.Swarm(relays=(url,)), timeout=10)
     common = {"cache": False, "max_tokens": args.max_tokens, "temperature": 0, "num_retries": 0}
-    swarm_lm = pylon.PylonLM.swarm(key_hex, config, **common)
-    local_lm = pylon.LM("pylon:local:llamacpp", **common)
+    # The customer keeps its reputation in the swarm's home, never in the user's.
+    swarm_lm = pylon.PylonLM.swarm(key_hex, config, home=provider.swarm.home, **common)
+    local = pylon.Local(backend="llamacpp", base_url=llama_url, embedded_fallback=False)
+    local_lm = pylon.PylonLM.from_config(pylon.PylonConfig(venue=local), **common)
     prompt = args.prompt
     inference = provider.router.samples
     seen: list[float] = []  # provider inference of each timed swarm call
@@ -568,14 +569,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     relays: dict[str, Any] = {}
     relay_loop = NostrLoop("bench-relays")
     with pylon.EmbeddedLlama(model_path, n_ctx=16384, parallel=4) as server:
-        os.environ["LLAMACPP_URL"] = server.url
         if args.relay in ("both", "embedded"):
             relay, url = relay_loop.run(start_embedded_relay())
             try:
-                result = measure(args, url, relay_loop, tmp)
+                result = measure(args, url, relay_loop, tmp, server.url)
                 relays["embedded"] = summarize(args, result, "nostr-sdk LocalRelay (start_embedded_relay)")
                 if not args.no_diagnostic:
-                    result = measure(args, url, relay_loop, tmp, nodelay=True)
+                    result = measure(args, url, relay_loop, tmp, server.url, nodelay=True)
                     relays["embedded+nodelay"] = summarize(
                         args, result, "diagnostic: the same relay with TCP_NODELAY set on its accepted sockets"
                     )
@@ -586,7 +586,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 relays["nostr-relay"] = "not installed"
             else:
                 with nostr_relay(tmp) as (url, how):
-                    result = measure(args, url, relay_loop, tmp)
+                    result = measure(args, url, relay_loop, tmp, server.url)
                 relays["nostr-relay"] = summarize(args, result, f"PyPI nostr-relay ({how})")
     relay_loop.stop()
     return relays
@@ -600,8 +600,6 @@ def main(argv: list[str] | None = None) -> int:
     # The tiny model never emits EOS: every answer is "truncated"; keep that warning off stderr.
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="pylon-bench-") as tmp:
-        # Reputation and provider state stay out of the user's pylon home.
-        os.environ["PYLON_HOME"] = str(Path(tmp) / "pylon-home")
         relays = run(args, Path(tmp))
     measured = {name: r for name, r in relays.items() if isinstance(r, dict)}
     emit(

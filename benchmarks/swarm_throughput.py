@@ -286,10 +286,12 @@ class AsyncRoundRobinEngine:
 class Customers:
     """The LMs of one run: round-robin over targeted LMs, and one untargeted (broadcast) LM."""
 
-    def __init__(self, relay: str, pubkeys: Sequence[str], timeout: float, max_tokens: int) -> None:
+    def __init__(self, relay: str, pubkeys: Sequence[str], timeout: float, max_tokens: int, home: Path) -> None:
         self.relay = relay
         self.timeout = timeout
         self.lms: list[pylon.PylonLM] = []
+        # The customers' reputation lives in the benchmark's home, never in the user's.
+        self.home = home
         self.settings = {"cache": False, "max_tokens": max_tokens, "temperature": 0, "num_retries": 0}
         self.spread = self._round_robin([self._targeted(pk) for pk in pubkeys])
         self.one = self._round_robin([self._targeted(pubkeys[0])])
@@ -305,7 +307,8 @@ class Customers:
     def _lm(self, providers: tuple[str, ...]) -> pylon.PylonLM:
         config = pylon.PylonConfig(venue=pylon.Swarm(relays=(self.relay,), providers=providers), timeout=self.timeout)
         # A key per LM: each customer subscribes to the results addressed to its own key only.
-        lm = pylon.PylonLM.swarm(nostr_sdk.Keys.generate().secret_key().to_hex(), config, **self.settings)
+        key = nostr_sdk.Keys.generate().secret_key().to_hex()
+        lm = pylon.PylonLM.swarm(key, config, home=self.home, **self.settings)
         self.lms.append(lm)
         return lm
 
@@ -426,8 +429,8 @@ def evaluate_once(lm: dspy.LM, max_tokens: int, args: argparse.Namespace) -> tup
 
 def provider_time(llama_url: str, max_tokens: int, samples: int = 9) -> float:
     """Median llama.cpp time (ms) of one Evaluate job, called directly (``pylon:local:llamacpp``)."""
-    os.environ["LLAMACPP_URL"] = llama_url
-    lm = pylon.LM("pylon:local:llamacpp", cache=False, max_tokens=max_tokens, temperature=0)
+    local = pylon.Local(backend="llamacpp", base_url=llama_url, embedded_fallback=False)
+    lm = pylon.PylonLM.from_config(pylon.PylonConfig(venue=local), cache=False, max_tokens=max_tokens, temperature=0)
     program = dspy.Predict("question -> answer")
     times = []
     with dspy.context(lm=lm, adapter=WholeAnswerAdapter()):
@@ -604,7 +607,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         report["provider_time_per_job_ms"] = rnd(per_job_ms, 1)
         report["eval_max_tokens"] = max_tokens
         with provider_processes(args.providers, url, llama.url, args.concurrency, tmp, loop) as procs:
-            customers = Customers(url, [p.pubkey for p in procs], args.timeout, args.max_tokens)
+            customers = Customers(url, [p.pubkey for p in procs], args.timeout, args.max_tokens, tmp / "customer-home")
             try:
                 report["many_jobs"] = [
                     run_many("spread", customers.spread, args),
@@ -635,7 +638,7 @@ def remote_diagnostic(
     try:
         remote_ms = provider_time(stub.url, small)
         with provider_processes(args.providers, url, stub.url, args.concurrency, tmp, loop) as procs:
-            customers = Customers(url, [p.pubkey for p in procs], args.timeout, args.max_tokens)
+            customers = Customers(url, [p.pubkey for p in procs], args.timeout, args.max_tokens, tmp / "customer-home")
             try:
                 contenders = [("one", customers.one), ("four", customers.spread)]
                 stock = evaluate_rounds(contenders, small, args)
@@ -666,7 +669,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
     logging.getLogger("dspy.evaluate.evaluate").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="pylon-bench-") as tmp:
-        os.environ["PYLON_HOME"] = str(Path(tmp) / "customer-home")
         report = run(args, Path(tmp))
     evaluation = report["evaluate"]
     speedup = evaluation.pop("_speedup")

@@ -22,8 +22,11 @@ QUICK: dict[str, list[str]] = {
     "import_overhead.py": ["--rounds", "1"],
     "cli_startup.py": ["--rounds", "1"],
     "local_overhead.py": ["--iterations", "3", "--warmup", "1"],
-    "swarm_roundtrip.py": ["--iterations", "3", "--warmup", "1", "--no-diagnostic"],
-    "paid_roundtrip.py": ["--iterations", "3", "--warmup", "1", "--jobs", "8", "--inflight", "4", "--no-diagnostic"],
+    # --profile too: its hooks into pylon's objects must not rot either.
+    "swarm_roundtrip.py": ["--iterations", "3", "--warmup", "1", "--no-diagnostic", "--profile"],
+    "paid_roundtrip.py": [
+        *("--iterations", "3", "--warmup", "1", "--jobs", "8", "--inflight", "4", "--no-diagnostic", "--profile")
+    ],
     "swarm_throughput.py": [
         "--jobs",
         "8",
@@ -64,3 +67,5 @@ def test_benchmark_runs_in_quick_mode(script: str, tmp_path: Path) -> None:
     assert len(lines) == 1, done.stdout[-2000:]
     report = json.loads(lines[0])
     assert report["benchmark"] == script.removesuffix(".py")
+    if "--profile" in QUICK[script]:
+        assert '"timeline_ms_p50"' in lines[0], "--profile added no timeline"

@@ -166,6 +166,13 @@ class LocalSwarm:
         return NwcWallet(self.account(name, fund_msats), timeout=timeout)
 
     @property
+    def wallet_service(self) -> DevWalletService:
+        """The development wallet's NIP-47 service (its ``stats``; benchmarks time its steps)."""
+        if self._wallet is None:
+            raise ConfigError("the local swarm is not started")
+        return self._wallet
+
+    @property
     def wallet_store(self) -> DevWalletStore:
         """The development wallet's accounts, invoices and payments."""
         if self._store is None:
@@ -200,10 +207,12 @@ class LocalSwarm:
         bid_msats: int = 2_000,
         budget_sats: int = 0,
         timeout: float = 60,
+        model: str | None = None,
         **kwargs: Any,
     ) -> PylonLM:
         """A ``pylon:swarm`` LM on this swarm (or on ``venue``, e.g. a :class:`~dspy_pylon.config.Hybrid`
-        on this relay), paying from the customer account with ``auto_pay``.
+        on this relay), paying from the customer account with ``auto_pay``; ``model`` is the model
+        its jobs ask for (a node with per-model ``prices`` bills by it).
 
         ``kwargs`` go to :class:`~dspy_pylon.lm.PylonLM` (``private_key``, ``max_tokens``, ``cache``...).
         """
@@ -213,7 +222,7 @@ class LocalSwarm:
         from dspy_pylon.lm import PylonLM
 
         venue = venue or Swarm(relays=(self.url,), bid_msats=bid_msats, auto_pay=True)
-        config = PylonConfig(venue=venue, timeout=timeout, budget_sats=budget_sats)
+        config = PylonConfig(venue=venue, timeout=timeout, budget_sats=budget_sats, model=model)
         kwargs.setdefault("private_key", nostr_sdk.Keys.generate().secret_key().to_hex())
         return PylonLM.from_config(config, nwc_uri=self.customer_uri(), home=self.home, **kwargs)
 
