@@ -84,7 +84,8 @@ PROVIDER_CODE = """
 import asyncio, json, logging, os, sys
 from pathlib import Path
 import nostr_sdk
-from dspy_pylon.swarm.provider import ProviderSettings, run_provider
+from dspy_pylon.swarm.provider_run import run_provider
+from dspy_pylon.swarm.provider_settings import ProviderSettings
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 relay, state_dir, concurrency, name = sys.argv[1:5]
 keys = nostr_sdk.Keys.parse(os.environ.pop("BENCH_PROVIDER_KEY"))

@@ -210,7 +210,7 @@ def serve(
     import asyncio
 
     from dspy_pylon.identity import load_identity, pylon_home
-    from dspy_pylon.swarm.provider import run_provider
+    from dspy_pylon.swarm.provider_run import run_provider
     from dspy_pylon.swarm.provider_settings import ProviderSettings, load_provider_file
 
     home = pylon_home()

@@ -284,3 +284,50 @@ def test_a_paid_job_waiting_for_a_queue_slot_still_runs_when_the_node_stops(
     earned = SpendLedger(provider.node.settings.state_dir / "ledger.sqlite")  # the node closed its own
     assert [entry.state for entry in earned.entries("earned")] == ["done"] * 3
     earned.close()
+
+
+def test_a_cancelled_serve_leaves_no_task_behind_and_the_bill_resumable(
+    swarm_lm: Any, dev_wallet: LocalSwarm, relay_url: str, tiny_server: Any, tmp_path: Any
+) -> None:
+    """serve cancelled (not stopped) while a job waits for its payment: the node cancels and
+    awaits that wait before it closes its relay client and stores, so no task of it runs on,
+    and the job stays 'invoiced' for the next start."""
+    import asyncio
+
+    import nostr_sdk
+
+    from dspy_pylon.nostr.loop import NostrLoop
+    from dspy_pylon.swarm.provider import ProviderNode, ProviderSettings
+
+    loop = NostrLoop("test-cancelled-serve")
+    settings = ProviderSettings(
+        relays=(relay_url,),
+        state_dir=tmp_path / "node",
+        backend="llamacpp",
+        backend_url=tiny_server.url,
+        price_msats=PRICE,
+    )
+    node = ProviderNode(nostr_sdk.Keys.generate(), settings, wallet=dev_wallet.wallet("provider"))
+    try:
+        loop.run(node.start(), 60)
+        serving = loop.submit(node.serve())
+        lm = swarm_lm(providers=(node.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
+        with pytest.raises(dspy_errors.LMBillingError) as caught:
+            lm("Say hi", max_tokens=8)  # not auto-paid: the node waits for a payment
+        job_id = pylon_cause(caught.value, pylon.PaymentRequired).job_id
+
+        serving.cancel()
+        eventually(serving.done, timeout=10)
+
+        async def still_running() -> list[str]:
+            await asyncio.sleep(0.05)  # the cancelled serve's own task finishes its clean-up
+            me = asyncio.current_task()
+            return [repr(task.get_coro()) for task in asyncio.all_tasks() if task is not me and not task.done()]
+
+        assert loop.run(still_running(), 10) == []
+        ledger = SpendLedger(settings.state_dir / "ledger.sqlite")  # the node closed its own
+        entry = ledger.entry(job_id, "earned")
+        ledger.close()
+        assert entry is not None and entry.state == "invoiced"
+    finally:
+        loop.stop()

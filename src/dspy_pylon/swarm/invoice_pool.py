@@ -71,8 +71,11 @@ class InvoicePool:
         finally:
             self._refilling.discard(price)
 
-    def close(self) -> None:
-        """Stop refilling (the refills are cancelled, not awaited)."""
+    async def close(self) -> None:
+        """Stop refilling; returns once the refills in progress are cancelled."""
         self._open = False
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)

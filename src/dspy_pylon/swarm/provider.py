@@ -13,7 +13,6 @@ import asyncio
 import collections
 import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,7 @@ from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
 from dspy_pylon.swarm.provider_billing import ProviderBilling
 from dspy_pylon.swarm.provider_settings import ProviderSettings, load_provider_file
 
-__all__ = ["ProviderNode", "ProviderSettings", "ProviderStats", "load_provider_file", "run_provider"]
+__all__ = ["ProviderNode", "ProviderSettings", "ProviderStats", "load_provider_file"]
 
 log = logging.getLogger("dspy_pylon.provider")
 
@@ -102,7 +101,15 @@ class ProviderNode:
         return self._handled
 
     async def start(self) -> None:
-        """Resolve the local backend, connect to relays, subscribe, announce."""
+        """Resolve the local backend, connect to relays, subscribe, announce. A start that fails
+        releases what it took; a started node is released by :meth:`serve` or :meth:`close`."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         import nostr_sdk
 
         self._route = (await asyncio.to_thread(self.router.resolve))[0]
@@ -229,7 +236,10 @@ class ProviderNode:
                 await self._run(job)
             except Exception:  # a supervisor: one job's bug must not stop this worker for good
                 log.exception("job %s failed inside the node", job.id[:12])
-                await self.refuse(job.id, job.customer, "the provider failed on this job (internal error)")
+                try:
+                    await self.refuse(job.id, job.customer, "the provider failed on this job (internal error)")
+                except Exception:  # e.g. the jobs database is gone: nothing more to tell anyone
+                    log.exception("job %s could not be closed", job.id[:12])
             finally:
                 self._queue.task_done()
 
@@ -344,7 +354,7 @@ class ProviderNode:
                 for worker in workers:
                     worker.cancel()
         finally:
-            await self._disconnect()
+            await self.close()
         return self._handled
 
     def request_stop(self) -> None:
@@ -355,10 +365,7 @@ class ProviderNode:
         """Stop taking jobs; let those queued and in flight finish (up to ``grace`` s each wait)."""
         self._accepting = False
         # Jobs still waiting for their invoice stay 'invoiced': the next start waits for them again.
-        if self.billing is not None:
-            self.billing.cancel()
-        if self.invoices is not None:
-            self.invoices.close()
+        await self._stop_billing()
         try:
             if self._in_flight:  # jobs being admitted may still join the queue
                 await asyncio.wait(list(self._in_flight), timeout=grace)
@@ -368,8 +375,23 @@ class ProviderNode:
         except TimeoutError:
             log.warning("stopping with %d jobs unfinished", self._queue.qsize())
 
-    async def _disconnect(self) -> None:
+    async def _stop_billing(self) -> None:
+        if self.billing is not None:
+            await self.billing.stop()
+        if self.invoices is not None:
+            await self.invoices.close()
+
+    async def close(self) -> None:
+        """Release the relay connections, stores and wallet (what :meth:`serve` does when it
+        returns): for a node started and then not served. Idempotent."""
         self._accepting = False
+        # After a drain nothing is left; after a cancelled serve no task may outlive the client.
+        await self._stop_billing()
+        left = [task for task in self._in_flight if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left)
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -377,24 +399,3 @@ class ProviderNode:
         self.ledger.close()
         if self.wallet is not None:
             await self.wallet.close()
-
-
-async def run_provider(
-    keys: Any,
-    settings: ProviderSettings,
-    once: int | None = None,
-    on_started: Callable[[ProviderNode], None] | None = None,
-    wallet: NwcWallet | None = None,
-) -> ProviderNode:
-    """Start a node and serve until SIGINT/SIGTERM (or ``once`` jobs); returns the stopped node."""
-    import signal
-
-    node = ProviderNode(keys, settings, wallet=wallet)
-    await node.start()
-    if on_started is not None:
-        on_started(node)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, node.request_stop)
-    await node.serve(once)
-    return node

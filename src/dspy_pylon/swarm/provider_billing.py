@@ -64,10 +64,14 @@ class ProviderBilling:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def cancel(self) -> None:
-        """Stop waiting (the node stops): the jobs stay ``invoiced`` and the next start resumes them."""
-        for task in self._tasks:
+    async def stop(self) -> None:
+        """Stop waiting (the node stops): the jobs stay ``invoiced`` and the next start resumes
+        them. Returns once every wait has ended, so none outlives the node's relay client."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _bill(self, job: JobRequest, price: int) -> None:
         """Invoice the job, wait until it is paid (or the invoice expires), then queue it."""

@@ -139,7 +139,7 @@ class LocalSwarm:
             **settings,
         }
         node = ProviderNode(keys or nostr_sdk.Keys.generate(), ProviderSettings(**fields), wallet=wallet)
-        loop.run(node.start(), 60)
+        loop.run(node.start(), 60)  # a failed start releases what it took
         self.nodes.append(node)
         self._serving.append(loop.submit(node.serve()))
         return node
