@@ -38,3 +38,27 @@ def test_a_local_swarm_refuses_a_nonsense_size(tmp_path: Path) -> None:
     swarm = LocalSwarm(tmp_path)
     with pytest.raises(pylon.ConfigError, match="not started"):
         swarm.customer_uri()
+
+
+def test_a_failing_step_of_close_does_not_leave_the_rest_running(tmp_path: Path) -> None:
+    """The store's close fails: close() still shuts the relay and stops the swarm's loop, then
+    raises that failure."""
+    import socket
+
+    swarm = LocalSwarm(tmp_path, providers=0).start()
+    port = int(swarm.url.rsplit(":", 1)[1])
+    store = swarm.wallet_store
+    real_close = store.close
+
+    def broken_close() -> None:
+        real_close()
+        raise pylon.StoreError("disk gone")
+
+    store.close = broken_close  # type: ignore[method-assign]
+    with pytest.raises(pylon.StoreError, match="disk gone"):
+        swarm.close()
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    assert not [t for t in threading.enumerate() if t.name == "pylon-local-swarm"]
+    with pytest.raises(pylon.ConfigError, match="not started"):
+        swarm.customer_uri()

@@ -17,7 +17,9 @@ Constructing does no I/O; :meth:`start` (or ``with``) brings it up, :meth:`close
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 #: What the customer account starts with (msats).
 DEFAULT_FUNDS_MSATS = 100_000
+# A node's drain waits up to 30 s three times (admissions, queue, paid jobs): a little more.
+_STOP_WAIT_S = 100.0
 
 
 class LocalSwarm:
@@ -150,8 +154,7 @@ class LocalSwarm:
         index = self.nodes.index(node)
         serving = self._serving.pop(index)
         self.nodes.pop(index)
-        loop.loop.call_soon_threadsafe(node.request_stop)
-        return serving.result(60)
+        return _stop_node(loop, node, serving)
 
     def account(self, name: str, fund_msats: int = 0) -> str:
         """Create (or top up) the development wallet's account ``name``; returns its NWC URI."""
@@ -227,25 +230,43 @@ class LocalSwarm:
         return PylonLM.from_config(config, nwc_uri=self.customer_uri(), home=self.home, **kwargs)
 
     def close(self) -> None:
-        """Stop the nodes (finishing jobs in flight), the llama.cpp server, the wallet and the relay."""
-        loop = self._loop
+        """Stop the nodes (finishing jobs in flight), the llama.cpp server, the wallet and the relay.
+        Each step runs even when one before it failed; the first failure is raised at the end."""
+        loop, self._loop = self._loop, None
+        steps: list[Callable[[], object]] = []
         if loop is not None:
             for node, serving in zip(self.nodes, self._serving, strict=True):
-                loop.loop.call_soon_threadsafe(node.request_stop)
-                serving.result(60)
+                steps.append(partial(_stop_node, loop, node, serving))
         self.nodes, self._serving = [], []
-        if self._llama is not None:
-            self._llama.stop()
-            self._llama = None
-        if self._wallet is not None and loop is not None:
-            loop.run(self._wallet.stop(), 30)
-            self._wallet = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        if self._relay is not None:
-            self._relay.shutdown()
-            self._relay = None
+        llama, self._llama = self._llama, None
+        if llama is not None:
+            steps.append(llama.stop)
+        wallet, self._wallet = self._wallet, None
+        if wallet is not None and loop is not None:
+            steps.append(partial(_stop_wallet, loop, wallet))
+        store, self._store = self._store, None
+        if store is not None:
+            steps.append(store.close)
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            steps.append(relay.shutdown)
         if loop is not None:
-            loop.stop()
-            self._loop = None
+            steps.append(loop.stop)
+        failure: BaseException | None = None
+        for step in steps:
+            try:
+                step()
+            except BaseException as exc:  # the rest must still be released
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+
+def _stop_wallet(loop: NostrLoop, wallet: DevWalletService) -> None:
+    loop.run(wallet.stop(), 30)
+
+
+def _stop_node(loop: NostrLoop, node: ProviderNode, serving: Future[int]) -> int:
+    """Ask ``node`` to stop and wait for its serve: its drain waits up to three times 30 s."""
+    loop.loop.call_soon_threadsafe(node.request_stop)
+    return serving.result(_STOP_WAIT_S)
