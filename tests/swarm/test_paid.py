@@ -331,3 +331,65 @@ def test_a_cancelled_serve_leaves_no_task_behind_and_the_bill_resumable(
         assert entry is not None and entry.state == "invoiced"
     finally:
         loop.stop()
+
+
+def _billed_then_stopped(
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm, state: Any
+) -> tuple[Any, Any, str]:
+    """A job billed by a provider that then stops before it is paid: (provider, lm, job id)."""
+    first = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), state_dir=state, invoice_expiry_s=3)
+    lm = swarm_lm(providers=(first.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
+    with pytest.raises(dspy_errors.LMBillingError) as caught:
+        lm("Say hi", max_tokens=4)
+    job_id = pylon_cause(caught.value, pylon.PaymentRequired).job_id
+    eventually(lambda: first.node.ledger.entry(job_id, "earned") is not None)
+    first.stop()
+    return first, lm, job_id
+
+
+def test_an_invoice_paid_while_the_provider_was_down_is_honoured_after_it_expired(
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm, tmp_path: Any
+) -> None:
+    """Paid while the node was stopped; the invoice expires before it comes back. The node
+    looks the invoice up (not just its date) and runs the job it was paid for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = tmp_path / "restarting-provider"
+    first, lm, job_id = _billed_then_stopped(start_provider, swarm_lm, dev_wallet, state)
+    with ThreadPoolExecutor(1) as pool:
+        paying = pool.submit(pylon.pay, job_id, lm=lm, timeout=30)  # waits for the result
+        eventually(lambda: dev_wallet.balance("provider") == PRICE)
+        time.sleep(3.2)  # the 3 s invoice has expired
+        second = start_provider(
+            price_msats=PRICE, wallet=dev_wallet.wallet("provider"), state_dir=state, keys=first.keys
+        )
+        response = paying.result(timeout=40)
+    assert response.text is not None
+    eventually(lambda: second.node.ledger.entry(job_id, "earned").state == "done")  # type: ignore[union-attr]
+    assert second.node.stats.done == 1
+
+
+def test_a_restart_with_no_relay_reachable_keeps_the_invoiced_job(
+    start_provider: Any, swarm_lm: Any, dev_wallet: LocalSwarm, tmp_path: Any
+) -> None:
+    """The node restarts while its relays are down: it cannot read the job back, and must not
+    give it up for that. The next start (relay up) waits for the payment and runs the job."""
+    from dspy_pylon.local.embedded import free_port
+
+    state = tmp_path / "restarting-provider"
+    first, lm, job_id = _billed_then_stopped(start_provider, swarm_lm, dev_wallet, state)
+    offline = start_provider(
+        price_msats=PRICE,
+        wallet=dev_wallet.wallet("provider"),
+        state_dir=state,
+        keys=first.keys,
+        relays=(f"ws://127.0.0.1:{free_port()}",),
+        announce=False,
+    )
+    assert offline.node.ledger.entry(job_id, "earned").state == "invoiced"  # type: ignore[union-attr]
+    offline.stop()
+
+    second = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), state_dir=state, keys=first.keys)
+    response = pylon.pay(job_id, lm=lm)
+    assert response.text is not None
+    eventually(lambda: second.node.ledger.entry(job_id, "earned").state == "done")  # type: ignore[union-attr]

@@ -144,6 +144,13 @@ class RelayClient:
             log.info("event %s refused by %s", output.id.to_hex()[:12], ", ".join(failed))
         return Published(output.id.to_hex(), accepted, failed)
 
+    async def connected_relays(self) -> tuple[str, ...]:
+        """The relays connected right now (an empty :meth:`fetch` from none of them means nothing)."""
+        import nostr_sdk
+
+        relays = await self.client.relays()
+        return tuple(str(url) for url, relay in relays.items() if relay.status() == nostr_sdk.RelayStatus.CONNECTED)
+
     async def fetch(self, filters: Sequence[Any], timeout: float) -> list[RawEvent]:
         """Stored events matching ``filters`` (signature-checked), waiting at most ``timeout``."""
         import nostr_sdk

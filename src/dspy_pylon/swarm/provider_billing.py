@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -126,16 +125,21 @@ class ProviderBilling:
     async def resume(self, client: RelayClient, keys: Any) -> int:
         """After a restart: wait again for invoices sent before it; returns how many were resumed.
 
-        The job itself is read back from the relays (the request event is stored there).
+        The job itself is read back from the relays (the request event is stored there). An
+        invoice that expired while the node was stopped gets one lookup (it may have been paid
+        then). With no relay reachable, nothing can be read back: the jobs stay invoiced for
+        the next start rather than being given up.
         """
         import nostr_sdk
 
-        waiting = await self.ledger.run(self._still_payable)
+        waiting = await self.ledger.run(self._invoiced)
         if not waiting:
             return 0
         jobs: dict[str, JobRequest] = {}
+        reached: tuple[str, ...] = ()
         try:  # one query for all of them
             ids = [nostr_sdk.EventId.parse(job_id) for job_id, _ in waiting]
+            reached = await client.connected_relays()
             for raw in await client.fetch([nostr_sdk.Filter().ids(ids)], 3.0):
                 try:
                     jobs[raw.id] = JobRequest.from_event(raw, keys)
@@ -143,29 +147,30 @@ class ProviderBilling:
                     log.info("job %s cannot be read back: %s", raw.id[:12], exc)
         except (PylonError, ValueError) as exc:
             log.info("jobs sent invoices before the restart cannot be read back: %s", exc)
-        resumed = 0
+            reached = ()
+        resumed = kept = 0
         for job_id, invoice in waiting:
             job = jobs.get(job_id)
-            if job is None:
+            if job is not None:
+                self._track(self._await_payment(job, invoice.payment_hash, invoice.expires_at))
+                resumed += 1
+            elif reached:
                 why = "the job request is no longer on the relays"
                 await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, why)
-                continue
-            self._track(self._await_payment(job, invoice.payment_hash, invoice.expires_at))
-            resumed += 1
+            else:
+                kept += 1
+        if kept:
+            log.warning("no relay reachable: %d jobs invoiced before the restart wait for the next start", kept)
         return resumed
 
-    def _still_payable(self) -> list[tuple[str, Invoice]]:
-        """Invoices sent before a restart that can still be paid; closes the others (blocking: a thread)."""
+    def _invoiced(self) -> list[tuple[str, Invoice]]:
+        """Invoices sent before a restart, decoded; closes the unreadable ones (blocking: a thread)."""
         waiting: list[tuple[str, Invoice]] = []
         for entry in self.ledger.entries("earned", Earned.INVOICED):
             try:
                 invoice = decode_invoice(entry.bolt11 or "")
             except MalformedEvent as exc:
                 self.ledger.earning_finished(entry.job_id, Earned.FAILED, f"unreadable invoice: {exc}")
-                continue
-            if invoice.expired(time.time()):
-                self.ledger.earning_finished(entry.job_id, Earned.EXPIRED, "invoice expired unpaid (while stopped)")
-                self.jobs.move(entry.job_id, JobStatus.EXPIRED, "invoice expired unpaid")
                 continue
             waiting.append((entry.job_id, invoice))
         return waiting
