@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -116,6 +117,26 @@ def test_a_loaded_identity_never_pickles(tmp_path: Path) -> None:
     assert copy.deepcopy(identity) is identity and copy.copy(identity) is identity
 
 
+def test_an_identity_hands_its_secret_out_only_when_asked(tmp_path: Path) -> None:
+    """Nothing generic (asdict, vars, repr, ==) exposes or compares the secret."""
+    import dataclasses
+
+    init_identity(tmp_path, words=VECTOR_12)
+    identity = load_identity(tmp_path)
+    assert VECTOR_12_SECRET not in repr(identity) and VECTOR_12_SECRET not in str(identity)
+    with pytest.raises(TypeError):
+        dataclasses.asdict(identity)  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        vars(identity)
+    with pytest.raises(AttributeError):
+        identity.path = None  # type: ignore[misc]
+    same = load_identity(tmp_path)
+    assert same == identity and hash(same) == hash(identity)
+    assert identity.secret.hex() == VECTOR_12_SECRET  # the explicit accessor
+    with pytest.raises(IdentityError, match="32-byte"):
+        type(identity)(b"short")
+
+
 def test_derivation_normalises_case_and_whitespace() -> None:
     messy = "  " + VECTOR_12.upper().replace(" ", " \t\n ") + "\n"
     assert keys_from_mnemonic(messy).secret_key().to_hex() == VECTOR_12_SECRET
@@ -128,10 +149,18 @@ def test_account_and_passphrase_change_the_keys() -> None:
     assert keys_from_mnemonic(VECTOR_12, passphrase="").public_key().to_hex() == base
 
 
-@pytest.mark.parametrize("account", [-1, 2**31])
-def test_account_out_of_range(account: int) -> None:
+@pytest.mark.parametrize("account", [-1, 2**31, True, "1", 1.0])
+def test_account_out_of_range(account: Any) -> None:
     with pytest.raises(IdentityError, match="account"):
         keys_from_mnemonic(VECTOR_12, account=account)
+
+
+def test_a_phrase_that_derives_no_valid_key_is_an_identity_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BIP-32 gives no key when a step lands outside 1..n-1 (odds ~2**-127, so the group order
+    is shrunk here to make every step land there): a typed error, not a ValueError."""
+    monkeypatch.setattr(nip06, "_N", 1)
+    with pytest.raises(IdentityError, match="no valid NIP-06 key"):
+        keys_from_mnemonic(VECTOR_12)
 
 
 @pytest.mark.parametrize(("strength", "count"), [(128, 12), (160, 15), (192, 18), (224, 21), (256, 24)])

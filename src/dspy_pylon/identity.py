@@ -19,7 +19,6 @@ import os
 import secrets
 import stat
 import unicodedata
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 IDENTITY_FILENAME = "identity.mnemonic"
 VALID_WORD_COUNTS = (12, 15, 18, 21, 24)
 VALID_STRENGTHS = (128, 160, 192, 224, 256)
-_MAX_ACCOUNT = 2**31 - 1  # NIP-06 derives the account as a hardened BIP-32 child
 _MAX_FILE_BYTES = 4096  # a 24-word phrase is under 250 bytes; anything far larger is not an identity file
 _SHOWN_WORD_CHARS = 24  # an unknown "word" longer than this is shortened in messages
 
@@ -134,8 +132,6 @@ def keys_from_mnemonic(words: str, passphrase: str = "", account: int = 0) -> no
     import nostr_sdk
 
     normalised = validate_mnemonic(words)
-    if not 0 <= account <= _MAX_ACCOUNT:
-        raise IdentityError(f"NIP-06 account must be between 0 and {_MAX_ACCOUNT}, not {account}")
     return nostr_sdk.Keys.parse(nip06.secret_from_mnemonic(normalised, passphrase, account).hex())
 
 
@@ -150,23 +146,40 @@ def generate_mnemonic(strength: int = 128) -> str:
     return str(_english().generate(strength))
 
 
-@dataclass(frozen=True)
 class Identity:
     """Loaded Nostr keys and where they came from. Shows only public data (npub, path).
 
     Holds the derived secret, not nostr-sdk ``Keys``: the CLI's quick commands read the npub
     without importing nostr-sdk (see :mod:`dspy_pylon.nip06`); :attr:`keys` builds them on use.
+    Not a dataclass: ``dataclasses.asdict`` or a field-wise ``==`` would hand the secret out.
+    Two identities are equal when their public keys and paths are.
     """
 
-    secret: bytes = field(repr=False)
-    path: Path | None = None
+    __slots__ = ("_secret", "path")
+
+    def __init__(self, secret: bytes, path: Path | None = None) -> None:
+        if not isinstance(secret, bytes) or len(secret) != 32:
+            raise IdentityError("an Identity needs the 32-byte secret key")
+        object.__setattr__(self, "_secret", secret)
+        object.__setattr__(self, "path", path)
+
+    _secret: bytes
+    path: Path | None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("an Identity is read-only")
+
+    @property
+    def secret(self) -> bytes:
+        """The 32-byte secret key. Never log, print or send it."""
+        return self._secret
 
     @property
     def keys(self) -> nostr_sdk.Keys:
         """The nostr-sdk keys."""
         import nostr_sdk
 
-        return nostr_sdk.Keys.parse(self.secret.hex())
+        return nostr_sdk.Keys.parse(self._secret.hex())
 
     @property
     def npub(self) -> str:
@@ -176,12 +189,20 @@ class Identity:
     @property
     def public_key_hex(self) -> str:
         """The public key as 64 lower-case hex characters."""
-        return nip06.public_key_hex(self.secret)
+        return nip06.public_key_hex(self._secret)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Identity):
+            return NotImplemented
+        return self.public_key_hex == other.public_key_hex and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash((self.public_key_hex, self.path))
 
     def __reduce__(self) -> str:
         raise IdentityError("an Identity holds a secret key: it is never pickled")
 
-    # Frozen: a copy (DSPy deep-copies programs) is the same identity, not a pickle round trip.
+    # Read-only: a copy (DSPy deep-copies programs) is the same identity, not a pickle round trip.
     def __copy__(self) -> Identity:
         return self
 

@@ -17,20 +17,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from dspy_pylon.plain_errors import IdentityError
+
 __all__ = ["npub", "public_key_hex", "secret_from_mnemonic"]
 
 _HARDENED = 0x8000_0000
 # The order of secp256k1's group: BIP-32 adds keys modulo it.
 _N = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141
+MAX_ACCOUNT = _HARDENED - 1  # NIP-06 derives the account as a hardened BIP-32 child
 
 
 def secret_from_mnemonic(words: str, passphrase: str = "", account: int = 0) -> bytes:
-    """The 32-byte secret key NIP-06 derives from a (validated, normalised) BIP-39 phrase."""
+    """The 32-byte secret key NIP-06 derives from a (validated, normalised) BIP-39 phrase.
+
+    :class:`~dspy_pylon.errors.IdentityError` for an account outside ``0..2**31-1``.
+    """
     from mnemonic import Mnemonic
 
+    if isinstance(account, bool) or not isinstance(account, int) or not 0 <= account <= MAX_ACCOUNT:
+        raise IdentityError(f"NIP-06 account must be a whole number from 0 to {MAX_ACCOUNT}, not {account!r}")
     seed = Mnemonic.to_seed(words, passphrase)
     digest = hmac.new(b"Bitcoin seed", seed, hashlib.sha512).digest()
     key, chain = digest[:32], digest[32:]
+    _check(int.from_bytes(key, "big"))  # BIP-32: the master key too must be in 1..n-1
     for index in (44 | _HARDENED, 1237 | _HARDENED, account | _HARDENED, 0, 0):
         key, chain = _child(key, chain, index)
     return key
@@ -45,11 +54,16 @@ def _child(key: bytes, chain: bytes, index: int) -> tuple[bytes, bytes]:
         data = PrivateKey(key).public_key.format(compressed=True)
     digest = hmac.new(chain, data + index.to_bytes(4, "big"), hashlib.sha512).digest()
     tweak = int.from_bytes(digest[:32], "big")
+    _check(tweak)
     child = (tweak + int.from_bytes(key, "big")) % _N
-    if tweak >= _N or child == 0:
-        # BIP-32: this index yields no key (probability about 2**-127); NIP-06 names no fallback.
-        raise ValueError("BIP-32 derivation hit an invalid key")
+    _check(child)
     return child.to_bytes(32, "big"), digest[32:]
+
+
+def _check(value: int) -> None:
+    if not 0 < value < _N:
+        # BIP-32: no key here (probability about 2**-127); NIP-06 names no fallback index.
+        raise IdentityError("this mnemonic derives no valid NIP-06 key (BIP-32 hit an invalid key); use another")
 
 
 def public_key_hex(secret: bytes) -> str:
