@@ -4,8 +4,9 @@ Both relays: the embedded nostr-sdk ``LocalRelay`` and the production-like ``nos
 (``.venv-relay``, installed by ``scripts/install_relay.sh``). Behaviours measured here and relied on
 elsewhere:
 
-* A client connected before a relay restart reconnects on its own (nostr-sdk retries every ~10 s) and
-  re-sends its subscriptions; nothing has to be called. Until then ``send_event`` fails with "timeout".
+* A client connected before a relay restart reconnects on its own and re-sends its subscriptions;
+  nothing has to be called (with pylon's ``relay_options()``: a retry every 5 s, nostr-sdk's default
+  is ~10 s and backing off). Until then ``send_event`` fails with "timeout".
 * The embedded relay refuses events whose JSON is over 65536 bytes; nostr-relay (``max_event_size``
   262144) takes 100 KiB of content.
 * nostr-relay rejects events dated more than 1 h ahead, but its OK message carries an empty event id
@@ -27,7 +28,7 @@ import pytest
 
 from dspy_pylon.errors import RelayUnavailable
 from dspy_pylon.local.embedded import free_port
-from dspy_pylon.nostr.relay_client import RelayClient
+from dspy_pylon.nostr.relay_client import RelayClient, relay_options
 
 from ..relays import (
     EMBEDDED_MAX_EVENT_BYTES,
@@ -46,8 +47,9 @@ RECONNECT_DEADLINE = 30.0
 
 
 async def connected(url: str) -> Any:
+    """A nostr-sdk client on ``url`` with the relay options pylon's own clients use."""
     client = n.Client()
-    await client.add_relay(n.RelayUrl.parse(url))
+    await client.add_relay(n.RelayUrl.parse(url), opts=relay_options())
     await client.connect(timedelta(seconds=2))
     return client
 

@@ -36,6 +36,17 @@ def _too_large(reasons: Sequence[str]) -> bool:
     return any(word in reason.lower() for reason in reasons for word in ("too large", "too big", "size", "exceed"))
 
 
+def relay_options() -> Any:
+    """The nostr-sdk ``RelayOptions`` pylon connects with.
+
+    nostr-sdk retries a lost relay every ~10 s by default and backs off further; 5 s (its
+    minimum) without back-off gets a restarted relay back twice as fast.
+    """
+    import nostr_sdk
+
+    return nostr_sdk.RelayOptions().retry_interval(timedelta(seconds=5)).adjust_retry_interval(False)
+
+
 class RelayClient:
     """One nostr-sdk ``Client`` on ``relays``. Create and use it on the NostrLoop thread only."""
 
@@ -53,9 +64,7 @@ class RelayClient:
         import nostr_sdk
 
         client = nostr_sdk.Client()
-        # nostr-sdk retries a lost relay every ~10 s by default and backs off further; 5 s
-        # (its minimum) without back-off gets a restarted relay back twice as fast.
-        options = nostr_sdk.RelayOptions().retry_interval(timedelta(seconds=5)).adjust_retry_interval(False)
+        options = relay_options()
         for url in self.relays:
             try:
                 await client.add_relay(nostr_sdk.RelayUrl.parse(url), opts=options)
