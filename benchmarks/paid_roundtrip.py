@@ -146,12 +146,16 @@ class PaidSwarm:
     def __init__(self, url: str, state_dir: Path, llama_url: str, model: str, fund_msats: int, concurrency: int):
         self.swarm = LocalSwarm(state_dir, providers=0, funds_msats=fund_msats, relay_url=url, backend_url=llama_url)
         self.swarm.start()
-        self.wallet = self.swarm.wallet("provider", timeout=30)
-        self.node = self.swarm.add_provider(
-            wallet=self.wallet, concurrency=concurrency, price_msats=0, prices={model: PRICE_MSATS}
-        )
-        if model not in self.node.models:
-            raise SystemExit(f"the provider does not list the served model {model!r}: {self.node.models}")
+        try:
+            self.wallet = self.swarm.wallet("provider", timeout=30)
+            self.node = self.swarm.add_provider(
+                wallet=self.wallet, concurrency=concurrency, price_msats=0, prices={model: PRICE_MSATS}
+            )
+            if model not in self.node.models:
+                raise SystemExit(f"the provider does not list the served model {model!r}: {self.node.models}")
+        except BaseException:
+            self.swarm.close()
+            raise
         # No job has reached the node yet: its backend client is wrapped before the first.
         self.router = TimedRouter(self.node.router)
         self.node.router = self.router  # type: ignore[assignment]
@@ -303,7 +307,6 @@ def throughput(
 def measure(
     args: argparse.Namespace,
     url: str,
-    relay_loop: NostrLoop,
     tmp: Path,
     llama_url: str,
     model: str,
@@ -316,8 +319,8 @@ def measure(
     # A swarm per measurement: the customer's spend ledger and reputation (its home) start empty.
     paid = PaidSwarm(url, tmp / f"swarm-{label}", llama_url, model, fund, args.concurrency)
     customer_loop = NostrLoop.shared()
-    echo = Echo(url)
-    echo_pubkey = relay_loop.run(echo.start(), timeout=30)
+    echo = Echo(url)  # on the provider's loop, as the provider's own replies are
+    echo_pubkey = paid.swarm.loop.run(echo.start(), timeout=30)
     pinger = Pinger(url, echo_pubkey)
     customer_loop.run(pinger.start(), timeout=30)
 
@@ -422,7 +425,7 @@ def measure(
     for lm in lms.values():
         lm.close()
     customer_loop.run(pinger.close(), timeout=10)
-    relay_loop.run(echo.close(), timeout=10)
+    paid.swarm.loop.run(echo.close(), timeout=10)
     ledger.close()
     paid.close()
     return {
@@ -507,13 +510,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if args.relay in ("both", "embedded"):
             relay, url = relay_loop.run(start_embedded_relay())
             try:
-                result = measure(args, url, relay_loop, tmp, server.url, model, "embedded", order)
+                result = measure(args, url, tmp, server.url, model, "embedded", order)
                 relays["embedded"] = summarize(args, result, "nostr-sdk LocalRelay (start_embedded_relay)")
                 order += 1
                 if not args.no_diagnostic:
-                    result = measure(
-                        args, url, relay_loop, tmp, server.url, model, "embedded-nodelay", order, nodelay=True
-                    )
+                    result = measure(args, url, tmp, server.url, model, "embedded-nodelay", order, nodelay=True)
                     relays["embedded+nodelay"] = summarize(
                         args, result, "diagnostic: the same relay with TCP_NODELAY set on its accepted sockets"
                     )
@@ -525,7 +526,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 relays["nostr-relay"] = "not installed"
             else:
                 with nostr_relay(tmp) as (url, how):
-                    result = measure(args, url, relay_loop, tmp, server.url, model, "nostr-relay", order)
+                    result = measure(args, url, tmp, server.url, model, "nostr-relay", order)
                 relays["nostr-relay"] = summarize(args, result, f"PyPI nostr-relay ({how})")
     relay_loop.stop()
     return relays

@@ -175,7 +175,7 @@ def profile_relay_client(client: Any, who: str) -> None:
 
 
 class Echo:
-    """Client B: replies to every event addressed to it (lives on the provider's loop)."""
+    """Client B: replies to every event addressed to it (runs on the provider's loop)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -421,13 +421,11 @@ class Provider:
         self.swarm.close()
 
 
-def measure(
-    args: argparse.Namespace, url: str, relay_loop: NostrLoop, tmp: Path, llama_url: str, nodelay: bool = False
-) -> dict[str, Any]:
+def measure(args: argparse.Namespace, url: str, tmp: Path, llama_url: str, nodelay: bool = False) -> dict[str, Any]:
     customer_loop = NostrLoop.shared()
     provider = Provider(url, llama_url, tmp / f"swarm-{time.monotonic_ns()}", args.profile)
-    echo = Echo(url)
-    echo_pubkey = relay_loop.run(echo.start(), timeout=30)
+    echo = Echo(url)  # on the provider's loop, as the provider's own replies are
+    echo_pubkey = provider.swarm.loop.run(echo.start(), timeout=30)
     pinger = Pinger(url, echo_pubkey)
     customer_loop.run(pinger.start(), timeout=30)
 
@@ -499,7 +497,7 @@ def measure(
     swarm_lm.close()
     local_lm.close()
     customer_loop.run(pinger.close(), timeout=10)
-    relay_loop.run(echo.close(), timeout=10)
+    provider.swarm.loop.run(echo.close(), timeout=10)
     provider.stop()
     return {
         "samples": samples,
@@ -572,10 +570,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if args.relay in ("both", "embedded"):
             relay, url = relay_loop.run(start_embedded_relay())
             try:
-                result = measure(args, url, relay_loop, tmp, server.url)
+                result = measure(args, url, tmp, server.url)
                 relays["embedded"] = summarize(args, result, "nostr-sdk LocalRelay (start_embedded_relay)")
                 if not args.no_diagnostic:
-                    result = measure(args, url, relay_loop, tmp, server.url, nodelay=True)
+                    result = measure(args, url, tmp, server.url, nodelay=True)
                     relays["embedded+nodelay"] = summarize(
                         args, result, "diagnostic: the same relay with TCP_NODELAY set on its accepted sockets"
                     )
@@ -586,7 +584,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 relays["nostr-relay"] = "not installed"
             else:
                 with nostr_relay(tmp) as (url, how):
-                    result = measure(args, url, relay_loop, tmp, server.url)
+                    result = measure(args, url, tmp, server.url)
                 relays["nostr-relay"] = summarize(args, result, f"PyPI nostr-relay ({how})")
     relay_loop.stop()
     return relays

@@ -169,6 +169,9 @@ class Identity:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("an Identity is read-only")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("an Identity is read-only")
+
     @property
     def secret(self) -> bytes:
         """The 32-byte secret key. Never log, print or send it."""

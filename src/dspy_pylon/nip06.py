@@ -54,9 +54,8 @@ def _child(key: bytes, chain: bytes, index: int) -> tuple[bytes, bytes]:
         data = PrivateKey(key).public_key.format(compressed=True)
     digest = hmac.new(chain, data + index.to_bytes(4, "big"), hashlib.sha512).digest()
     tweak = int.from_bytes(digest[:32], "big")
-    _check(tweak)
     child = (tweak + int.from_bytes(key, "big")) % _N
-    _check(child)
+    _check(child if tweak < _N else 0)  # BIP-32: IL >= n or a zero child gives no key
     return child.to_bytes(32, "big"), digest[32:]
 
 

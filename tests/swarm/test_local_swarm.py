@@ -47,6 +47,7 @@ def test_a_failing_step_of_close_does_not_leave_the_rest_running(tmp_path: Path)
 
     swarm = LocalSwarm(tmp_path, providers=0).start()
     port = int(swarm.url.rsplit(":", 1)[1])
+    thread = swarm.loop.thread
     store = swarm.wallet_store
     real_close = store.close
 
@@ -59,6 +60,6 @@ def test_a_failing_step_of_close_does_not_leave_the_rest_running(tmp_path: Path)
         swarm.close()
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
-    assert not [t for t in threading.enumerate() if t.name == "pylon-local-swarm"]
+    assert not thread.is_alive()
     with pytest.raises(pylon.ConfigError, match="not started"):
         swarm.customer_uri()

@@ -1,4 +1,10 @@
-"""NIP-89 handler announcements (kind 31990): how providers advertise, as a dataclass."""
+"""NIP-89 handler announcements (kind 31990): how providers advertise, as a dataclass.
+
+The content is JSON metadata. Besides name, about, models and prices, pylon names the
+encryption schemes its node reads (``"encryption": ["nip44", "nip04"]``) and also writes
+the flags nostr-dvm reads (``encryptionSupported`` / ``supportsEncryption``): a customer
+encrypts with NIP-44 only to a provider that names it, NIP-04 (NIP-90's scheme) otherwise.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dspy_pylon.errors import MalformedEvent
+from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.events import RawEvent, sign
 from dspy_pylon.nostr.nip90 import is_count
 
@@ -39,6 +46,13 @@ class Announcement:
     formats: tuple[str, ...] = ()
     #: What its backend honours beyond text chat: ``json_schema``, ``json_object``, ``tools``.
     features: tuple[str, ...] = ()
+    #: The encryption schemes it reads, as it names them (none named: NIP-04 at most).
+    encryption: tuple[Cipher, ...] = ()
+
+    @property
+    def cipher(self) -> Cipher:
+        """The scheme to encrypt a job to this provider with: NIP-44 when it says it reads it."""
+        return Cipher.NIP44 if Cipher.NIP44 in self.encryption else Cipher.NIP04
 
     def to_event(self, keys: Any) -> Any:
         """Sign the announcement with the provider's ``keys``."""
@@ -56,6 +70,9 @@ class Announcement:
             content["formats"] = list(self.formats)
         if self.features:
             content["features"] = list(self.features)
+        if self.encryption:
+            content["encryption"] = [str(c) for c in self.encryption]
+            content["encryptionSupported"] = content["supportsEncryption"] = True  # what nostr-dvm reads
         tags = [["d", self.identifier], *(["k", str(k)] for k in self.kinds)]
         return sign(ANNOUNCEMENT_KIND, json.dumps(content), tags, keys)
 
@@ -83,6 +100,7 @@ class Announcement:
         relays = meta.get("relays")
         prices = meta.get("prices")
         return cls(
+            encryption=tuple(c for c in Cipher if c.value in _names(meta.get("encryption"))),
             formats=_names(meta.get("formats")),
             features=_names(meta.get("features")),
             identifier=identifier,

@@ -6,13 +6,19 @@ exception. Amounts are integer millisatoshis. The spec mixes ``_`` and ``-`` in 
 names (``max_tokens`` / ``max-tokens``); both are accepted on input.
 
 Encrypted jobs (one target provider): the ``i`` and ``param`` tags are JSON-encoded and
-NIP-44-encrypted into ``content``; the clear tags keep ``p`` and ``["encrypted"]`` (plus
-``bid``, ``output`` and ``relays``, which a provider needs before decrypting). NIP-04
-ciphertext is accepted on input for older clients.
+encrypted into ``content`` (NIP-44 or NIP-04, :mod:`dspy_pylon.nostr.ciphers`); the clear
+tags keep ``p`` and ``["encrypted"]`` (plus ``bid``, ``output`` and ``relays``, which a
+provider needs before decrypting). Their results and feedback are encrypted in the scheme
+the request used: a result's content is the encrypted output and the details that tell
+about the job (``amount``, ``model``, ``usage``, ``finish_reason``) ride in one encrypted
+:data:`DETAILS_TAG`; a feedback's ``status`` (with its extra text), ``amount`` and
+``["content", ...]`` are JSON-encoded tags in its encrypted content, as nostr-dvm writes
+them, with a bare clear ``status`` for readers that do not decrypt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspy_pylon.errors import MalformedEvent
+from dspy_pylon.nostr.ciphers import Cipher, decrypt, encrypt
 from dspy_pylon.nostr.events import RawEvent, sign
 
 TEXT_GENERATION = 5050
@@ -30,6 +37,8 @@ RESULT_KINDS = range(6000, 7000)
 STATUSES = ("payment-required", "processing", "error", "success", "partial")
 INPUT_TYPES = ("text", "url", "event", "job", "prompt")
 NONCE_TAG = "pylon-nonce"
+#: An encrypted result's details (amount, model, usage, finish reason): encrypted JSON tags.
+DETAILS_TAG = "pylon-details"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # ASCII digits only: str.isdigit() accepts "²" and "١", which int() then rejects or reads.
@@ -120,28 +129,23 @@ def _inputs_and_params(tags: Iterable[Iterable[str]]) -> tuple[tuple[JobInput, .
     return tuple(inputs), tuple(params)
 
 
-def _decrypt(raw: RawEvent, keys: Any) -> str:
-    import nostr_sdk
-
-    if keys is None:
-        raise MalformedEvent("the event is encrypted and no key was given to decrypt it")
+def _hidden_tags(keys: Any, author: str, payload: str, what: str) -> tuple[tuple[tuple[str, ...], ...], Cipher]:
+    """Tags JSON-encoded into an encrypted ``payload``, and the scheme it used."""
+    text, cipher = decrypt(keys, author, payload)
     try:
-        author = nostr_sdk.PublicKey.parse(raw.pubkey)
-    except Exception as exc:  # nostr-sdk raises its own error type
-        raise MalformedEvent("the author's public key is invalid") from exc
-    try:
-        return str(keys.nip44_decrypt(author, raw.content))
-    except Exception:
-        try:
-            return str(keys.nip04_decrypt(author, raw.content))
-        except Exception as exc:
-            raise MalformedEvent("encrypted content could not be decrypted with our key (NIP-44 or NIP-04)") from exc
+        hidden = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # huge numbers and deep nesting are not JSONDecodeError
+        raise MalformedEvent(f"decrypted {what} is not JSON") from exc
+    if not isinstance(hidden, list) or not all(
+        isinstance(t, list) and all(isinstance(x, str) for x in t) for t in hidden
+    ):
+        raise MalformedEvent(f"decrypted {what} is not a list of tags")
+    return tuple(tuple(t) for t in hidden), cipher
 
 
-def _encrypt(keys: Any, recipient: str, plaintext: str) -> str:
-    import nostr_sdk
-
-    return str(keys.nip44_encrypt(nostr_sdk.PublicKey.parse(recipient), plaintext))
+def _with_hidden(raw: RawEvent, hidden: tuple[tuple[str, ...], ...]) -> RawEvent:
+    """``raw`` seen with its hidden tags first: a hidden tag wins over a clear one of its name."""
+    return dataclasses.replace(raw, tags=(*hidden, *raw.tags))
 
 
 @dataclass(frozen=True)
@@ -156,11 +160,18 @@ class JobRequest:
     relays: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
     encrypted: bool = False
+    #: The scheme an encrypted request is (or was) written in.
+    cipher: Cipher = Cipher.NIP04
     nonce: str = ""
     id: str = ""
     customer: str = ""
     created_at: int = 0
     event_json: str = field(default="", repr=False)
+
+    @property
+    def reply_cipher(self) -> Cipher | None:
+        """The scheme results and feedback on this job are encrypted in (None: in the clear)."""
+        return self.cipher if self.encrypted else None
 
     def param(self, name: str) -> str | None:
         """The value of param ``name`` (``_`` and ``-`` spellings are the same), or None."""
@@ -191,7 +202,7 @@ class JobRequest:
             return sign(self.kind, "", secret + self._clear_tags(), keys)
         if len(self.providers) != 1:
             raise ValueError("an encrypted job targets exactly one provider")
-        content = _encrypt(keys, self.providers[0], json.dumps(secret))
+        content = encrypt(keys, self.providers[0], json.dumps(secret), self.cipher)
         return sign(self.kind, content, [*self._clear_tags(), ["encrypted"]], keys)
 
     @classmethod
@@ -201,15 +212,9 @@ class JobRequest:
             raise MalformedEvent(f"kind {raw.kind} is not a job request (5000-5999)")
         encrypted = raw.tag("encrypted") is not None
         tags: Iterable[Iterable[str]] = raw.tags
+        cipher = Cipher.NIP04
         if encrypted:
-            try:
-                hidden = json.loads(_decrypt(raw, keys))
-            except (ValueError, RecursionError) as exc:  # huge numbers and deep nesting are not JSONDecodeError
-                raise MalformedEvent("decrypted job content is not JSON") from exc
-            if not isinstance(hidden, list) or not all(
-                isinstance(t, list) and all(isinstance(x, str) for x in t) for t in hidden
-            ):
-                raise MalformedEvent("decrypted job content is not a list of tags")
+            hidden, cipher = _hidden_tags(keys, raw.pubkey, raw.content, "job content")
             tags = [*raw.tags, *hidden]
         inputs, params = _inputs_and_params(tags)
         relays_tag = raw.tag("relays")
@@ -225,6 +230,7 @@ class JobRequest:
             relays=tuple(relays_tag[1:]) if relays_tag else (),
             providers=providers,
             encrypted=encrypted,
+            cipher=cipher,
             nonce=raw.value(NONCE_TAG) or "",
             id=raw.id,
             customer=raw.pubkey,
@@ -246,6 +252,8 @@ class JobResult:
     amount_msats: int | None = None
     bolt11: str | None = None
     encrypted: bool = False
+    #: The scheme an encrypted result is written in: the one its request used.
+    cipher: Cipher = Cipher.NIP04
     relay_hint: str = ""
     model: str | None = None
     prompt_tokens: int | None = None
@@ -255,29 +263,33 @@ class JobResult:
     provider: str = ""
     created_at: int = 0
 
-    def to_event(self, keys: Any) -> Any:
-        """Sign the result with the provider's ``keys`` (encrypting the content if asked)."""
-        if self.kind not in RESULT_KINDS:
-            raise ValueError(f"job result kind must be 6000-6999, got {self.kind}")
-        tags: list[list[str]] = []
-        if self.request_json is not None and not self.encrypted:
-            tags.append(["request", self.request_json])
-        tags.append(["e", self.request_id, self.relay_hint] if self.relay_hint else ["e", self.request_id])
-        if not self.encrypted:
-            tags += [i.as_tag() for i in self.inputs]
-        tags.append(["p", self.customer])
-        tags += _amount_tag(self.amount_msats, self.bolt11)
+    def _details(self) -> list[list[str]]:
+        tags = _amount_tag(self.amount_msats, self.bolt11)
         if self.model:
             tags.append(["model", self.model])
         if self.prompt_tokens is not None and self.completion_tokens is not None:
             tags.append(["usage", str(self.prompt_tokens), str(self.completion_tokens)])
         if self.finish_reason:
             tags.append(["finish_reason", self.finish_reason])
-        content = self.content
-        if self.encrypted:
-            tags.append(["encrypted"])
-            content = _encrypt(keys, self.customer, content)
-        return sign(self.kind, content, tags, keys)
+        return tags
+
+    def to_event(self, keys: Any) -> Any:
+        """Sign the result with the provider's ``keys`` (encrypting the content if asked)."""
+        if self.kind not in RESULT_KINDS:
+            raise ValueError(f"job result kind must be 6000-6999, got {self.kind}")
+        tags: list[list[str]] = []
+        if self.request_json is not None:
+            tags.append(["request", self.request_json])  # an encrypted request stays encrypted in it
+        tags.append(["e", self.request_id, self.relay_hint] if self.relay_hint else ["e", self.request_id])
+        tags.append(["p", self.customer])
+        if not self.encrypted:
+            tags += [i.as_tag() for i in self.inputs] + self._details()
+            return sign(self.kind, self.content, tags, keys)
+        details = self._details()
+        if details:
+            tags.append([DETAILS_TAG, encrypt(keys, self.customer, json.dumps(details), self.cipher)])
+        tags.append(["encrypted"])
+        return sign(self.kind, encrypt(keys, self.customer, self.content, self.cipher), tags, keys)
 
     @classmethod
     def from_event(cls, raw: RawEvent, keys: Any = None) -> JobResult:
@@ -287,7 +299,10 @@ class JobResult:
         request_id = _hex_tag(raw, "e", "job result")
         customer = _hex_tag(raw, "p", "job result")
         encrypted = raw.tag("encrypted") is not None
-        content = _decrypt(raw, keys) if encrypted else raw.content
+        content, cipher = decrypt(keys, raw.pubkey, raw.content) if encrypted else (raw.content, Cipher.NIP04)
+        details = raw.value(DETAILS_TAG)
+        if encrypted and details is not None:
+            raw = _with_hidden(raw, _hidden_tags(keys, raw.pubkey, details, "result details")[0])
         amount_msats, bolt11 = _amount(raw)
         usage = raw.tag("usage")
         prompt_tokens = completion_tokens = None
@@ -306,6 +321,7 @@ class JobResult:
             amount_msats=amount_msats,
             bolt11=bolt11,
             encrypted=encrypted,
+            cipher=cipher,
             relay_hint=e_tag[2] if len(e_tag) > 2 else "",
             model=raw.value("model"),
             prompt_tokens=prompt_tokens,
@@ -328,6 +344,9 @@ class JobFeedback:
     amount_msats: int | None = None
     bolt11: str | None = None
     content: str = ""
+    #: Feedback on an encrypted job is encrypted, in the scheme its request used.
+    encrypted: bool = False
+    cipher: Cipher = Cipher.NIP04
     id: str = ""
     provider: str = ""
     created_at: int = 0
@@ -337,16 +356,27 @@ class JobFeedback:
         """Sign the feedback with the provider's ``keys``."""
         if self.status not in STATUSES:
             raise ValueError(f"feedback status must be one of {STATUSES}, got {self.status!r}")
-        tags: list[list[str]] = [["status", self.status, *([self.extra] if self.extra else [])]]
-        tags += _amount_tag(self.amount_msats, self.bolt11)
-        tags += [["e", self.request_id], ["p", self.customer]]
-        return sign(FEEDBACK_KIND, self.content, tags, keys)
+        told = [["status", self.status, *([self.extra] if self.extra else [])]]
+        told += _amount_tag(self.amount_msats, self.bolt11)
+        ends = [["e", self.request_id], ["p", self.customer]]
+        if not self.encrypted:
+            return sign(FEEDBACK_KIND, self.content, [*told, *ends], keys)
+        if self.content:
+            told.append(["content", self.content])
+        content = encrypt(keys, self.customer, json.dumps(told), self.cipher)
+        return sign(FEEDBACK_KIND, content, [["status", self.status], *ends, ["encrypted"]], keys)
 
     @classmethod
-    def from_event(cls, raw: RawEvent) -> JobFeedback:
-        """Parse a feedback event."""
+    def from_event(cls, raw: RawEvent, keys: Any = None) -> JobFeedback:
+        """Parse a feedback event; ``keys`` (the customer's) decrypts an encrypted one."""
         if raw.kind != FEEDBACK_KIND:
             raise MalformedEvent(f"kind {raw.kind} is not job feedback (7000)")
+        encrypted = raw.tag("encrypted") is not None
+        content, cipher = raw.content, Cipher.NIP04
+        if encrypted:
+            hidden, cipher = _hidden_tags(keys, raw.pubkey, raw.content, "feedback")
+            raw = _with_hidden(raw, hidden)
+            content = next((t[1] for t in hidden if len(t) > 1 and t[0] == "content"), "")
         status_tag = raw.tag("status")
         if status_tag is None or len(status_tag) < 2 or status_tag[1] not in STATUSES:
             raise MalformedEvent(f"feedback needs a 'status' tag with one of {', '.join(STATUSES)}")
@@ -358,7 +388,9 @@ class JobFeedback:
             extra=status_tag[2] if len(status_tag) > 2 else "",
             amount_msats=amount_msats,
             bolt11=bolt11,
-            content=raw.content,
+            content=content,
+            encrypted=encrypted,
+            cipher=cipher,
             id=raw.id,
             provider=raw.pubkey,
             created_at=raw.created_at,

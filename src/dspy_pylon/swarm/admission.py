@@ -8,6 +8,7 @@ here, before an invoice is sent: a job refused after payment costs the customer.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dspy_pylon import capabilities as caps_mod
@@ -18,6 +19,7 @@ from dspy_pylon.nostr.nip90 import JobRequest
 from dspy_pylon.pay import pricing
 from dspy_pylon.route import Route
 from dspy_pylon.swarm.chat_job import parse_job
+from dspy_pylon.swarm.provider_settings import ProviderSettings
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,21 @@ class Serving:
     price_msats: int = 0
     prices: tuple[tuple[str, int], ...] = ()
     max_unpaid: int = 256
+
+    @classmethod
+    def of(
+        cls, settings: ProviderSettings, route: Route, models: Sequence[str], capabilities: caps_mod.Capabilities
+    ) -> Serving:
+        """What a node with ``settings`` serves on ``route``."""
+        return cls(
+            route=route,
+            models=tuple(models),
+            capabilities=capabilities,
+            max_tokens_cap=settings.max_tokens_cap,
+            price_msats=settings.price_msats,
+            prices=tuple(settings.prices.items()),
+            max_unpaid=settings.max_unpaid,
+        )
 
     def price_for(self, job: JobRequest) -> int:
         """What ``job`` costs here (msats): the price of the model it asks for, else the default."""

@@ -53,6 +53,7 @@ from dspy import lm15
 
 from dspy_pylon.errors import MalformedEvent, UnsupportedRequest
 from dspy_pylon.local.openai_chat import messages_to_chat, response_format_to_chat, tool_choice_to_chat, tools_to_chat
+from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.nip90 import JobInput, JobRequest, JobResult
 
 TRANSCRIPT_FORMAT = "pylon.chat.v1"
@@ -164,8 +165,9 @@ def chat_job(
     relays: tuple[str, ...],
     providers: tuple[str, ...] = (),
     encrypted: bool = False,
+    cipher: Cipher = Cipher.NIP04,
 ) -> JobRequest:
-    """The NIP-90 job for a chat request."""
+    """The NIP-90 job for a chat request (``encrypted`` to its one provider in ``cipher``)."""
     data = transcript(request)
     inputs = (
         JobInput(json.dumps(data, ensure_ascii=False), "text", "", "chat"),
@@ -179,6 +181,7 @@ def chat_job(
         relays=relays,
         providers=providers,
         encrypted=encrypted,
+        cipher=cipher,
         nonce=secrets.token_hex(8),
     )
 
@@ -334,16 +337,18 @@ def result_content(response: lm15.Response, form: str | None) -> str:
 
 def job_result(job: JobRequest, response: lm15.Response, form: str | None, model: str, amount_msats: int) -> JobResult:
     """The result a provider publishes for ``job``: the answer in the job's ``form``, its usage,
-    and the request itself only when the job was public (an encrypted one is never echoed)."""
+    and the request (an encrypted one stays encrypted in it; its inputs are not echoed). An
+    encrypted job's result is encrypted in the scheme the request used."""
     return JobResult(
         request_id=job.id,
         customer=job.customer,
         content=result_content(response, form),
         kind=job.kind + 1000,
-        request_json=None if job.encrypted else job.event_json or None,
+        request_json=job.event_json or None,
         inputs=() if job.encrypted else job.inputs,
         amount_msats=amount_msats,
         encrypted=job.encrypted,
+        cipher=job.cipher,
         model=model,
         prompt_tokens=response.usage.input_tokens or 0,
         completion_tokens=response.usage.output_tokens or 0,

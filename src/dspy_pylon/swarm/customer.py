@@ -134,7 +134,8 @@ class SwarmCustomer:
         """Ids of the jobs whose bill waits for :func:`dspy_pylon.pay`."""
         return tuple(self._awaiting)
 
-    async def _ready(self) -> RelayClient:
+    async def connected(self) -> RelayClient:
+        """The customer's relay client, started and subscribed (on first use)."""
         async with self._started:
             if self._client is None:
                 import nostr_sdk
@@ -162,7 +163,7 @@ class SwarmCustomer:
         """The parsed event, or None (counted) when it is neither feedback nor a result, or malformed."""
         try:
             if event.kind == FEEDBACK_KIND:
-                return JobFeedback.from_event(event)
+                return JobFeedback.from_event(event, self.keys)
             if event.kind in RESULT_KINDS:
                 return JobResult.from_event(event, self.keys)
         except MalformedEvent as exc:
@@ -180,7 +181,7 @@ class SwarmCustomer:
         otherwise) and bills are checked and paid as they arrive. ``check`` refuses a
         result whose content does not answer the job (counted as that provider's error).
         """
-        client = await self._ready()
+        client = await self.connected()
         if payer is not None:
             await self._recover(payer)
         event = request.to_event(self.keys)
@@ -249,7 +250,7 @@ class SwarmCustomer:
         job = self._awaiting.pop(job_id, None)
         if job is None or job.bill is None or not job.parked:
             raise PaymentRefused(f"job {job_id[:12]}… is not waiting for a payment approval in this process")
-        client = await self._ready()
+        client = await self.connected()
         try:
             job.bill.resume()
         except BaseException:

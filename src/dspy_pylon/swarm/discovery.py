@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dspy_pylon.errors import MalformedEvent
+from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.nip89 import ANNOUNCEMENT_KIND, Announcement
 from dspy_pylon.nostr.nip90 import TEXT_GENERATION
@@ -29,6 +30,8 @@ class ProviderRecord:
     #: ``json_object``, ``tools``); empty for providers that do not say.
     formats: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
+    #: The encryption schemes it says it reads (none named: NIP-04 at most).
+    encryption: tuple[Cipher, ...] = ()
 
     def price_for(self, model: str | None) -> int:
         """The announced price (msats per job) for ``model``: its own price if listed, else the default."""
@@ -61,6 +64,7 @@ def records_from(announcements: Sequence[Announcement], kind: int) -> list[Provi
                 a.prices,
                 a.formats,
                 a.features,
+                a.encryption,
             )
             for a in newest.values()
         ),

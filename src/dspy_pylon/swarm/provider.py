@@ -22,6 +22,7 @@ from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.config import Local
 from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge
 from dspy_pylon.local.backends import LocalRouter
+from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
 from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest
@@ -30,9 +31,10 @@ from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.swarm import admission
-from dspy_pylon.swarm.chat_job import FORMATS, job_result, parse_job
+from dspy_pylon.swarm.chat_job import job_result, parse_job
 from dspy_pylon.swarm.invoice_pool import InvoicePool
 from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
+from dspy_pylon.swarm.provider_announcement import node_announcement
 from dspy_pylon.swarm.provider_billing import ProviderBilling
 from dspy_pylon.swarm.provider_settings import ProviderSettings, load_provider_file
 
@@ -52,6 +54,11 @@ class ProviderStats:
     done: int = 0
     errors: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
+
+
+def _secrecy(cipher: Cipher | None) -> dict[str, Any]:
+    """JobFeedback fields for a reply in ``cipher`` (None: in the clear)."""
+    return {} if cipher is None else {"encrypted": True, "cipher": cipher}
 
 
 class ProviderNode:
@@ -123,15 +130,7 @@ class ProviderNode:
         await self._client.subscribe(
             [nostr_sdk.Filter().kind(nostr_sdk.Kind(TEXT_GENERATION)).since(since)], self._on_request
         )
-        self.serving = admission.Serving(
-            route=self._route,
-            models=tuple(self.models),
-            capabilities=self.capabilities,
-            max_tokens_cap=self.settings.max_tokens_cap,
-            price_msats=self.settings.price_msats,
-            prices=tuple(self.settings.prices.items()),
-            max_unpaid=self.settings.max_unpaid,
-        )
+        self.serving = admission.Serving.of(self.settings, self._route, self.models, self.capabilities)
         self._accepting = True
         if self.invoices is not None:
             self.invoices.fill({self.settings.price_msats, *self.settings.prices.values()})
@@ -142,29 +141,12 @@ class ProviderNode:
                 log.info("waiting again for %d invoices sent before the restart", resumed)
         if self.settings.announce:
             await self.announce()
-        log.info(
-            "provider %s serving kind %d with %s (%s) on %s",
-            self.pubkey[:12],
-            TEXT_GENERATION,
-            self._route.backend,
-            self._route.model,
-            ", ".join(self.settings.relays),
-        )
+        what = f"{self._route.backend} ({self._route.model}) on {', '.join(self.settings.relays)}"
+        log.info("provider %s serving kind %d with %s", self.pubkey[:12], TEXT_GENERATION, what)
 
     def announcement(self) -> Announcement:
         """This node's NIP-89 announcement."""
-        return Announcement(
-            identifier=self.settings.identifier,
-            kinds=(TEXT_GENERATION,),
-            name=self.settings.name,
-            about=self.settings.about,
-            models=tuple(self.models),
-            price_msats=self.settings.price_msats,
-            relays=self.settings.relays,
-            prices=tuple(sorted(self.settings.prices.items())),
-            formats=FORMATS,
-            features=caps_mod.feature_names(self.capabilities),
-        )
+        return node_announcement(self.settings, self.models, self.capabilities)
 
     async def announce(self) -> None:
         """Publish the NIP-89 announcement (kind 31990)."""
@@ -206,10 +188,13 @@ class ProviderNode:
         if not await self._claim(job.id, job.customer, job.kind):
             self.stats.ignored["duplicate"] += 1
             return
+        if not self._accepting:  # the node began to stop while the claim was written: no bill, no queue
+            await self.refuse_job(job, "provider stopping: try another provider")
+            return
         unpaid = self.billing.unpaid if self.billing is not None else 0
         decision = admission.admit(job, self.serving, unpaid=unpaid)
         if isinstance(decision, admission.Refuse):
-            await self.refuse(job.id, job.customer, decision.why)
+            await self.refuse_job(job, decision.why)
         elif isinstance(decision, admission.Bill):
             assert self.billing is not None  # a priced node has a wallet (checked at construction)
             self.billing.bill(job, decision.price_msats)
@@ -217,7 +202,7 @@ class ProviderNode:
             try:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
-                await self.refuse(job.id, job.customer, "provider busy: queue full, try another provider")
+                await self.refuse_job(job, "provider busy: queue full, try another provider")
 
     def _spawn(self, coro: Any) -> None:
         self.finish_before_stopping(asyncio.get_running_loop().create_task(coro))
@@ -237,7 +222,7 @@ class ProviderNode:
             except Exception:  # a supervisor: one job's bug must not stop this worker for good
                 log.exception("job %s failed inside the node", job.id[:12])
                 try:
-                    await self.refuse(job.id, job.customer, "the provider failed on this job (internal error)")
+                    await self.refuse_job(job, "the provider failed on this job (internal error)")
                 except Exception:  # e.g. the jobs database is gone: nothing more to tell anyone
                     log.exception("job %s could not be closed", job.id[:12])
             finally:
@@ -251,7 +236,7 @@ class ProviderNode:
             request, form = parse_job(job, self.settings.max_tokens_cap)
             route = Route(self._route.venue, self._route.backend, self._route.base_url, self.serving.model_for(job))
         except (MalformedEvent, PylonError) as exc:
-            await self.refuse(job.id, job.customer, str(exc))
+            await self.refuse_job(job, str(exc))
             return
         # Not awaited: inference need not wait for the relay's OK on a status message.
         self._spawn(self.feedback(job, "processing"))
@@ -264,19 +249,19 @@ class ProviderNode:
             response = await client.acomplete(request, route, self.capabilities)
         except (PylonError, lm15.LM15Error) as exc:
             self.router.invalidate()
-            await self.refuse(job.id, job.customer, f"inference failed: {exc}")
+            await self.refuse_job(job, f"inference failed: {exc}")
             return
         result = job_result(job, response, form, route.model, self.serving.price_for(job))
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:
             limit = self.settings.max_result_bytes
-            await self.refuse(job.id, job.customer, f"result too large: {size} bytes, relays take {limit}")
+            await self.refuse_job(job, f"result too large: {size} bytes, relays take {limit}")
             return
         try:
             await self._client.publish(event)
         except ResultTooLarge as exc:
-            await self.refuse(job.id, job.customer, f"result too large for the relays: {exc}")
+            await self.refuse_job(job, f"result too large for the relays: {exc}")
             return
         except PylonError as exc:
             log.warning("could not publish the result of job %s: %s", job.id[:12], exc)
@@ -309,16 +294,25 @@ class ProviderNode:
             extra=extra,
             amount_msats=amount_msats,
             bolt11=bolt11,
+            **_secrecy(job.reply_cipher),
         )
         try:
             await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
         except PylonError as exc:
             log.info("feedback %s for job %s not delivered: %s", status, job.id[:12], exc)
 
-    async def refuse(self, job_id: str, customer: str, why: str, status: JobStatus = JobStatus.REFUSED) -> None:
+    async def refuse_job(self, job: JobRequest, why: str, status: JobStatus = JobStatus.REFUSED) -> None:
+        """:meth:`refuse` a job read in full (the feedback encrypted as its request was)."""
+        await self.refuse(job.id, job.customer, why, status, job.reply_cipher)
+
+    async def refuse(
+        self, job_id: str, customer: str, why: str, status: JobStatus = JobStatus.REFUSED, cipher: Cipher | None = None
+    ) -> None:
+        """Tell the customer why not (``error`` feedback, encrypted in ``cipher`` if given) and close the job."""
         assert self._client is not None
         log.info("job %s refused: %s", job_id[:12], why)
-        feedback = JobFeedback(request_id=job_id, customer=customer, status="error", extra=why[:1000])
+        secrecy = _secrecy(cipher)
+        feedback = JobFeedback(request_id=job_id, customer=customer, status="error", extra=why[:1000], **secrecy)
         try:
             await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
         except PylonError as exc:
@@ -381,21 +375,30 @@ class ProviderNode:
         if self.invoices is not None:
             await self.invoices.close()
 
-    async def close(self) -> None:
-        """Release the relay connections, stores and wallet (what :meth:`serve` does when it
-        returns): for a node started and then not served. Idempotent."""
-        self._accepting = False
-        # After a drain nothing is left; after a cancelled serve no task may outlive the client.
-        await self._stop_billing()
+    async def _cancel_in_flight(self) -> None:
         left = [task for task in self._in_flight if not task.done()]
         for task in left:
             task.cancel()
         if left:
             await asyncio.wait(left)
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        self.jobs.close()
-        self.ledger.close()
-        if self.wallet is not None:
-            await self.wallet.close()
+
+    async def close(self) -> None:
+        """Release the relay connections, stores and wallet (what :meth:`serve` does when it
+        returns): for a node started and then not served. Idempotent."""
+        self._accepting = False
+        # After a drain nothing is left; after a cancelled serve no task may outlive the client:
+        # admissions, then billing waits (a wait paid meanwhile joins the tasks in flight), then those.
+        await self._cancel_in_flight()
+        await self._stop_billing()
+        await self._cancel_in_flight()
+        client, self._client = self._client, None
+        try:
+            if client is not None:
+                await client.close()
+        finally:
+            try:
+                self.jobs.close()
+                self.ledger.close()
+            finally:
+                if self.wallet is not None:
+                    await self.wallet.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from dspy_pylon.nostr.nip90 import JobRequest
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.invoice import Invoice, decode_invoice
 from dspy_pylon.pay.ledger import Earned, SpendLedger
-from dspy_pylon.pay.nwc import MadeInvoice, NwcWallet
+from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet
 from dspy_pylon.swarm.invoice_pool import InvoicePool
 from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
 
@@ -31,7 +32,7 @@ class Node(Protocol):
         self, job: JobRequest, status: str, extra: str = "", amount_msats: int | None = None, bolt11: str | None = None
     ) -> None: ...
 
-    async def refuse(self, job_id: str, customer: str, why: str, status: JobStatus = JobStatus.REFUSED) -> None: ...
+    async def refuse_job(self, job: JobRequest, why: str, status: JobStatus = JobStatus.REFUSED) -> None: ...
 
     async def run_paid(self, job: JobRequest) -> None: ...
 
@@ -77,7 +78,7 @@ class ProviderBilling:
         try:
             invoice = await self.invoices.take(price, job.id)
         except (WalletError, MalformedEvent) as exc:
-            await self.node.refuse(job.id, job.customer, f"could not create an invoice: {exc}")
+            await self.node.refuse_job(job, f"could not create an invoice: {exc}")
             return
         await self.ledger.run(self._record_bill, job, price, invoice)
         await self.node.feedback(job, "payment-required", amount_msats=price, bolt11=invoice.bolt11)
@@ -92,15 +93,19 @@ class ProviderBilling:
         if status is None:
             await self.ledger.run(self.ledger.earning_finished, job.id, Earned.EXPIRED, "invoice expired unpaid")
             why = "invoice expired unpaid; the job was dropped"
-            await self.node.refuse(job.id, job.customer, why, status=JobStatus.EXPIRED)
+            await self.node.refuse_job(job, why, status=JobStatus.EXPIRED)
             return
+        await self._paid(job, status.preimage)
+
+    async def _paid(self, job: JobRequest, preimage: str | None) -> None:
+        """Record the payment of ``job`` and run it."""
         # Paid: the job must now run even if the node is stopping. Out of the waits a stop
         # cancels (and of the unpaid count), into the work the node drains before it stops.
         task = asyncio.current_task()
         if task is not None:
             self._tasks.discard(task)
             self.node.finish_before_stopping(task)
-        await self.ledger.run(self._record_payment, job.id, status.preimage)
+        await self.ledger.run(self._record_payment, job.id, preimage)
         await self.node.run_paid(job)
 
     # Blocking (SQLite), run in a worker thread; one hop each on the customer's critical path.
@@ -126,42 +131,75 @@ class ProviderBilling:
         """After a restart: wait again for invoices sent before it; returns how many were resumed.
 
         The job itself is read back from the relays (the request event is stored there). An
-        invoice that expired while the node was stopped gets one lookup (it may have been paid
-        then). With no relay reachable, nothing can be read back: the jobs stay invoiced for
-        the next start rather than being given up.
+        invoice that expired while the node was stopped is looked up first: paid then, its
+        job runs; unpaid, it is closed. What cannot be known now - the wallet does not answer
+        the lookup, or no relay is reachable to read the job back - stays invoiced for the
+        next start rather than being given up.
         """
+        waiting = await self.ledger.run(self._invoiced)
+        open_: list[tuple[str, Invoice, InvoiceStatus | None]] = []
+        for job_id, invoice in waiting:
+            still, paid = await self._check_expired(job_id, invoice)
+            if still:
+                open_.append((job_id, invoice, paid))
+        if not open_:
+            return 0
+        jobs, reached = await self._read_back(client, keys, [job_id for job_id, _, _ in open_])
+        resumed = 0
+        for job_id, invoice, paid in open_:
+            job = jobs.get(job_id)
+            if job is None:
+                if reached:  # read back from a relay that answered: the request is gone
+                    why = "the job request is no longer on the relays"
+                    why = f"paid, but {why}" if paid else why
+                    await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, why)
+                    await self.jobs.run(self.jobs.move, job_id, JobStatus.REFUSED, why)
+                continue
+            if paid is not None:
+                self._track(self._paid(job, paid.preimage))
+            else:
+                self._track(self._await_payment(job, invoice.payment_hash, invoice.expires_at))
+            resumed += 1
+        if len(open_) > resumed and not reached:
+            log.warning("no relay reachable: jobs invoiced before the restart wait for the next start")
+        return resumed
+
+    async def _check_expired(self, job_id: str, invoice: Invoice) -> tuple[bool, InvoiceStatus | None]:
+        """Whether the job is still open, and, for an invoice that expired, its paid status.
+
+        An expired invoice is looked up: paid, the job is open with that status; unpaid, it
+        is closed here; when the wallet cannot tell now, it is left invoiced (not open).
+        """
+        if not invoice.expired(time.time()):
+            return True, None
+        try:
+            status = await self.wallet.lookup_invoice(invoice.payment_hash)
+        except WalletError as exc:
+            log.info("invoice of job %s expired; its lookup failed (%s): left for the next start", job_id[:12], exc)
+            return False, None
+        if status.settled:
+            return True, status
+        why = "invoice expired unpaid (while stopped)"
+        await self.ledger.run(self.ledger.earning_finished, job_id, Earned.EXPIRED, why)
+        await self.jobs.run(self.jobs.move, job_id, JobStatus.EXPIRED, why)
+        return False, None
+
+    async def _read_back(self, client: RelayClient, keys: Any, ids: list[str]) -> tuple[dict[str, JobRequest], bool]:
+        """The job requests ``ids`` from the relays (one query), and whether any relay was reached."""
         import nostr_sdk
 
-        waiting = await self.ledger.run(self._invoiced)
-        if not waiting:
-            return 0
         jobs: dict[str, JobRequest] = {}
-        reached: tuple[str, ...] = ()
-        try:  # one query for all of them
-            ids = [nostr_sdk.EventId.parse(job_id) for job_id, _ in waiting]
-            reached = await client.connected_relays()
-            for raw in await client.fetch([nostr_sdk.Filter().ids(ids)], 3.0):
+        try:
+            reached = bool(await client.connected_relays())
+            for raw in await client.fetch([nostr_sdk.Filter().ids([nostr_sdk.EventId.parse(i) for i in ids])], 3.0):
                 try:
                     jobs[raw.id] = JobRequest.from_event(raw, keys)
                 except MalformedEvent as exc:
                     log.info("job %s cannot be read back: %s", raw.id[:12], exc)
         except (PylonError, ValueError) as exc:
             log.info("jobs sent invoices before the restart cannot be read back: %s", exc)
-            reached = ()
-        resumed = kept = 0
-        for job_id, invoice in waiting:
-            job = jobs.get(job_id)
-            if job is not None:
-                self._track(self._await_payment(job, invoice.payment_hash, invoice.expires_at))
-                resumed += 1
-            elif reached:
-                why = "the job request is no longer on the relays"
-                await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, why)
-            else:
-                kept += 1
-        if kept:
-            log.warning("no relay reachable: %d jobs invoiced before the restart wait for the next start", kept)
-        return resumed
+            return {}, False
+        return jobs, reached
 
     def _invoiced(self) -> list[tuple[str, Invoice]]:
         """Invoices sent before a restart, decoded; closes the unreadable ones (blocking: a thread)."""

@@ -7,12 +7,14 @@ from typing import Any
 from dspy import lm15
 
 from dspy_pylon.config import Hybrid, Swarm
+from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.nip90 import JobResult
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.billing import Payer
 from dspy_pylon.swarm.chat_job import chat_job, result_message, transcript_format
 from dspy_pylon.swarm.customer import JobOutcome, SwarmCustomer
+from dspy_pylon.swarm.peer_ciphers import PeerCiphers
 from dspy_pylon.swarm.reputation import Reputation
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_call": "tool_call"}
@@ -83,15 +85,21 @@ class SwarmVenue:
         self.loop = NostrLoop.shared()
         self.reputation = reputation
         self.customer = SwarmCustomer(keys, venue.relays, reputation, client=relay_client)
+        self.ciphers = PeerCiphers()
 
     async def _run(self, request: lm15.Request) -> lm15.Response:
+        encrypted = len(self.providers) == 1
+        cipher = Cipher.NIP04
+        if encrypted:  # in the scheme the provider says it reads (NIP-90's NIP-04 otherwise)
+            cipher = await self.ciphers.cipher_for(await self.customer.connected(), self.providers[0])
         job = chat_job(
             request,
             model=self.model,
             bid_msats=self.venue.bid_msats,
             relays=self.venue.relays,
             providers=self.providers,
-            encrypted=len(self.providers) == 1,
+            encrypted=encrypted,
+            cipher=cipher,
         )
         form = transcript_format(job)
 

@@ -169,6 +169,11 @@ class LocalSwarm:
         return NwcWallet(self.account(name, fund_msats), timeout=timeout)
 
     @property
+    def loop(self) -> NostrLoop:
+        """The event loop the relay, the wallet service and the nodes run on."""
+        return self._started()
+
+    @property
     def wallet_service(self) -> DevWalletService:
         """The development wallet's NIP-47 service (its ``stats``; benchmarks time its steps)."""
         if self._wallet is None:
@@ -235,6 +240,8 @@ class LocalSwarm:
         loop, self._loop = self._loop, None
         steps: list[Callable[[], object]] = []
         if loop is not None:
+            for node in self.nodes:  # all asked at once: their drains overlap
+                loop.loop.call_soon_threadsafe(node.request_stop)
             for node, serving in zip(self.nodes, self._serving, strict=True):
                 steps.append(partial(_stop_node, loop, node, serving))
         self.nodes, self._serving = [], []
@@ -267,6 +274,11 @@ def _stop_wallet(loop: NostrLoop, wallet: DevWalletService) -> None:
 
 
 def _stop_node(loop: NostrLoop, node: ProviderNode, serving: Future[int]) -> int:
-    """Ask ``node`` to stop and wait for its serve: its drain waits up to three times 30 s."""
+    """Ask ``node`` to stop and wait for its serve (its drain waits up to three times 30 s);
+    past that, cancel it: a cancelled serve still releases the node before it ends."""
     loop.loop.call_soon_threadsafe(node.request_stop)
-    return serving.result(_STOP_WAIT_S)
+    try:
+        return serving.result(_STOP_WAIT_S)
+    except TimeoutError:
+        serving.cancel()
+        raise

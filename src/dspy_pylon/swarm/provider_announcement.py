@@ -1,0 +1,36 @@
+"""What a provider node announces (NIP-89, kind 31990), from its settings and its backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dspy_pylon import capabilities as caps_mod
+from dspy_pylon.nostr.ciphers import Cipher
+from dspy_pylon.nostr.nip89 import Announcement
+from dspy_pylon.nostr.nip90 import TEXT_GENERATION
+from dspy_pylon.swarm.chat_job import FORMATS
+from dspy_pylon.swarm.provider_settings import ProviderSettings
+
+__all__ = ["node_announcement"]
+
+
+def node_announcement(
+    settings: ProviderSettings, models: Sequence[str], capabilities: caps_mod.Capabilities
+) -> Announcement:
+    """The announcement of a node serving ``models`` with a backend that honours ``capabilities``.
+
+    It names both encryption schemes: the node reads either and answers in the one used.
+    """
+    return Announcement(
+        identifier=settings.identifier,
+        kinds=(TEXT_GENERATION,),
+        name=settings.name,
+        about=settings.about,
+        models=tuple(models),
+        price_msats=settings.price_msats,
+        relays=settings.relays,
+        prices=tuple(sorted(settings.prices.items())),
+        formats=FORMATS,
+        features=caps_mod.feature_names(capabilities),
+        encryption=(Cipher.NIP44, Cipher.NIP04),
+    )

@@ -1,0 +1,127 @@
+"""NIP-90 peers written from the NIP text with raw nostr-sdk - deliberately not pylon's codec.
+
+:class:`SpecProvider` is a text-generation DVM as the spec reads: it takes the first
+``text`` input (in the clear, or from the JSON tags of an encrypted request), answers with
+a kind-6050 result carrying ``request``, ``e`` and ``p`` (encrypted like the request, in
+NIP-04 as the spec says), or with error feedback the way nostr-dvm writes it for encrypted
+jobs (status and ``content`` as JSON tags inside the encrypted content). It reads only the
+schemes it is told to: a NIP-04-only peer ignores what it cannot decrypt, as a real one would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import nostr_sdk as n
+
+from dspy_pylon.nostr.loop import NostrLoop
+
+
+def tags_of(event: Any) -> list[list[str]]:
+    return [list(tag.to_vec()) for tag in event.tags()]
+
+
+def value(tags: list[list[str]], name: str) -> str | None:
+    return next((t[1] for t in tags if t and t[0] == name and len(t) > 1), None)
+
+
+def sign(keys: Any, kind: int, content: str, tags: list[list[str]]) -> Any:
+    return n.EventBuilder(n.Kind(kind), content).tags([n.Tag.parse(t) for t in tags]).finalize(keys)
+
+
+class SpecProvider:
+    """A spec-built provider on ``relay_url`` (its own client on ``loop``)."""
+
+    def __init__(
+        self,
+        loop: NostrLoop,
+        relay_url: str,
+        *,
+        reads: tuple[str, ...] = ("nip04",),
+        reply: str = "result",
+        announce: dict[str, Any] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.keys = n.Keys.generate()
+        self.pubkey = self.keys.public_key().to_hex()
+        self.reads = reads
+        self.reply = reply
+        #: (scheme or "clear", prompt) of every request it could read; "unreadable" for the others.
+        self.seen: list[tuple[str, str]] = []
+        self.client: Any = None
+        self._pump: asyncio.Task[None] | None = None
+        loop.run(self._start(relay_url, announce), 30)
+
+    async def _start(self, relay_url: str, announce: dict[str, Any] | None) -> None:
+        self.client = n.Client()
+        await self.client.add_relay(n.RelayUrl.parse(relay_url))
+        await self.client.connect(timedelta(seconds=3))
+        notes = self.client.notifications()
+        if announce is not None:  # NIP-89, as a DVM announces itself
+            event = sign(self.keys, 31990, json.dumps(announce), [["d", "spec-dvm"], ["k", "5050"]])
+            await self.client.send_event(event)
+        since = n.Timestamp.now()
+        await self.client.subscribe(n.ReqTarget.auto([n.Filter().kind(n.Kind(5050)).since(since)]))
+        self._pump = asyncio.get_running_loop().create_task(self._serve(notes))
+
+    async def _serve(self, notes: Any) -> None:
+        while True:
+            note = await notes.next()
+            if note.is_new_event() and note.event.kind().as_u16() == 5050:
+                await self._handle(note.event)
+
+    def _read(self, event: Any) -> tuple[str, list[list[str]]] | None:
+        tags = tags_of(event)
+        if not any(t[0] == "encrypted" for t in tags):
+            return "clear", tags
+        content = event.content()
+        scheme = "nip04" if "?iv=" in content else "nip44"
+        if scheme not in self.reads:
+            return None
+        author = event.author()
+        plain = (
+            self.keys.nip04_decrypt(author, content) if scheme == "nip04" else self.keys.nip44_decrypt(author, content)
+        )
+        return scheme, tags + json.loads(plain)
+
+    async def _handle(self, event: Any) -> None:
+        targets = [t[1] for t in tags_of(event) if t[0] == "p" and len(t) > 1]
+        if targets and self.pubkey not in targets:
+            return
+        read = self._read(event)
+        if read is None:
+            self.seen.append(("unreadable", ""))
+            return
+        scheme, tags = read
+        prompt = next((t[1] for t in tags if t[0] == "i" and len(t) > 2 and t[2] == "text"), "")
+        self.seen.append((scheme, prompt))
+        encrypted = scheme != "clear"
+        author = event.author()
+        job_id, customer = event.id().to_hex(), author.to_hex()
+
+        def hide(text: str) -> str:
+            # A reply to an encrypted request goes back encrypted, NIP-04 as NIP-90 says.
+            return self.keys.nip04_encrypt(author, text) if encrypted else text
+
+        if self.reply == "dvm-error":
+            hidden = [["e", job_id], ["alt", "NIP90 DVM task had an error"], ["status", "error"]]
+            hidden.append(["content", "spec provider: cannot do this job"])
+            if encrypted:
+                reply = sign(self.keys, 7000, hide(json.dumps(hidden)), [["encrypted"], ["p", customer], ["e", job_id]])
+            else:
+                reply = sign(self.keys, 7000, "cannot do this job", [*hidden[:3], ["p", customer]])
+        else:
+            tags = [["request", event.as_json()], ["e", job_id], ["p", customer]]
+            reply = sign(self.keys, 6050, hide(f"spec answer to: {prompt[:200]}"), tags + [["encrypted"]] * encrypted)
+        await self.client.send_event(reply)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._pump is not None:
+                self._pump.cancel()
+            await self.client.shutdown()
+
+        self.loop.run(stop(), 10)

@@ -1,0 +1,119 @@
+"""Interop with NIP-90 peers built from the spec text (raw nostr-sdk, not pylon's codec), on
+real relays: private jobs in the scheme each side reads, and feedback encrypted as nostr-dvm
+writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import nostr_sdk as n
+import pytest
+from dspy.utils import exceptions as dspy_errors
+
+import dspy_pylon as pylon
+from dspy_pylon.nostr.loop import NostrLoop
+from tests.helpers import pylon_cause
+from tests.interop.spec_peers import SpecProvider, sign, tags_of, value
+
+
+@pytest.fixture
+def spec_provider(relay_loop: NostrLoop, relay_url: str) -> Iterator[Callable[..., SpecProvider]]:
+    made: list[SpecProvider] = []
+
+    def make(**options: Any) -> SpecProvider:
+        made.append(SpecProvider(relay_loop, relay_url, **options))
+        return made[-1]
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+def test_a_private_job_reaches_a_nip04_only_provider(spec_provider: Any, swarm_lm: Any) -> None:
+    """A provider that reads NIP-04 only (NIP-90's text) and announces nothing: the job to it
+    is encrypted in NIP-04, and its NIP-04 result is read."""
+    provider = spec_provider(reads=("nip04",))
+    lm = swarm_lm(providers=(provider.pubkey,), timeout=8)
+    out = lm("Say hi to the spec provider", max_tokens=4)
+    assert out[0].startswith("spec answer to:")
+    assert [scheme for scheme, _ in provider.seen] == ["nip04"]
+
+
+def test_a_provider_that_announces_nip44_gets_nip44(spec_provider: Any, swarm_lm: Any) -> None:
+    provider = spec_provider(reads=("nip44", "nip04"), announce={"name": "spec", "encryption": ["nip44", "nip04"]})
+    lm = swarm_lm(providers=(provider.pubkey,), timeout=8)
+    lm("Say hi", max_tokens=4)
+    lm("Say hi again", max_tokens=4)  # looked up once, remembered
+    assert [scheme for scheme, _ in provider.seen] == ["nip44", "nip44"]
+
+
+def test_encrypted_error_feedback_as_nostr_dvm_writes_it_ends_the_call(spec_provider: Any, swarm_lm: Any) -> None:
+    """The error inside encrypted feedback is seen: the call fails with it at once instead of
+    waiting out its timeout as if the provider were silent."""
+    provider = spec_provider(reply="dvm-error")
+    lm = swarm_lm(providers=(provider.pubkey,), timeout=20)
+    started = time.monotonic()
+    with pytest.raises(dspy_errors.LMProviderError) as caught:
+        lm("Do something impossible", max_tokens=4)
+    assert time.monotonic() - started < 10
+    assert "cannot do this job" in str(pylon_cause(caught.value, pylon.JobFailed))
+
+
+@pytest.mark.parametrize("scheme", ["nip04", "nip44"])
+def test_a_spec_customer_reads_our_providers_private_answer(
+    scheme: str, start_provider: Any, relay_loop: NostrLoop, relay_url: str
+) -> None:
+    """A spec-built customer sends our provider an encrypted job: the result and the feedback
+    come back in the scheme it used, the result keeps the ``request`` tag, nothing of the job
+    is in the clear."""
+    provider = start_provider()
+    secret_prompt = "Say the secret word zebra-4711"
+
+    async def run() -> tuple[Any, list[Any]]:
+        keys = n.Keys.generate()
+        client = n.Client()
+        await client.add_relay(n.RelayUrl.parse(relay_url))
+        await client.connect(timedelta(seconds=3))
+        notes = client.notifications()
+        since = n.Timestamp.now()
+        await client.subscribe(
+            n.ReqTarget.auto([n.Filter().kinds([n.Kind(6050), n.Kind(7000)]).pubkey(keys.public_key()).since(since)])
+        )
+        hidden = json.dumps([["i", secret_prompt, "text"], ["param", "max_tokens", "4"]])
+        target = n.PublicKey.parse(provider.pubkey)
+        content = keys.nip04_encrypt(target, hidden) if scheme == "nip04" else keys.nip44_encrypt(target, hidden)
+        request = sign(keys, 5050, content, [["p", provider.pubkey], ["encrypted"]])
+        await client.send_event(request)
+        feedback: list[Any] = []
+        while True:
+            note = await notes.next()
+            if not note.is_new_event():
+                continue
+            event = note.event
+            if event.kind().as_u16() == 7000:
+                feedback.append(event)
+            elif event.kind().as_u16() == 6050:
+                await client.shutdown()
+                return keys, [request, event, *feedback]
+
+    keys, (request, result, *feedback) = relay_loop.run(run(), 30)
+    target = n.PublicKey.parse(provider.pubkey)
+
+    def read(text: str) -> str:
+        assert ("?iv=" in text) == (scheme == "nip04"), "answered in another scheme"
+        return str(keys.nip04_decrypt(target, text) if scheme == "nip04" else keys.nip44_decrypt(target, text))
+
+    tags = tags_of(result)
+    assert value(tags, "e") == request.id().to_hex() and ["encrypted"] in tags
+    assert value(tags, "request") == request.as_json()
+    assert read(result.content())  # the answer, readable by the customer alone
+    clear = json.dumps([tags, result.content()])
+    assert "zebra-4711" not in clear and "usage" not in clear and "model" not in clear
+    assert feedback, "no processing feedback"
+    statuses = [value(json.loads(read(f.content())), "status") for f in feedback]
+    assert "processing" in statuses
