@@ -117,3 +117,20 @@ def test_a_spec_customer_reads_our_providers_private_answer(
     assert feedback, "no processing feedback"
     statuses = [value(json.loads(read(f.content())), "status") for f in feedback]
     assert "processing" in statuses
+
+
+def test_a_foreign_provider_is_fed_a_readable_prompt(spec_provider: Any, swarm_lm: Any) -> None:
+    """A DSPy program's call reaches a DVM that feeds its model the first (or the last) text
+    input as readable text - one input, not the JSON transcript."""
+    import dspy
+
+    provider = spec_provider(reads=("nip04",))
+    lm = swarm_lm(providers=(provider.pubkey,), timeout=8)
+    # The spec DVM answers in free text: DSPy's ChatAdapter cannot parse it and retries with
+    # JSONAdapter's schema (a v2 job), whose free-text answer the customer refuses.
+    with dspy.context(lm=lm), pytest.raises(dspy_errors.LMProviderError, match=r"not a pylon\.chat\.v2 answer"):
+        dspy.Predict("question -> answer")(question="What is the capital of France?")
+    assert len(provider.seen) == 2
+    for _, prompt in provider.seen:
+        assert "What is the capital of France?" in prompt
+        assert not prompt.lstrip().startswith("{") and "pylon.chat" not in prompt

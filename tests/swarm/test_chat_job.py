@@ -16,6 +16,7 @@ from dspy_pylon.errors import MalformedEvent, UnsupportedRequest
 from dspy_pylon.nostr.events import RawEvent, from_sdk
 from dspy_pylon.nostr.nip90 import JobInput, JobRequest
 from dspy_pylon.swarm.chat_job import (
+    CHAT_PARAM,
     TRANSCRIPT_FORMAT,
     TRANSCRIPT_V2,
     chat_job,
@@ -98,15 +99,12 @@ def test_chat_job_round_trip_encrypted(keys: Any) -> None:
 
 
 def test_chat_job_shape() -> None:
+    """Exactly one text input, the readable rendering (what a foreign DVM feeds its model,
+    whether it reads the first text input or the last); the transcript in a param."""
     job = job_of(make_request(), bid_msats=2500, relays=("wss://a", "wss://b"))
-    assert len(job.inputs) == 2
-    chat = [i for i in job.inputs if i.marker == "chat"]
-    prompt = [i for i in job.inputs if i.marker == "prompt"]
-    assert len(chat) == 1
-    assert len(prompt) == 1
-    assert chat[0].type == "text"
-    assert prompt[0].type == "text"
-    assert json.loads(chat[0].data) == {
+    [prompt] = job.inputs
+    assert (prompt.type, prompt.marker) == ("text", "")
+    assert json.loads(job.param(CHAT_PARAM) or "null") == {
         "format": TRANSCRIPT_FORMAT,
         "system": "sys",
         "messages": [
@@ -115,7 +113,7 @@ def test_chat_job_shape() -> None:
             {"role": "user", "content": "again"},
         ],
     }
-    readable = prompt[0].data
+    readable = prompt.data
     for piece in ("sys", "hi", "yo", "again"):
         assert piece in readable
     assert readable.index("hi") < readable.index("yo") < readable.index("again")
@@ -130,7 +128,7 @@ def test_chat_job_shape() -> None:
 
 def test_chat_job_without_model_or_settings() -> None:
     job = chat_job(lm15.Request(model="x", messages=(lm15.Message.user("q"),)), model=None, bid_msats=None, relays=())
-    assert job.params == ()
+    assert [name for name, _ in job.params] == [CHAT_PARAM]  # no model, no settings
     back = request_from_job(job)
     assert back.model == "default"
     assert back.system is None
@@ -212,7 +210,19 @@ def test_no_text_input_is_malformed(inputs: tuple[JobInput, ...]) -> None:
         request_from_job(JobRequest(inputs=inputs))
 
 
+def test_the_transcript_param_wins_over_the_text_input_and_an_old_chat_input() -> None:
+    def transcript_of(text: str) -> str:
+        return json.dumps({"format": TRANSCRIPT_FORMAT, "messages": [{"role": "user", "content": text}]})
+
+    job = JobRequest(
+        inputs=(JobInput("the readable rendering"), JobInput(transcript_of("old"), "text", "", "chat")),
+        params=((CHAT_PARAM, transcript_of("q")),),
+    )
+    assert request_from_job(job).messages == (lm15.Message.user("q"),)
+
+
 def test_chat_input_wins_over_plain_text() -> None:
+    """The job shape of earlier pylon versions (the transcript as a ``chat`` input) is still read."""
     job = JobRequest(
         inputs=(
             JobInput("ignored readable rendering", "text", "", "prompt"),

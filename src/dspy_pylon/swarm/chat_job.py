@@ -1,9 +1,11 @@
 """How a chat call travels as a NIP-90 text-generation job (pure, no I/O).
 
-A request carries one ``text`` input holding a JSON chat transcript (marker ``chat``),
-plus a readable rendering of the same conversation as a second ``text`` input (marker
-``prompt``), for providers that do not know the transcript formats. Params: ``model``,
-``max_tokens``, ``temperature``, ``top_p``, ``stop`` (a JSON list), ``seed``.
+A request carries exactly one ``text`` input: a readable rendering of the conversation,
+what any DVM feeds its model (a typical one reads the first text input, nostr-dvm the
+last). The JSON chat transcript rides in the param :data:`CHAT_PARAM`, which DVMs that do
+not know it skip, and which pylon providers prefer. Params besides: ``model``,
+``max_tokens``, ``temperature``, ``top_p``, ``stop`` (a JSON list), ``seed``. Jobs of
+earlier pylon versions, with the transcript as a ``text`` input marked ``chat``, are read too.
 
 Two transcript formats. A plain text chat goes as ``pylon.chat.v1``, which every pylon
 provider reads::
@@ -37,8 +39,8 @@ that is not such an object, so a provider that ignored the transcript (answering
 prompt in free text) cannot hand that back as the answer; what is inside a well-formed v2
 answer (its JSON against the schema) is the provider's word.
 
-A provider accepts plain-prompt jobs from other clients too: without a ``chat`` input,
-the text inputs joined by blank lines become one user message.
+A provider accepts plain-prompt jobs from other clients too: without a transcript, the
+text inputs joined by blank lines become one user message.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ TRANSCRIPT_FORMAT = "pylon.chat.v1"
 TRANSCRIPT_V2 = "pylon.chat.v2"
 #: The transcript formats this version reads and writes (announced over NIP-89).
 FORMATS = (TRANSCRIPT_FORMAT, TRANSCRIPT_V2)
+#: The param holding the JSON chat transcript (DVMs skip params they do not know).
+CHAT_PARAM = "pylon_chat"
 ROLES = ("system", "user", "assistant")
 # Bounds on what a provider parses from a stranger's job.
 _MAX_TOOLS = 128
@@ -169,13 +173,9 @@ def chat_job(
 ) -> JobRequest:
     """The NIP-90 job for a chat request (``encrypted`` to its one provider in ``cipher``)."""
     data = transcript(request)
-    inputs = (
-        JobInput(json.dumps(data, ensure_ascii=False), "text", "", "chat"),
-        JobInput(readable(data), "text", "", "prompt"),
-    )
     return JobRequest(
-        inputs=inputs,
-        params=job_params(request, model),
+        inputs=(JobInput(readable(data)),),
+        params=(*job_params(request, model), (CHAT_PARAM, json.dumps(data, ensure_ascii=False))),
         output="text/plain",
         bid_msats=bid_msats,
         relays=relays,
@@ -184,6 +184,15 @@ def chat_job(
         cipher=cipher,
         nonce=secrets.token_hex(8),
     )
+
+
+def transcript_text(job: JobRequest) -> str | None:
+    """The JSON chat transcript a job carries: its :data:`CHAT_PARAM`, or the ``chat`` input of
+    an earlier pylon version; None for a plain-prompt job."""
+    param = job.param(CHAT_PARAM)
+    if param is not None:
+        return param
+    return next((i.data for i in job.inputs if i.marker == "chat" and i.type == "text"), None)
 
 
 def _number(job: JobRequest, name: str, cast: type[int] | type[float], low: float, high: float) -> Any:
@@ -255,7 +264,7 @@ def _stop_of(job: JobRequest) -> tuple[str, ...]:
 def parse_job(job: JobRequest, max_tokens_cap: int = 32_768) -> tuple[lm15.Request, str | None]:
     """The chat request a provider runs for ``job``, and its transcript format (None for a
     plain-prompt job: the result is then plain text, as for v1)."""
-    chat = next((i for i in job.inputs if i.marker == "chat" and i.type == "text"), None)
+    chat = transcript_text(job)
     system: str | None = None
     messages: list[lm15.Message] = []
     extras: dict[str, Any] = {}
@@ -263,7 +272,7 @@ def parse_job(job: JobRequest, max_tokens_cap: int = 32_768) -> tuple[lm15.Reque
     form: str | None = None
     if chat is not None:
         try:
-            data = json.loads(chat.data)
+            data = json.loads(chat)
         except (ValueError, RecursionError):
             raise MalformedEvent("the chat input is not valid JSON") from None
         form = data.get("format") if isinstance(data, dict) else None
@@ -382,13 +391,11 @@ def result_message(content: str, form: str | None) -> lm15.Message:
 
 def transcript_format(job: JobRequest | None) -> str | None:
     """The transcript format a customer's own job was sent in (None: no transcript)."""
-    if job is None:
-        return None
-    chat = next((i for i in job.inputs if i.marker == "chat" and i.type == "text"), None)
+    chat = None if job is None else transcript_text(job)
     if chat is None:
         return None
     try:
-        data = json.loads(chat.data)
+        data = json.loads(chat)
     except (ValueError, RecursionError):
         return None
     form = data.get("format") if isinstance(data, dict) else None
