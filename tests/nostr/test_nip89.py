@@ -65,7 +65,7 @@ def test_per_model_prices_are_read_leniently_and_used_by_discovery() -> None:
 
 def test_round_trip_minimal(keys: Any) -> None:
     parsed = Announcement.from_event(from_sdk(Announcement(identifier="x", kinds=()).to_event(keys)))
-    assert (parsed.identifier, parsed.kinds, parsed.name, parsed.models, parsed.price_msats) == ("x", (), "", (), 0)
+    assert (parsed.identifier, parsed.kinds, parsed.name, parsed.models, parsed.price_msats) == ("x", (), "", (), None)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_garbage_or_non_dict_content_gives_defaults(content: str) -> None:
     parsed = Announcement.from_event(raw([["d", "other"], ["k", "5050"]], content))
     assert parsed.identifier == "other"
     assert parsed.kinds == (5050,)
-    assert (parsed.name, parsed.about, parsed.models, parsed.price_msats, parsed.relays) == ("", "", (), 0, ())
+    assert (parsed.name, parsed.about, parsed.models, parsed.price_msats, parsed.relays) == ("", "", (), None, ())
     assert parsed.pubkey == HEX_A
     assert parsed.created_at == 5
 
@@ -96,7 +96,7 @@ def test_partial_metadata_from_other_software() -> None:
     content = json.dumps({"display_name": "Some DVM", "picture": "https://x/p.png", "nip90Params": {"model": {}}})
     parsed = Announcement.from_event(raw([["d", "dvm"], ["k", "5050"], ["t", "ai"]], content))
     assert parsed.name == "Some DVM"
-    assert (parsed.about, parsed.models, parsed.price_msats, parsed.relays) == ("", (), 0, ())
+    assert (parsed.about, parsed.models, parsed.price_msats, parsed.relays) == ("", (), None, ())
 
 
 def test_wrongly_typed_fields_default() -> None:
@@ -107,7 +107,7 @@ def test_wrongly_typed_fields_default() -> None:
     assert parsed.name == ""
     assert parsed.about == "7"
     assert parsed.models == ()
-    assert parsed.price_msats == 0
+    assert parsed.price_msats is None
     assert parsed.relays == ()
 
 
@@ -151,9 +151,24 @@ def test_wrong_kind_is_malformed(kind: int) -> None:
 
 
 @pytest.mark.parametrize("price", [-1, -(10**6), True, False, 1.5, "10", None, [1]])
-def test_bad_price_is_zero(price: object) -> None:
+def test_bad_price_is_unknown_not_free(price: object) -> None:
     parsed = Announcement.from_event(raw([["d", "x"]], json.dumps({"price_msats": price})))
-    assert parsed.price_msats == 0
+    assert parsed.price_msats is None
+
+
+def test_an_unknown_price_never_sorts_as_the_cheapest() -> None:
+    from dspy_pylon.swarm.discovery import records_from
+
+    def announced(pubkey: str, meta: dict[str, object]) -> Announcement:
+        event = RawEvent("c" * 64, pubkey, 31990, 5, (("d", "x"), ("k", "5050")), json.dumps(meta))
+        return Announcement.from_event(event)
+
+    records = records_from(
+        [announced("1" * 64, {}), announced("2" * 64, {"price_msats": 5_000}), announced("3" * 64, {"price_msats": 0})],
+        5050,
+    )
+    assert [(r.pubkey[0], r.price_msats) for r in records] == [("3", 0), ("2", 5_000), ("1", None)]
+    assert records[-1].price_for("any") is None
 
 
 @pytest.mark.parametrize("price", [0, 1, 10**12])

@@ -38,6 +38,12 @@ def test_a_priced_job_with_a_sufficient_bid_is_billed_its_models_price() -> None
     assert admit(_job(model="big-model"), SERVING, unpaid=0) == Bill(5_000)
 
 
+def test_a_job_without_a_bid_is_billed_the_price() -> None:
+    """NIP-90's bid is optional (nostr-dvm's client never sends one): payment-required tells the price."""
+    assert admit(_job(bid=None), SERVING, unpaid=0) == Bill(1_000)
+    assert admit(_job(model="big-model", bid=None), SERVING, unpaid=0) == Bill(5_000)
+
+
 def test_a_free_node_runs_the_job() -> None:
     free = Serving(ROUTE, ("tiny",), Capabilities(), 256)
     assert admit(_job(bid=None), free, unpaid=99) == Run()

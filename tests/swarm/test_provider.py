@@ -98,6 +98,24 @@ def test_all_relays_down_is_a_transport_error(customer_keys: Any) -> None:
     assert isinstance(info.value.__cause__, pylon.RelayUnavailable)
 
 
+def test_a_dead_backend_is_reported_without_the_providers_addresses(
+    start_provider: StartProvider, swarm_lm: Callable[..., Any], tiny_model: Path
+) -> None:
+    """The error feedback says what kind of failure it was; the backend's own message (its
+    local URL and port) stays in the provider's log."""
+    from dspy_pylon.local.embedded import EmbeddedLlama
+
+    with EmbeddedLlama(tiny_model, n_ctx=2048) as server:
+        provider = start_provider(backend_url=server.url)
+        port = server.url.rsplit(":", 1)[1]
+    lm = swarm_lm(providers=(provider.pubkey,), timeout=20, max_tokens=3)
+    with pytest.raises(dspy_errors.LMProviderError) as caught:
+        lm("hello")
+    said = str(caught.value)
+    assert "not answering" in said
+    assert "127.0.0.1" not in said and port not in said and "tiny.gguf" not in said
+
+
 def test_a_bug_inside_a_job_is_answered_and_the_worker_lives_on(
     start_provider: StartProvider, swarm_lm: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

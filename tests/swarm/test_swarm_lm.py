@@ -36,7 +36,7 @@ def test_swarm_call_carries_provider_job_relay_and_usage(
     assert data["venue"] == "swarm" and data["provider"] == provider.pubkey
     assert data["feedback"] == [f"processing from {provider.pubkey}"]
     assert data["relay"] == relay_url and len(data["job_id"]) == 64 and data["latency_ms"] > 0
-    assert data["model"].endswith("tiny.gguf")
+    assert data["model"] == "tiny.gguf"  # the model's name, never the provider's file path
     eventually(lambda: provider.node.stats.done == 1)
     assert lm.usage().completion_tokens == 6
 
@@ -156,7 +156,7 @@ def test_discover_reads_announcements(start_provider: StartProvider, relay_url: 
     pricey = start_provider(name="pricey node", price_msats=5000, wallet=dev_wallet.wallet("pricey"))
     found = {r.pubkey: r for r in pylon.discover([relay_url])}
     assert found[cheap.pubkey].name == "cheap node" and found[pricey.pubkey].price_msats == 5000
-    assert any(m.endswith("tiny.gguf") for m in found[cheap.pubkey].models)
+    assert found[cheap.pubkey].models == ("tiny.gguf",)  # names, not the provider's paths
     assert found[cheap.pubkey].npub.startswith("npub1")
     ordered = [r.pubkey for r in pylon.discover([relay_url])]
     assert ordered.index(cheap.pubkey) < ordered.index(pricey.pubkey)

@@ -95,6 +95,14 @@ def match_model(kind: ServerKind, wanted: str, available: list[str]) -> str | No
     return None
 
 
+def public_model_name(name: str) -> str:
+    """A served model's name fit to publish: a model file's name without its directories
+    (llama.cpp serves ``-m /home/me/models/x.gguf`` as that path). :func:`match_model` takes it back."""
+    if name.lower().endswith(".gguf") or name.startswith(("/", "~", ".")) or "\\" in name:
+        return PurePath(name.replace("\\", "/")).name
+    return name
+
+
 def unknown_model(kind: ServerKind, model: str, base_url: str, available: list[str], why: str = "") -> UnknownModel:
     """The error for a model ``kind`` at ``base_url`` does not serve, listing what it does."""
     error = UnknownModel(

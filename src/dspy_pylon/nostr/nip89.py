@@ -27,6 +27,18 @@ def _names(value: object) -> tuple[str, ...]:
     return tuple(str(v)[:64] for v in value if isinstance(v, str))[:32]
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _params_meta(models: tuple[str, ...]) -> dict[str, Any]:
+    """The job params a pylon node reads, in the ``nip90Params`` shape nostr-dvm announces."""
+    params: dict[str, Any] = {"model": {"required": False, "values": list(models)}}
+    for name in ("max_tokens", "temperature", "top_p", "seed", "stop", "pylon_chat"):
+        params[name] = {"required": False, "values": []}
+    return params
+
+
 @dataclass(frozen=True)
 class Announcement:
     """A provider's announcement: what it serves, at what price (msats per job), where."""
@@ -36,7 +48,8 @@ class Announcement:
     name: str = ""
     about: str = ""
     models: tuple[str, ...] = ()
-    price_msats: int = 0
+    #: The price per job; None when the announcement names none: unknown, which is not free.
+    price_msats: int | None = None
     relays: tuple[str, ...] = ()
     pubkey: str = ""
     created_at: int = 0
@@ -48,6 +61,9 @@ class Announcement:
     features: tuple[str, ...] = ()
     #: The encryption schemes it reads, as it names them (none named: NIP-04 at most).
     encryption: tuple[Cipher, ...] = ()
+    #: What a job asking for no ``max_tokens`` gets, and the most one may ask for.
+    max_tokens_default: int | None = None
+    max_tokens_cap: int | None = None
 
     @property
     def cipher(self) -> Cipher:
@@ -56,14 +72,18 @@ class Announcement:
 
     def to_event(self, keys: Any) -> Any:
         """Sign the announcement with the provider's ``keys``."""
-        content = {
+        content: dict[str, Any] = {
             "name": self.name,
             "about": self.about,
             "models": list(self.models),
-            "price_msats": self.price_msats,
             "relays": list(self.relays),
             "software": "dspy-pylon",
         }
+        if self.price_msats is not None:
+            content["price_msats"] = self.price_msats
+        if self.max_tokens_default is not None or self.max_tokens_cap is not None:
+            content["max_tokens"] = {"default": self.max_tokens_default, "max": self.max_tokens_cap}
+        content["nip90Params"] = _params_meta(self.models)
         if self.prices:
             content["prices"] = dict(self.prices)
         if self.formats:
@@ -96,7 +116,9 @@ class Announcement:
         if not isinstance(meta, dict):
             meta = {}
         models = meta.get("models")
-        price = meta.get("price_msats", 0)
+        price = meta.get("price_msats")
+        tokens = meta.get("max_tokens")
+        tokens = tokens if isinstance(tokens, dict) else {}
         relays = meta.get("relays")
         prices = meta.get("prices")
         return cls(
@@ -108,7 +130,9 @@ class Announcement:
             name=str(meta.get("name") or meta.get("display_name") or "")[:200],
             about=str(meta.get("about") or "")[:1000],
             models=tuple(str(m) for m in models)[:100] if isinstance(models, list) else (),
-            price_msats=price if isinstance(price, int) and not isinstance(price, bool) and price >= 0 else 0,
+            price_msats=price if _is_count(price) else None,
+            max_tokens_default=tokens.get("default") if _is_count(tokens.get("default")) else None,
+            max_tokens_cap=tokens.get("max") if _is_count(tokens.get("max")) else None,
             relays=tuple(str(r) for r in relays)[:20] if isinstance(relays, list) else (),
             pubkey=raw.pubkey,
             created_at=raw.created_at,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.errors import MalformedEvent, PylonError
 from dspy_pylon.local import openai_chat
-from dspy_pylon.local.backends import match_model
+from dspy_pylon.local.backends import match_model, public_model_name
 from dspy_pylon.nostr.nip90 import JobRequest
 from dspy_pylon.pay import pricing
 from dspy_pylon.route import Route
@@ -33,6 +34,8 @@ class Serving:
     price_msats: int = 0
     prices: tuple[tuple[str, int], ...] = ()
     max_unpaid: int = 256
+    #: What a job that asks for no ``max_tokens`` gets (None: the backend's own limit).
+    default_max_tokens: int | None = None
 
     @classmethod
     def of(
@@ -47,21 +50,38 @@ class Serving:
             price_msats=settings.price_msats,
             prices=tuple(settings.prices.items()),
             max_unpaid=settings.max_unpaid,
+            default_max_tokens=settings.max_tokens_default,
         )
 
     def price_for(self, job: JobRequest) -> int:
-        """What ``job`` costs here (msats): the price of the model it asks for, else the default."""
-        return pricing.price_for(job.param("model"), self.price_msats, self.prices)
+        """What ``job`` costs here (msats): the default price when it names no model; else the
+        price of the served model it gets, however it spells it (``llama3.2`` for
+        ``llama3.2:latest``, a file's name for its path), else the default."""
+        wanted = job.param("model")
+        if not wanted or wanted == "default":
+            return self.price_msats
+        try:
+            served = self.model_for(job)
+        except MalformedEvent:  # refused anyway; priced by its name as written
+            return pricing.price_for(wanted, self.price_msats, self.prices)
+        for name, price in self.prices:
+            if match_model(self._kind, name, [served]) == served:
+                return price
+        return pricing.price_for(wanted, self.price_msats, self.prices)
+
+    @property
+    def _kind(self) -> Any:
+        return "llamacpp" if self.route.backend == "embedded" else self.route.backend
 
     def model_for(self, job: JobRequest) -> str:
         """The served model that answers ``job``; :class:`MalformedEvent` when none does."""
         wanted = job.param("model")
         if not wanted or wanted == "default":
             return self.route.model
-        kind = "llamacpp" if self.route.backend == "embedded" else self.route.backend
-        served = match_model(kind, wanted, list(self.models))  # type: ignore[arg-type]
+        served = match_model(self._kind, wanted, list(self.models))
         if served is None:
-            raise MalformedEvent(f"model {wanted!r} is not served here; available: {', '.join(self.models)}")
+            names = ", ".join(public_model_name(m) for m in self.models)
+            raise MalformedEvent(f"model {wanted!r} is not served here; available: {names}")
         return served
 
 
@@ -90,7 +110,7 @@ Decision = Refuse | Bill | Run
 def cannot_run(job: JobRequest, serving: Serving) -> str | None:
     """Why ``job`` cannot run here (parsing, the model, capabilities, the backend body), or None."""
     try:
-        request, _form = parse_job(job, serving.max_tokens_cap)
+        request, _form = parse_job(job, serving.max_tokens_cap, serving.default_max_tokens)
         serving.model_for(job)
     except (MalformedEvent, PylonError) as exc:
         return str(exc)
@@ -116,8 +136,26 @@ def admit(job: JobRequest, serving: Serving, *, unpaid: int) -> Decision:
     price = serving.price_for(job)
     if not price:
         return Run()
-    if (job.bid_msats or 0) < price:
+    # A bid is optional in NIP-90 (nostr-dvm's client never sends one): without one the job
+    # is billed and the customer decides on the invoice; a bid below the price is refused.
+    if job.bid_msats is not None and job.bid_msats < price:
         return Refuse(f"bid below price of {price} msats")
     if unpaid >= serving.max_unpaid:
         return Refuse("provider busy: too many unpaid invoices, try later")
     return Bill(price)
+
+
+def inference_failure(exc: BaseException) -> str:
+    """What a customer is told when the local backend failed on a job: the kind of failure,
+    never the backend's message (it names local addresses, paths and ports)."""
+    from dspy_pylon import errors
+
+    if isinstance(exc, errors.ContextTooLong):
+        return "inference failed: the prompt is too long for the model"
+    if isinstance(exc, errors.BackendTimeout):
+        return "inference failed: the model timed out"
+    if isinstance(exc, errors.BackendConnectionError | errors.NoLocalBackend):
+        return "inference failed: the provider's model server is not answering"
+    if isinstance(exc, errors.BackendRequestError | errors.UnsupportedRequest):
+        return "inference failed: the model server refused the request"
+    return "inference failed: the model server failed on this job"

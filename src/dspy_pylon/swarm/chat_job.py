@@ -261,9 +261,12 @@ def _stop_of(job: JobRequest) -> tuple[str, ...]:
     return tuple(values)
 
 
-def parse_job(job: JobRequest, max_tokens_cap: int = 32_768) -> tuple[lm15.Request, str | None]:
+def parse_job(
+    job: JobRequest, max_tokens_cap: int = 32_768, default_max_tokens: int | None = None
+) -> tuple[lm15.Request, str | None]:
     """The chat request a provider runs for ``job``, and its transcript format (None for a
-    plain-prompt job: the result is then plain text, as for v1)."""
+    plain-prompt job: the result is then plain text, as for v1). A job that asks for no
+    ``max_tokens`` gets ``default_max_tokens``."""
     chat = transcript_text(job)
     system: str | None = None
     messages: list[lm15.Message] = []
@@ -303,7 +306,7 @@ def parse_job(job: JobRequest, max_tokens_cap: int = 32_768) -> tuple[lm15.Reque
         raise MalformedEvent("the chat transcript has only system messages")
     try:
         config = lm15.Config(
-            max_tokens=_number(job, "max_tokens", int, 1, max_tokens_cap),
+            max_tokens=_number(job, "max_tokens", int, 1, max_tokens_cap) or default_max_tokens,
             temperature=_number(job, "temperature", float, 0, 2),
             top_p=_number(job, "top_p", float, 0, 1),
             seed=_number(job, "seed", int, -(2**63), 2**63 - 1),

@@ -21,7 +21,8 @@ class ProviderRecord:
     pubkey: str
     name: str
     models: tuple[str, ...]
-    price_msats: int
+    #: None when the provider announced no price: unknown, not free.
+    price_msats: int | None
     relays: tuple[str, ...]
     kinds: tuple[int, ...]
     announced_at: int
@@ -33,8 +34,9 @@ class ProviderRecord:
     #: The encryption schemes it says it reads (none named: NIP-04 at most).
     encryption: tuple[Cipher, ...] = ()
 
-    def price_for(self, model: str | None) -> int:
-        """The announced price (msats per job) for ``model``: its own price if listed, else the default."""
+    def price_for(self, model: str | None) -> int | None:
+        """The announced price (msats per job) for ``model``: its own price if listed, else the
+        default; None when the provider announced neither (unknown, not free)."""
         return pricing.price_for(model, self.price_msats, self.prices)
 
     @property
@@ -68,12 +70,14 @@ def records_from(announcements: Sequence[Announcement], kind: int) -> list[Provi
             )
             for a in newest.values()
         ),
-        key=lambda r: (r.price_msats, -r.announced_at),
+        # Cheapest first; a provider of unknown price after every priced one, never as free.
+        key=lambda r: (r.price_msats is None, r.price_msats or 0, -r.announced_at),
     )
 
 
 async def adiscover(relays: Sequence[str], kind: int = TEXT_GENERATION, timeout: float = 3.0) -> list[ProviderRecord]:
-    """Providers announcing ``kind`` on ``relays`` (cheapest first). Malformed announcements are skipped."""
+    """Providers announcing ``kind`` on ``relays`` (cheapest first, unknown prices last).
+    Malformed announcements are skipped."""
     import nostr_sdk
 
     client = await RelayClient(tuple(relays)).start()

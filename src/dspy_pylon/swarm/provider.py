@@ -21,7 +21,7 @@ from dspy import lm15
 from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.config import Local
 from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge
-from dspy_pylon.local.backends import LocalRouter
+from dspy_pylon.local.backends import LocalRouter, public_model_name
 from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
@@ -233,13 +233,13 @@ class ProviderNode:
         # Checked in full at intake (before any invoice); a job read back after a restart was
         # checked then too, and the codec still refuses what a changed backend cannot honour.
         try:
-            request, form = parse_job(job, self.settings.max_tokens_cap)
+            request, form = parse_job(job, self.serving.max_tokens_cap, self.serving.default_max_tokens)
             route = Route(self._route.venue, self._route.backend, self._route.base_url, self.serving.model_for(job))
         except (MalformedEvent, PylonError) as exc:
             await self.refuse_job(job, str(exc))
             return
         # Not awaited: inference need not wait for the relay's OK on a status message.
-        self._spawn(self.feedback(job, "processing"))
+        self._spawn(self.feedback(job, "processing", content="Working on it."))
         try:
             # Probing (after a failure) blocks on HTTP: a worker thread then, never the loop.
             resolved = self.router.cached()
@@ -249,9 +249,10 @@ class ProviderNode:
             response = await client.acomplete(request, route, self.capabilities)
         except (PylonError, lm15.LM15Error) as exc:
             self.router.invalidate()
-            await self.refuse_job(job, f"inference failed: {exc}")
+            log.info("job %s: inference failed: %s", job.id[:12], exc)
+            await self.refuse_job(job, admission.inference_failure(exc))
             return
-        result = job_result(job, response, form, route.model, self.serving.price_for(job))
+        result = job_result(job, response, form, public_model_name(route.model), self.serving.price_for(job))
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:
@@ -283,17 +284,15 @@ class ProviderNode:
         """Queue a paid job; paid work is never turned away, so this waits for a slot."""
         await self._queue.put(job)
 
-    async def feedback(
-        self, job: JobRequest, status: str, extra: str = "", amount_msats: int | None = None, bolt11: str | None = None
-    ) -> None:
+    async def feedback(self, job: JobRequest, status: str, **fields: Any) -> None:
+        """Publish ``status`` feedback on ``job`` (further :class:`JobFeedback` fields: ``extra``,
+        ``amount_msats``, ``bolt11``, ``content``), encrypted as its request was."""
         assert self._client is not None
         feedback = JobFeedback(
             request_id=job.id,
             customer=job.customer,
             status=status,
-            extra=extra,
-            amount_msats=amount_msats,
-            bolt11=bolt11,
+            **fields,
             **_secrecy(job.reply_cipher),
         )
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dspy_pylon import capabilities as caps_mod
+from dspy_pylon.local.backends import public_model_name
 from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.nip89 import Announcement
 from dspy_pylon.nostr.nip90 import TEXT_GENERATION
@@ -19,18 +20,21 @@ def node_announcement(
 ) -> Announcement:
     """The announcement of a node serving ``models`` with a backend that honours ``capabilities``.
 
-    It names both encryption schemes: the node reads either and answers in the one used.
+    Models and priced models by their public names (a model file's name, never its path). It
+    names both encryption schemes: the node reads either and answers in the one used.
     """
     return Announcement(
         identifier=settings.identifier,
         kinds=(TEXT_GENERATION,),
         name=settings.name,
         about=settings.about,
-        models=tuple(models),
+        models=tuple(dict.fromkeys(public_model_name(m) for m in models)),
         price_msats=settings.price_msats,
         relays=settings.relays,
-        prices=tuple(sorted(settings.prices.items())),
+        prices=tuple(sorted((public_model_name(m), price) for m, price in settings.prices.items())),
         formats=FORMATS,
         features=caps_mod.feature_names(capabilities),
         encryption=(Cipher.NIP44, Cipher.NIP04),
+        max_tokens_default=settings.max_tokens_default,
+        max_tokens_cap=settings.max_tokens_cap,
     )

@@ -28,9 +28,7 @@ log = logging.getLogger("dspy_pylon.provider")
 class Node(Protocol):
     """What billing needs from its node: to talk to the customer and to run a paid job."""
 
-    async def feedback(
-        self, job: JobRequest, status: str, extra: str = "", amount_msats: int | None = None, bolt11: str | None = None
-    ) -> None: ...
+    async def feedback(self, job: JobRequest, status: str, **fields: Any) -> None: ...
 
     async def refuse_job(self, job: JobRequest, why: str, status: JobStatus = JobStatus.REFUSED) -> None: ...
 
@@ -81,7 +79,13 @@ class ProviderBilling:
             await self.node.refuse_job(job, f"could not create an invoice: {exc}")
             return
         await self.ledger.run(self._record_bill, job, price, invoice)
-        await self.node.feedback(job, "payment-required", amount_msats=price, bolt11=invoice.bolt11)
+        await self.node.feedback(
+            job,
+            "payment-required",
+            amount_msats=price,
+            bolt11=invoice.bolt11,
+            content="Pay the invoice to run this job.",
+        )
         await self._await_payment(job, invoice.payment_hash, invoice.expires_at)
 
     async def _await_payment(self, job: JobRequest, payment_hash: str, expires_at: float) -> None:

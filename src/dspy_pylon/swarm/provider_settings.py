@@ -25,6 +25,9 @@ class ProviderSettings:
     queue_limit: int = 64
     timeout: float = 120.0
     max_tokens_cap: int = 4096
+    # What a job that asks for no max_tokens gets (None: 512, or max_tokens_cap if lower):
+    # without it a model may generate until its context is full, holding a worker for minutes.
+    default_max_tokens: int | None = None
     # Many relays refuse events over 64 KiB (nostr-sdk's embedded relay does); a result
     # that cannot be delivered becomes error feedback at once instead of a silent timeout.
     max_result_bytes: int = 65_536
@@ -48,6 +51,20 @@ class ProviderSettings:
             raise ConfigError(f"invoice_expiry_s must be an integer of seconds, got {self.invoice_expiry_s!r}")
         if self.invoice_expiry_s < 1:
             raise ConfigError("invoice_expiry_s must be at least 1 second: customers need time to pay")
+        for name, value in (("max_tokens_cap", self.max_tokens_cap), ("default_max_tokens", self.max_tokens_default)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer of tokens, got {value!r}")
+        if self.max_tokens_default > self.max_tokens_cap:
+            raise ConfigError(
+                f"default_max_tokens ({self.default_max_tokens}) must not exceed max_tokens_cap ({self.max_tokens_cap})"
+            )
+
+    @property
+    def max_tokens_default(self) -> int:
+        """What a job that asks for no ``max_tokens`` gets."""
+        if self.default_max_tokens is not None:
+            return self.default_max_tokens
+        return min(512, self.max_tokens_cap) if isinstance(self.max_tokens_cap, int) else 512
 
     @property
     def priced(self) -> bool:
@@ -59,7 +76,7 @@ def load_provider_file(path: Path) -> dict[str, Any]:
     """Settings from a provider TOML file (``$PYLON_HOME/provider.toml``); missing file = {}.
 
     Keys: ``relays`` (list), ``backend``, ``name``, ``about``, ``price_msats``, ``concurrency``,
-    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``announce``, ``invoice_expiry_s`` and a
+    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``default_max_tokens``, ``announce``, ``invoice_expiry_s`` and a
     ``[prices]`` table of per-model prices in msats (``"llama3.2" = 2000``).
     """
     import tomllib
