@@ -125,3 +125,59 @@ class SpecProvider:
             await self.client.shutdown()
 
         self.loop.run(stop(), 10)
+
+
+class SpecCustomer:
+    """A spec-built customer on ``relay_url``: publishes kind-5050 requests and kind-5
+    deletions, and keeps every result and feedback addressed to it, by job id."""
+
+    def __init__(self, loop: NostrLoop, relay_url: str) -> None:
+        self.loop = loop
+        self.keys = n.Keys.generate()
+        self.replies: dict[str, list[Any]] = {}
+        self.client: Any = None
+        self._pump: asyncio.Task[None] | None = None
+        loop.run(self._start(relay_url), 30)
+
+    async def _start(self, relay_url: str) -> None:
+        self.client = n.Client()
+        await self.client.add_relay(n.RelayUrl.parse(relay_url))
+        await self.client.connect(timedelta(seconds=3))
+        notes = self.client.notifications()
+        mine = n.Filter().kinds([n.Kind(6050), n.Kind(7000)]).pubkey(self.keys.public_key()).since(n.Timestamp.now())
+        await self.client.subscribe(n.ReqTarget.auto([mine]))
+        self._pump = asyncio.get_running_loop().create_task(self._collect(notes))
+
+    async def _collect(self, notes: Any) -> None:
+        while True:
+            note = await notes.next()
+            if note.is_new_event():
+                job_id = value(tags_of(note.event), "e") or ""
+                self.replies.setdefault(job_id, []).append(note.event)
+
+    def request(self, prompt: str, *, provider: str, **params: str) -> str:
+        """Publish a plain job for ``provider``; returns its id."""
+        tags = [["i", prompt, "text"], ["p", provider], *(["param", k, v] for k, v in params.items())]
+        event = sign(self.keys, 5050, "", tags)
+        self.loop.run(self.client.send_event(event), 10)
+        return str(event.id().to_hex())
+
+    def delete(self, job_id: str) -> None:
+        """Cancel ``job_id``: a NIP-09 deletion naming the request's kind."""
+        self.loop.run(self.client.send_event(sign(self.keys, 5, "never mind", [["e", job_id], ["k", "5050"]])), 10)
+
+    def kinds(self, job_id: str) -> list[str]:
+        """What came back for ``job_id``: "result", or the feedback status, in arrival order."""
+        out = []
+        for event in self.replies.get(job_id, []):
+            kind = event.kind().as_u16()
+            out.append("result" if kind == 6050 else str(value(tags_of(event), "status")))
+        return out
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._pump is not None:
+                self._pump.cancel()
+            await self.client.shutdown()
+
+        self.loop.run(stop(), 10)

@@ -17,8 +17,11 @@ from dspy.utils import exceptions as dspy_errors
 
 import dspy_pylon as pylon
 from dspy_pylon.nostr.loop import NostrLoop
+from dspy_pylon.swarm.cancellations import CANCELLED
+from dspy_pylon.testing import LocalSwarm
 from tests.helpers import pylon_cause
-from tests.interop.spec_peers import SpecProvider, sign, tags_of, value
+from tests.interop.spec_peers import SpecCustomer, SpecProvider, sign, tags_of, value
+from tests.swarm.conftest import eventually
 
 
 @pytest.fixture
@@ -134,3 +137,78 @@ def test_a_foreign_provider_is_fed_a_readable_prompt(spec_provider: Any, swarm_l
     for _, prompt in provider.seen:
         assert "What is the capital of France?" in prompt
         assert not prompt.lstrip().startswith("{") and "pylon.chat" not in prompt
+
+
+# ─── cancellation: NIP-09 deletions of the request ───
+
+
+@pytest.fixture
+def spec_customer(relay_loop: NostrLoop, relay_url: str) -> Iterator[SpecCustomer]:
+    customer = SpecCustomer(relay_loop, relay_url)
+    yield customer
+    customer.close()
+
+
+def _settle() -> None:
+    time.sleep(0.5)  # what the provider would still send for a job would have arrived by now
+
+
+def test_a_queued_job_deleted_by_its_customer_never_runs(start_provider: Any, spec_customer: SpecCustomer) -> None:
+    provider = start_provider(concurrency=1, max_tokens_cap=16_000)
+    busy = spec_customer.request("keep the only worker busy", provider=provider.pubkey, max_tokens="1500")
+    queued = spec_customer.request("cancel me while I wait", provider=provider.pubkey, max_tokens="4")
+    spec_customer.delete(queued)
+    eventually(lambda: "result" in spec_customer.kinds(busy), timeout=60)
+    _settle()
+    assert spec_customer.kinds(queued) == []  # no processing, no result
+    assert provider.node.jobs.status(queued) == "refused"
+    assert provider.node.stats.ignored[CANCELLED] == 1
+
+
+def test_a_free_job_deleted_mid_inference_is_stopped(start_provider: Any, spec_customer: SpecCustomer) -> None:
+    provider = start_provider(concurrency=1, max_tokens_cap=16_000)
+    long = spec_customer.request("a long answer", provider=provider.pubkey, max_tokens="12000")
+    eventually(lambda: "processing" in spec_customer.kinds(long), timeout=20)
+    spec_customer.delete(long)
+    eventually(lambda: provider.node.jobs.status(long) == "refused", timeout=10)
+    nxt = spec_customer.request("and now a short one", provider=provider.pubkey, max_tokens="4")
+    eventually(lambda: "result" in spec_customer.kinds(nxt), timeout=20)  # the worker is free again
+    assert "result" not in spec_customer.kinds(long)
+
+
+def test_an_unpaid_job_deleted_is_no_longer_billed(
+    start_provider: Any, spec_customer: SpecCustomer, dev_wallet: LocalSwarm
+) -> None:
+    """A job sent without a bid is billed (NIP-90's bid is optional); its customer cancels
+    instead of paying: the node stops waiting and closes the bill."""
+    provider = start_provider(price_msats=1_000, wallet=dev_wallet.wallet("provider"))
+    job = spec_customer.request("what does this cost", provider=provider.pubkey)
+    eventually(lambda: "payment-required" in spec_customer.kinds(job), timeout=20)
+    spec_customer.delete(job)
+    eventually(lambda: provider.node.jobs.status(job) == "refused", timeout=10)
+    entry = provider.node.ledger.entry(job, "earned")
+    assert entry is not None and entry.state == "failed" and entry.reason == CANCELLED
+    assert provider.node.billing is not None and provider.node.billing.unpaid == 0
+
+
+def test_our_customer_cancels_a_broadcast_once_it_is_answered(
+    start_provider: Any, swarm_lm: Any, relay_loop: NostrLoop, relay_url: str
+) -> None:
+    """The other providers of a broadcast job learn it is answered (a kind-5 deletion by the
+    customer), so they can stop working on it."""
+    start_provider()
+    lm = swarm_lm(timeout=10)
+    lm("hello, anyone", max_tokens=4)
+    job_id = lm.history[-1]["response"].provider_data["pylon"]["job_id"]
+
+    async def deletions() -> list[Any]:
+        client = n.Client()
+        await client.add_relay(n.RelayUrl.parse(relay_url))
+        await client.connect(timedelta(seconds=3))
+        found = await client.fetch_events(
+            n.ReqTarget.auto([n.Filter().kind(n.Kind(5)).event(n.EventId.parse(job_id))]), timedelta(seconds=3)
+        )
+        await client.shutdown()
+        return list(found)
+
+    eventually(lambda: bool(relay_loop.run(deletions(), 10)), timeout=10)

@@ -118,8 +118,10 @@ def test_a_bill_is_paid_then_only_the_paid_providers_result_is_taken() -> None:
         Note(f"ignored a repeated bill from {P2[:12]}…")
     ]
     actions = j.receive(result(P1), 103)
-    assert kinds(actions) == [Credit, Close, Deliver]
-    assert isinstance(actions[2], Deliver) and actions[2].cost_msats == 900
+    # A broadcast is answered: the other providers are told to stop, without holding up the call.
+    assert kinds(actions) == [Cancel, Credit, Close, Deliver]
+    assert actions[0] == Cancel("answered by another provider", background=True)
+    assert isinstance(actions[3], Deliver) and actions[3].cost_msats == 900
 
 
 def test_a_result_carrying_its_bill_is_paid_before_it_is_accepted() -> None:
@@ -198,7 +200,7 @@ def test_a_result_that_does_not_answer_the_job_counts_as_an_error() -> None:
     j = job(providers=(P1, P2), check=_refuse_content)
     actions = j.receive(result(P1, "bad"), 101)
     assert actions == [Ignore("result that does not answer the job"), Blame(P1, "error")]
-    assert kinds(j.receive(result(P2, "ok"), 102)) == [Credit, Close, Deliver]
+    assert kinds(j.receive(result(P2, "ok"), 102)) == [Cancel, Credit, Close, Deliver]
 
 
 def test_an_unusable_result_from_the_paid_provider_is_final() -> None:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any
 
 from dspy_pylon.errors import MalformedEvent, PaymentRefused
@@ -44,6 +44,7 @@ from dspy_pylon.swarm.job_actions import (
     Raise,
     Suspend,
 )
+from dspy_pylon.swarm.job_outcome import JobOutcome
 from dspy_pylon.swarm.lifecycle import (
     Abandoned,
     Approved,
@@ -63,21 +64,6 @@ log = logging.getLogger("dspy_pylon.swarm")
 
 # Accept results from events created up to this long before our subscription (clock skew).
 _SKEW_S = 60
-
-
-@dataclass
-class JobOutcome:
-    """A finished job: the accepted result and what happened on the way."""
-
-    result: JobResult
-    job_id: str
-    relay: str
-    latency_ms: float
-    feedback: list[JobFeedback] = field(default_factory=list)
-    published_to: tuple[str, ...] = ()
-    failed_relays: dict[str, str] = field(default_factory=dict)
-    cost_msats: int = 0
-    request: JobRequest | None = None
 
 
 class _Job:
@@ -232,9 +218,11 @@ class SwarmCustomer:
     def _close_unused_bill(self, opening: asyncio.Future[JobBill]) -> None:
         if opening.cancelled() or opening.exception() is not None:
             return
-        task = asyncio.get_running_loop().create_task(
-            opening.result().close(answered=False, reason="the call was cancelled before publishing")
-        )
+        self._later(opening.result().close(answered=False, reason="the call was cancelled before publishing"))
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` without waiting for it (kept referenced until it ends)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -320,6 +308,8 @@ class SwarmCustomer:
                 await bill.payer.ledger.run(bill.payer.ledger.note, job.machine.job_id, action.text)
         elif isinstance(action, Credit | Blame):
             await self._rate(action)
+        elif isinstance(action, Cancel) and action.background:
+            self._later(self._cancel(client, job.machine.job_id, job.request.kind, action.why))
         elif isinstance(action, Cancel):
             await self._cancel(client, job.machine.job_id, job.request.kind, action.why)
         elif isinstance(action, Close):

@@ -55,9 +55,11 @@ class Blame:
 
 @dataclass(frozen=True)
 class Cancel:
-    """Publish a NIP-09 deletion of the job request (best effort)."""
+    """Publish a NIP-09 deletion of the job request (best effort); in the ``background``, not
+    holding up the call, when the job is answered and only the others' work is to stop."""
 
     why: str
+    background: bool = False
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,10 @@ class CustomerJob:
     def _answer(self, got: Received, result: JobResult, now: float) -> list[Action]:
         self._move(S.ANSWERED)
         latency_ms = (now - self.started) * 1000
+        # A job more than one provider may run: the others can stop (NIP-90's cancellation).
+        others = [Cancel("answered by another provider", background=True)] if len(self.providers) != 1 else []
         return [
+            *others,
             Credit(result.provider, latency_ms),
             Close(
                 answered=True,

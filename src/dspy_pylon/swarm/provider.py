@@ -10,7 +10,7 @@ give back-pressure; after :meth:`~ProviderNode.request_stop`, serve finishes the
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,20 +22,21 @@ from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.config import Local
 from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge
 from dspy_pylon.local.backends import LocalRouter, public_model_name
-from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
-from dspy_pylon.nostr.nip90 import TEXT_GENERATION, JobFeedback, JobRequest
+from dspy_pylon.nostr.nip90 import DELETION_KIND, TEXT_GENERATION, JobRequest
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.swarm import admission
+from dspy_pylon.swarm.cancellations import CANCELLED, Cancellations
 from dspy_pylon.swarm.chat_job import job_result, parse_job
 from dspy_pylon.swarm.invoice_pool import InvoicePool
 from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
 from dspy_pylon.swarm.provider_announcement import node_announcement
 from dspy_pylon.swarm.provider_billing import ProviderBilling
+from dspy_pylon.swarm.provider_replies import Replies
 from dspy_pylon.swarm.provider_settings import ProviderSettings, load_provider_file
 
 __all__ = ["ProviderNode", "ProviderSettings", "ProviderStats", "load_provider_file"]
@@ -54,11 +55,6 @@ class ProviderStats:
     done: int = 0
     errors: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
-
-
-def _secrecy(cipher: Cipher | None) -> dict[str, Any]:
-    """JobFeedback fields for a reply in ``cipher`` (None: in the clear)."""
-    return {} if cipher is None else {"encrypted": True, "cipher": cipher}
 
 
 class ProviderNode:
@@ -81,13 +77,14 @@ class ProviderNode:
         )
         self.jobs = JobsDB(settings.state_dir / "provider-jobs.sqlite")
         self.ledger = SpendLedger(settings.state_dir / "ledger.sqlite")
+        self.replies = Replies(keys, self.jobs, self.ledger, lambda: self._count(error=True))
         self.invoices: InvoicePool | None = None
         self.billing: ProviderBilling | None = None
         if wallet is not None:
             self.invoices = InvoicePool(wallet, settings.invoice_pool, settings.invoice_expiry_s)
             self.billing = ProviderBilling(wallet, self.invoices, self.ledger, self.jobs, self)
-        # Job ids seen lately: a job arriving from every relay is claimed (SQLite) only once.
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Jobs seen lately (one arriving from every relay is claimed only once), and cancelled.
+        self.cancellations = Cancellations(_SEEN_LIMIT)
         self.serving: admission.Serving | None = None
         self.stats = ProviderStats()
         self.models: list[str] = []
@@ -122,7 +119,7 @@ class ProviderNode:
         self._route = (await asyncio.to_thread(self.router.resolve))[0]
         self.models = await asyncio.to_thread(self.router.served_models)
         self.capabilities = await asyncio.to_thread(self.router.capabilities, self._route)
-        self._client = await RelayClient(self.settings.relays).start()
+        self._client = self.replies.client = await RelayClient(self.settings.relays).start()
         if self.wallet is not None:
             await self.wallet.start_listening()
         # Only jobs from now on: stored requests were meant for whoever was online then.
@@ -130,6 +127,10 @@ class ProviderNode:
         await self._client.subscribe(
             [nostr_sdk.Filter().kind(nostr_sdk.Kind(TEXT_GENERATION)).since(since)], self._on_request
         )
+        # Cancellations of text-generation jobs (NIP-09 deletions naming the kind, as NIP-90 says).
+        deletions = nostr_sdk.Filter().kind(nostr_sdk.Kind(DELETION_KIND)).since(since)
+        k = nostr_sdk.SingleLetterTag.from_byte(ord("k"))
+        await self._client.subscribe([deletions.custom_tag(k, str(TEXT_GENERATION))], self._on_deletion)
         self.serving = admission.Serving.of(self.settings, self._route, self.models, self.capabilities)
         self._accepting = True
         if self.invoices is not None:
@@ -164,13 +165,19 @@ class ProviderNode:
         if not self._accepting:
             self.stats.ignored["shutting down"] += 1
             return
-        if event.id in self._seen:
+        if not self.cancellations.first_sight(event.id, event.pubkey):
             self.stats.ignored["duplicate"] += 1
             return
-        self._seen[event.id] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
         self._spawn(self._admit(event, targeted))
+
+    def _on_deletion(self, event: RawEvent, relay: str) -> None:
+        for job_id in self.cancellations.cancel_from(event):
+            self.stats.ignored[CANCELLED] += 1
+            if self.billing is not None:
+                self.billing.cancel_job(job_id)
+
+    async def _drop_cancelled(self, job_id: str) -> None:
+        await self.jobs.run(self.jobs.move, job_id, JobStatus.REFUSED, CANCELLED)
 
     async def _claim(self, job_id: str, customer: str, kind: int) -> bool:
         return await self.jobs.run(self.jobs.claim, job_id, customer, kind)
@@ -183,18 +190,21 @@ class ProviderNode:
         except MalformedEvent as exc:
             self.stats.ignored["malformed"] += 1
             if targeted and await self._claim(event.id, event.pubkey, event.kind):
-                await self.refuse(event.id, event.pubkey, f"malformed request: {exc}")
+                await self.replies.refuse(event.id, event.pubkey, f"malformed request: {exc}")
             return
         if not await self._claim(job.id, job.customer, job.kind):
             self.stats.ignored["duplicate"] += 1
             return
         if not self._accepting:  # the node began to stop while the claim was written: no bill, no queue
-            await self.refuse_job(job, "provider stopping: try another provider")
+            await self.replies.refuse_job(job, "provider stopping: try another provider")
+            return
+        if self.cancellations.cancelled(job.id):
+            await self._drop_cancelled(job.id)
             return
         unpaid = self.billing.unpaid if self.billing is not None else 0
         decision = admission.admit(job, self.serving, unpaid=unpaid)
         if isinstance(decision, admission.Refuse):
-            await self.refuse_job(job, decision.why)
+            await self.replies.refuse_job(job, decision.why)
         elif isinstance(decision, admission.Bill):
             assert self.billing is not None  # a priced node has a wallet (checked at construction)
             self.billing.bill(job, decision.price_msats)
@@ -202,7 +212,7 @@ class ProviderNode:
             try:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
-                await self.refuse_job(job, "provider busy: queue full, try another provider")
+                await self.replies.refuse_job(job, "provider busy: queue full, try another provider")
 
     def _spawn(self, coro: Any) -> None:
         self.finish_before_stopping(asyncio.get_running_loop().create_task(coro))
@@ -222,7 +232,7 @@ class ProviderNode:
             except Exception:  # a supervisor: one job's bug must not stop this worker for good
                 log.exception("job %s failed inside the node", job.id[:12])
                 try:
-                    await self.refuse_job(job, "the provider failed on this job (internal error)")
+                    await self.replies.refuse_job(job, "the provider failed on this job (internal error)")
                 except Exception:  # e.g. the jobs database is gone: nothing more to tell anyone
                     log.exception("job %s could not be closed", job.id[:12])
             finally:
@@ -230,39 +240,49 @@ class ProviderNode:
 
     async def _run(self, job: JobRequest) -> None:
         assert self._client is not None and self._route is not None and self.serving is not None
+        paid = bool(self.serving.price_for(job))  # a paid job runs even if cancelled: it was paid for
+        if self.cancellations.cancelled(job.id) and not paid:
+            await self._drop_cancelled(job.id)
+            return
         # Checked in full at intake (before any invoice); a job read back after a restart was
         # checked then too, and the codec still refuses what a changed backend cannot honour.
         try:
             request, form = parse_job(job, self.serving.max_tokens_cap, self.serving.default_max_tokens)
             route = Route(self._route.venue, self._route.backend, self._route.base_url, self.serving.model_for(job))
         except (MalformedEvent, PylonError) as exc:
-            await self.refuse_job(job, str(exc))
+            await self.replies.refuse_job(job, str(exc))
             return
         # Not awaited: inference need not wait for the relay's OK on a status message.
-        self._spawn(self.feedback(job, "processing", content="Working on it."))
+        self._spawn(self.replies.feedback(job, "processing", content="Working on it."))
         try:
             # Probing (after a failure) blocks on HTTP: a worker thread then, never the loop.
             resolved = self.router.cached()
             if resolved is None:
                 resolved = await asyncio.to_thread(self.router.resolve)
-            client = resolved[1]
-            response = await client.acomplete(request, route, self.capabilities)
+            inference = asyncio.ensure_future(resolved[1].acomplete(request, route, self.capabilities))
+            with contextlib.nullcontext() if paid else self.cancellations.running(job.id, inference):
+                response = await inference
+        except asyncio.CancelledError:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise  # the worker itself is stopped
+            await self._drop_cancelled(job.id)  # its customer cancelled it mid-inference
+            return
         except (PylonError, lm15.LM15Error) as exc:
             self.router.invalidate()
             log.info("job %s: inference failed: %s", job.id[:12], exc)
-            await self.refuse_job(job, admission.inference_failure(exc))
+            await self.replies.refuse_job(job, admission.inference_failure(exc))
             return
         result = job_result(job, response, form, public_model_name(route.model), self.serving.price_for(job))
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:
             limit = self.settings.max_result_bytes
-            await self.refuse_job(job, f"result too large: {size} bytes, relays take {limit}")
+            await self.replies.refuse_job(job, f"result too large: {size} bytes, relays take {limit}")
             return
         try:
             await self._client.publish(event)
         except ResultTooLarge as exc:
-            await self.refuse_job(job, f"result too large for the relays: {exc}")
+            await self.replies.refuse_job(job, f"result too large for the relays: {exc}")
             return
         except PylonError as exc:
             log.warning("could not publish the result of job %s: %s", job.id[:12], exc)
@@ -283,43 +303,6 @@ class ProviderNode:
     async def run_paid(self, job: JobRequest) -> None:
         """Queue a paid job; paid work is never turned away, so this waits for a slot."""
         await self._queue.put(job)
-
-    async def feedback(self, job: JobRequest, status: str, **fields: Any) -> None:
-        """Publish ``status`` feedback on ``job`` (further :class:`JobFeedback` fields: ``extra``,
-        ``amount_msats``, ``bolt11``, ``content``), encrypted as its request was."""
-        assert self._client is not None
-        feedback = JobFeedback(
-            request_id=job.id,
-            customer=job.customer,
-            status=status,
-            **fields,
-            **_secrecy(job.reply_cipher),
-        )
-        try:
-            await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
-        except PylonError as exc:
-            log.info("feedback %s for job %s not delivered: %s", status, job.id[:12], exc)
-
-    async def refuse_job(self, job: JobRequest, why: str, status: JobStatus = JobStatus.REFUSED) -> None:
-        """:meth:`refuse` a job read in full (the feedback encrypted as its request was)."""
-        await self.refuse(job.id, job.customer, why, status, job.reply_cipher)
-
-    async def refuse(
-        self, job_id: str, customer: str, why: str, status: JobStatus = JobStatus.REFUSED, cipher: Cipher | None = None
-    ) -> None:
-        """Tell the customer why not (``error`` feedback, encrypted in ``cipher`` if given) and close the job."""
-        assert self._client is not None
-        log.info("job %s refused: %s", job_id[:12], why)
-        secrecy = _secrecy(cipher)
-        feedback = JobFeedback(request_id=job_id, customer=customer, status="error", extra=why[:1000], **secrecy)
-        try:
-            await self._client.publish(feedback.to_event(self.keys), ok_timeout=2.0)
-        except PylonError as exc:
-            log.info("error feedback for job %s not delivered: %s", job_id[:12], exc)
-        await self.jobs.run(self.jobs.move, job_id, status, why)
-        if status is JobStatus.REFUSED:  # a job billed, then refused (no-op when it was never billed)
-            await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, why)
-        self._count(error=True)
 
     def _count(self, *, error: bool) -> None:
         if error:
@@ -391,6 +374,7 @@ class ProviderNode:
         await self._stop_billing()
         await self._cancel_in_flight()
         client, self._client = self._client, None
+        self.replies.client = None
         try:
             if client is not None:
                 await client.close()

@@ -19,8 +19,10 @@ from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.invoice import Invoice, decode_invoice
 from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet
+from dspy_pylon.swarm.cancellations import CANCELLED
 from dspy_pylon.swarm.invoice_pool import InvoicePool
 from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
+from dspy_pylon.swarm.provider_replies import Replies
 
 log = logging.getLogger("dspy_pylon.provider")
 
@@ -28,9 +30,7 @@ log = logging.getLogger("dspy_pylon.provider")
 class Node(Protocol):
     """What billing needs from its node: to talk to the customer and to run a paid job."""
 
-    async def feedback(self, job: JobRequest, status: str, **fields: Any) -> None: ...
-
-    async def refuse_job(self, job: JobRequest, why: str, status: JobStatus = JobStatus.REFUSED) -> None: ...
+    replies: Replies
 
     async def run_paid(self, job: JobRequest) -> None: ...
 
@@ -47,6 +47,7 @@ class ProviderBilling:
         self.jobs = jobs
         self.node = node
         self._tasks: set[asyncio.Task[None]] = set()
+        self._by_job: dict[str, asyncio.Task[None]] = {}
 
     @property
     def unpaid(self) -> int:
@@ -55,12 +56,28 @@ class ProviderBilling:
 
     def bill(self, job: JobRequest, price: int) -> None:
         """Invoice ``job`` for ``price`` msats and run it once paid (in the background)."""
-        self._track(self._bill(job, price))
+        self._track(job.id, self._bill(job, price))
 
-    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _track(self, job_id: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
+        self._by_job[job_id] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._by_job.pop(job_id, None))
+
+    def cancel_job(self, job_id: str) -> None:
+        """Its customer cancelled ``job_id``: stop waiting for its payment and close it. A job
+        already paid (its wait ended) is not touched: it runs."""
+        task = self._by_job.get(job_id)
+        if task is None or task not in self._tasks:
+            return
+        task.cancel()
+        closing = asyncio.get_running_loop().create_task(self._close_cancelled(job_id))
+        self.node.finish_before_stopping(closing)
+
+    async def _close_cancelled(self, job_id: str) -> None:
+        await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, CANCELLED)
+        await self.jobs.run(self.jobs.move, job_id, JobStatus.REFUSED, CANCELLED)
 
     async def stop(self) -> None:
         """Stop waiting (the node stops): the jobs stay ``invoiced`` and the next start resumes
@@ -76,10 +93,10 @@ class ProviderBilling:
         try:
             invoice = await self.invoices.take(price, job.id)
         except (WalletError, MalformedEvent) as exc:
-            await self.node.refuse_job(job, f"could not create an invoice: {exc}")
+            await self.node.replies.refuse_job(job, f"could not create an invoice: {exc}")
             return
         await self.ledger.run(self._record_bill, job, price, invoice)
-        await self.node.feedback(
+        await self.node.replies.feedback(
             job,
             "payment-required",
             amount_msats=price,
@@ -97,7 +114,7 @@ class ProviderBilling:
         if status is None:
             await self.ledger.run(self.ledger.earning_finished, job.id, Earned.EXPIRED, "invoice expired unpaid")
             why = "invoice expired unpaid; the job was dropped"
-            await self.node.refuse_job(job, why, status=JobStatus.EXPIRED)
+            await self.node.replies.refuse_job(job, why, status=JobStatus.EXPIRED)
             return
         await self._paid(job, status.preimage)
 
@@ -160,9 +177,9 @@ class ProviderBilling:
                     await self.jobs.run(self.jobs.move, job_id, JobStatus.REFUSED, why)
                 continue
             if paid is not None:
-                self._track(self._paid(job, paid.preimage))
+                self._track(job_id, self._paid(job, paid.preimage))
             else:
-                self._track(self._await_payment(job, invoice.payment_hash, invoice.expires_at))
+                self._track(job_id, self._await_payment(job, invoice.payment_hash, invoice.expires_at))
             resumed += 1
         if len(open_) > resumed and not reached:
             log.warning("no relay reachable: jobs invoiced before the restart wait for the next start")
