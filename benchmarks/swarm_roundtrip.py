@@ -152,11 +152,11 @@ def profile_relay_client(client: Any, who: str) -> None:
     """``--profile``: mark each publish of a pylon ``RelayClient`` and each event its handlers get."""
     publish = client.publish
 
-    async def timed_publish(event: Any, ok_timeout: float | None = None) -> Any:
+    async def timed_publish(event: Any, *args: Any, **kwargs: Any) -> Any:
         kind = event.kind().as_u16()
         TIMELINE.mark(f"{who}: publish {kind} start")
         try:
-            return await publish(event, ok_timeout)
+            return await publish(event, *args, **kwargs)
         finally:
             TIMELINE.mark(f"{who}: publish {kind} OK")
 

@@ -32,7 +32,23 @@ def sign(keys: Any, kind: int, content: str, tags: list[list[str]]) -> Any:
     return n.EventBuilder(n.Kind(kind), content).tags([n.Tag.parse(t) for t in tags]).finalize(keys)
 
 
-class SpecProvider:
+class _Peer:
+    """A raw nostr-sdk client on ``loop`` with a task pumping its notifications."""
+
+    loop: NostrLoop
+    client: Any
+    _pump: asyncio.Task[None] | None
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._pump is not None:
+                self._pump.cancel()
+            await self.client.shutdown()
+
+        self.loop.run(stop(), 10)
+
+
+class SpecProvider(_Peer):
     """A spec-built provider on ``relay_url`` (its own client on ``loop``)."""
 
     def __init__(
@@ -118,16 +134,8 @@ class SpecProvider:
             reply = sign(self.keys, 6050, hide(f"spec answer to: {prompt[:200]}"), tags + [["encrypted"]] * encrypted)
         await self.client.send_event(reply)
 
-    def close(self) -> None:
-        async def stop() -> None:
-            if self._pump is not None:
-                self._pump.cancel()
-            await self.client.shutdown()
 
-        self.loop.run(stop(), 10)
-
-
-class SpecCustomer:
+class SpecCustomer(_Peer):
     """A spec-built customer on ``relay_url``: publishes kind-5050 requests and kind-5
     deletions, and keeps every result and feedback addressed to it, by job id."""
 
@@ -155,9 +163,10 @@ class SpecCustomer:
                 job_id = value(tags_of(note.event), "e") or ""
                 self.replies.setdefault(job_id, []).append(note.event)
 
-    def request(self, prompt: str, *, provider: str, **params: str) -> str:
-        """Publish a plain job for ``provider``; returns its id."""
+    def request(self, prompt: str, *, provider: str, relays: tuple[str, ...] = (), **params: str) -> str:
+        """Publish a plain job for ``provider`` (asking for answers on ``relays`` too); returns its id."""
         tags = [["i", prompt, "text"], ["p", provider], *(["param", k, v] for k, v in params.items())]
+        tags += [["relays", *relays]] if relays else []
         event = sign(self.keys, 5050, "", tags)
         self.loop.run(self.client.send_event(event), 10)
         return str(event.id().to_hex())
@@ -173,11 +182,3 @@ class SpecCustomer:
             kind = event.kind().as_u16()
             out.append("result" if kind == 6050 else str(value(tags_of(event), "status")))
         return out
-
-    def close(self) -> None:
-        async def stop() -> None:
-            if self._pump is not None:
-                self._pump.cancel()
-            await self.client.shutdown()
-
-        self.loop.run(stop(), 10)

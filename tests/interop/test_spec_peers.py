@@ -191,6 +191,24 @@ def test_an_unpaid_job_deleted_is_no_longer_billed(
     assert provider.node.billing is not None and provider.node.billing.unpaid == 0
 
 
+def test_a_job_paid_and_then_cancelled_still_runs(
+    start_provider: Any, spec_customer: SpecCustomer, dev_wallet: LocalSwarm, relay_loop: NostrLoop
+) -> None:
+    """The customer pays the invoice, then deletes the request (it gave up waiting): the money
+    is taken, so the job runs - whether the payment or the deletion reaches the node first."""
+    provider = start_provider(price_msats=1_000, wallet=dev_wallet.wallet("provider"))
+    job = spec_customer.request("paid for, then cancelled", provider=provider.pubkey, max_tokens="4")
+    eventually(lambda: "payment-required" in spec_customer.kinds(job), timeout=20)
+    [bill] = [e for e in spec_customer.replies[job] if value(tags_of(e), "status") == "payment-required"]
+    bolt11 = next(t for t in tags_of(bill) if t[0] == "amount")[2]
+    payer = dev_wallet.wallet("payer", 10_000)
+    relay_loop.run(payer.pay_invoice(bolt11), 30)
+    spec_customer.delete(job)
+    eventually(lambda: "result" in spec_customer.kinds(job), timeout=20)
+    eventually(lambda: provider.node.jobs.status(job) == "done")
+    assert dev_wallet.balance("provider") == 1_000
+
+
 def test_our_customer_cancels_a_broadcast_once_it_is_answered(
     start_provider: Any, swarm_lm: Any, relay_loop: NostrLoop, relay_url: str
 ) -> None:
@@ -212,3 +230,31 @@ def test_our_customer_cancels_a_broadcast_once_it_is_answered(
         return list(found)
 
     eventually(lambda: bool(relay_loop.run(deletions(), 10)), timeout=10)
+
+
+def test_answers_also_go_to_the_relays_the_job_names(
+    start_provider: Any, spec_customer: SpecCustomer, relay_loop: NostrLoop, relay_url: str
+) -> None:
+    """NIP-90's ``relays`` tag: the result and the feedback reach a relay the provider does not
+    use itself (it publishes there, write-only, and subscribes to nothing there)."""
+    from dspy_pylon.nostr.relay_server import start_embedded_relay
+
+    provider = start_provider(allow_local_relays=True)  # the test relays are on loopback
+    other, other_url = relay_loop.run(start_embedded_relay())
+    try:
+        job = spec_customer.request("answer me over there too", provider=provider.pubkey, relays=(relay_url, other_url))
+        eventually(lambda: "result" in spec_customer.kinds(job), timeout=20)
+
+        async def on_other() -> list[int]:
+            client = n.Client()
+            await client.add_relay(n.RelayUrl.parse(other_url))
+            await client.connect(timedelta(seconds=3))
+            found = await client.fetch_events(
+                n.ReqTarget.auto([n.Filter().event(n.EventId.parse(job))]), timedelta(seconds=3)
+            )
+            await client.shutdown()
+            return sorted(event.kind().as_u16() for event in found)
+
+        eventually(lambda: relay_loop.run(on_other(), 10) == [6050, 7000], timeout=10)
+    finally:
+        other.shutdown()

@@ -209,3 +209,13 @@ def test_our_announcement_names_both_schemes_and_the_flags_nostr_dvm_reads(provi
     meta = json.loads(signed(announced.to_event(provider)).content)
     assert meta["encryption"] == ["nip44", "nip04"]
     assert meta["supportsEncryption"] is True and meta["encryptionSupported"] is True
+
+
+def test_hidden_tags_cannot_redirect_feedback_to_another_job(customer: Any, provider: Any) -> None:
+    """Which job and whom feedback is for come from the signed clear tags, not the hidden ones."""
+    job_id, other = "c" * 64, "d" * 64
+    hidden = [["e", other], ["p", "e" * 64], ["status", "error"]]
+    content = encrypt(provider, hex_of(customer), json.dumps(hidden), Cipher.NIP44)
+    event = signed(sign(FEEDBACK_KIND, content, [["encrypted"], ["p", hex_of(customer)], ["e", job_id]], provider))
+    seen = JobFeedback.from_event(event, customer)
+    assert (seen.request_id, seen.customer, seen.status) == (job_id, hex_of(customer), "error")

@@ -37,6 +37,9 @@ def settings(**fields: Any) -> ProviderSettings:
         ("models/q4.gguf", "q4.gguf"),
         ("C:\\models\\x.gguf", "x.gguf"),
         ("~/m/x.bin", "x.bin"),
+        ("C:/m/x.bin", "x.bin"),
+        ("models/x.safetensors", "x.safetensors"),
+        ("qwen2.5:7b", "qwen2.5:7b"),
         ("llama3.2:latest", "llama3.2:latest"),
         ("org/model-GGUF", "org/model-GGUF"),
     ],
@@ -92,6 +95,8 @@ def test_a_model_asked_by_its_public_name_is_priced_as_the_served_one() -> None:
     named = JobRequest(inputs=(JobInput("hi"),), params=(("model", "tiny.gguf"),))
     assert serving.model_for(named) == MODEL_PATH and serving.price_for(named) == 2_000
     assert serving.price_for(JobRequest(inputs=(JobInput("hi"),))) == 0  # no model named: the default price
+    shouty = admission.Serving(route, (MODEL_PATH,), Capabilities(), 4_096, prices=(("TINY.GGUF", 3_000),))
+    assert shouty.price_for(named) == 3_000  # a price is found under any spelling of the served model
     unknown = JobRequest(inputs=(JobInput("hi"),), params=(("model", "nope"),))
     why = admission.cannot_run(unknown, serving)
     assert why is not None and "tiny.gguf" in why and "secret-dir" not in why

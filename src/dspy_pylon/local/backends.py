@@ -98,8 +98,17 @@ def match_model(kind: ServerKind, wanted: str, available: list[str]) -> str | No
 def public_model_name(name: str) -> str:
     """A served model's name fit to publish: a model file's name without its directories
     (llama.cpp serves ``-m /home/me/models/x.gguf`` as that path). :func:`match_model` takes it back."""
-    if name.lower().endswith(".gguf") or name.startswith(("/", "~", ".")) or "\\" in name:
-        return PurePath(name.replace("\\", "/")).name
+    path = PurePath(name.replace("\\", "/"))
+    drive = len(name) > 2 and name[1] == ":" and name[2] in "/\\"
+    # A file: a ``.gguf``, a path from the root, home or here, a drive, or directories and an
+    # extension. ``org/model-GGUF`` (a Hugging Face name) stays as it is.
+    if (
+        name.lower().endswith(".gguf")
+        or name.startswith(("/", "~", "."))
+        or drive
+        or ("/" in str(path) and path.suffix)
+    ):
+        return path.name
     return name
 
 

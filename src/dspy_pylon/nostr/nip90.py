@@ -373,6 +373,8 @@ class JobFeedback:
             raise MalformedEvent(f"kind {raw.kind} is not job feedback (7000)")
         encrypted = raw.tag("encrypted") is not None
         content, cipher = raw.content, Cipher.NIP04
+        # Which job and whom it is for come from the signed clear tags, never from hidden ones.
+        request_id, customer = _hex_tag(raw, "e", "job feedback"), _hex_tag(raw, "p", "job feedback")
         if encrypted:
             hidden, cipher = _hidden_tags(keys, raw.pubkey, raw.content, "feedback")
             raw = _with_hidden(raw, hidden)
@@ -382,8 +384,8 @@ class JobFeedback:
             raise MalformedEvent(f"feedback needs a 'status' tag with one of {', '.join(STATUSES)}")
         amount_msats, bolt11 = _amount(raw)
         return cls(
-            request_id=_hex_tag(raw, "e", "job feedback"),
-            customer=_hex_tag(raw, "p", "job feedback"),
+            request_id=request_id,
+            customer=customer,
             status=status_tag[1],
             extra=status_tag[2] if len(status_tag) > 2 else "",
             amount_msats=amount_msats,

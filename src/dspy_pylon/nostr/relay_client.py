@@ -133,9 +133,14 @@ class RelayClient:
         await self.client.unsubscribe(subscription_id)
 
     async def publish(self, event: Any, ok_timeout: float | None = None) -> Published:
-        """Send a signed event to every relay; raises if none accepted it."""
+        """Send a signed event to every relay of ours; raises if none accepted it."""
+        import nostr_sdk
+
         output = await self.client.send_event(
-            event, ok_timeout=timedelta(seconds=self.ok_timeout if ok_timeout is None else ok_timeout)
+            event,
+            # Ours only, by name: relays added for one event elsewhere never get the others.
+            target=nostr_sdk.SendEventTarget.to([nostr_sdk.RelayUrl.parse(url) for url in self.relays]),
+            ok_timeout=timedelta(seconds=self.ok_timeout if ok_timeout is None else ok_timeout),
         )
         accepted = tuple(str(url) for url in output.success)
         failed = {str(url): str(why) for url, why in output.failed.items()}
@@ -152,6 +157,35 @@ class RelayClient:
         if failed:
             log.info("event %s refused by %s", output.id.to_hex()[:12], ", ".join(failed))
         return Published(output.id.to_hex(), accepted, failed)
+
+    async def publish_elsewhere(self, event: Any, relays: Sequence[str]) -> tuple[str, ...]:
+        """Also send ``event`` to ``relays`` (not ours; e.g. those a job asked for): each added
+        write-only (nothing is subscribed there) for this event, then dropped. Failures are
+        logged, never raised; returns the relays that accepted it."""
+        import nostr_sdk
+
+        added = []
+        try:
+            for url in relays:
+                relay_url = nostr_sdk.RelayUrl.parse(url)
+                write_only = nostr_sdk.RelayCapabilities.write()
+                if await self.client.add_relay(relay_url, capabilities=write_only, opts=relay_options()):
+                    added.append(relay_url)
+            await self.client.try_connect(timedelta(seconds=self.connect_timeout))
+            target = nostr_sdk.SendEventTarget.to([nostr_sdk.RelayUrl.parse(url) for url in relays])
+            output = await self.client.send_event(event, target=target, ok_timeout=timedelta(seconds=self.ok_timeout))
+            if output.failed:
+                log.info("event %s not taken by %s", output.id.to_hex()[:12], ", ".join(map(str, output.failed)))
+            return tuple(str(url) for url in output.success)
+        except Exception as exc:  # best effort: these relays were asked for, ours already have it
+            log.info("could not publish to %s: %s", ", ".join(relays), exc)
+            return ()
+        finally:
+            for relay_url in added:
+                try:
+                    await self.client.remove_relay(relay_url)
+                except Exception as exc:  # nostr-sdk raises its own error type
+                    log.info("could not drop relay %s: %s", relay_url, exc)
 
     async def connected_relays(self) -> tuple[str, ...]:
         """The relays connected right now (an empty :meth:`fetch` from none of them means nothing)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from dspy_pylon import capabilities as caps_mod
@@ -64,10 +65,14 @@ class Serving:
             served = self.model_for(job)
         except MalformedEvent:  # refused anyway; priced by its name as written
             return pricing.price_for(wanted, self.price_msats, self.prices)
+        # Every spelling of the served model a price may be listed under, compared case-blind.
+        spellings = {served, public_model_name(served), PurePath(public_model_name(served)).stem, wanted}
+        spellings |= {name.removesuffix(":latest") for name in spellings}
+        folded = {name.lower() for name in spellings}
         for name, price in self.prices:
-            if match_model(self._kind, name, [served]) == served:
+            if name.lower() in folded or name.lower().removesuffix(":latest") in folded:
                 return price
-        return pricing.price_for(wanted, self.price_msats, self.prices)
+        return self.price_msats
 
     @property
     def _kind(self) -> Any:

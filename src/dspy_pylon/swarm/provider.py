@@ -77,7 +77,9 @@ class ProviderNode:
         )
         self.jobs = JobsDB(settings.state_dir / "provider-jobs.sqlite")
         self.ledger = SpendLedger(settings.state_dir / "ledger.sqlite")
-        self.replies = Replies(keys, self.jobs, self.ledger, lambda: self._count(error=True))
+        self.replies = Replies(
+            keys, self.jobs, self.ledger, lambda: self._count(error=True), self._spawn, settings.allow_local_relays
+        )
         self.invoices: InvoicePool | None = None
         self.billing: ProviderBilling | None = None
         if wallet is not None:
@@ -190,7 +192,9 @@ class ProviderNode:
         except MalformedEvent as exc:
             self.stats.ignored["malformed"] += 1
             if targeted and await self._claim(event.id, event.pubkey, event.kind):
-                await self.replies.refuse(event.id, event.pubkey, f"malformed request: {exc}")
+                # Refused in the clear: for an encrypted request the reason must not quote what it hides.
+                why = "its encrypted content is not a job" if event.tag("encrypted") is not None else str(exc)
+                await self.replies.refuse(event.id, event.pubkey, f"malformed request: {why}")
             return
         if not await self._claim(job.id, job.customer, job.kind):
             self.stats.ignored["duplicate"] += 1
@@ -261,6 +265,8 @@ class ProviderNode:
                 resolved = await asyncio.to_thread(self.router.resolve)
             inference = asyncio.ensure_future(resolved[1].acomplete(request, route, self.capabilities))
             with contextlib.nullcontext() if paid else self.cancellations.running(job.id, inference):
+                if self.cancellations.cancelled(job.id) and not paid:  # cancelled while the route resolved
+                    inference.cancel()
                 response = await inference
         except asyncio.CancelledError:
             if (task := asyncio.current_task()) is not None and task.cancelling():
@@ -289,6 +295,7 @@ class ProviderNode:
             await self.jobs.run(self.jobs.move, job.id, JobStatus.ERROR, str(exc))
             self._count(error=True)
             return
+        self.replies.also_where_asked(event, job)
         await self.jobs.run(self.jobs.move, job.id, JobStatus.DONE)
         if self.serving.price_for(job):
             await self.ledger.run(

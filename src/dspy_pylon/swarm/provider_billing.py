@@ -47,7 +47,7 @@ class ProviderBilling:
         self.jobs = jobs
         self.node = node
         self._tasks: set[asyncio.Task[None]] = set()
-        self._by_job: dict[str, asyncio.Task[None]] = {}
+        self._by_job: dict[str, tuple[asyncio.Task[None], JobRequest]] = {}
 
     @property
     def unpaid(self) -> int:
@@ -56,28 +56,40 @@ class ProviderBilling:
 
     def bill(self, job: JobRequest, price: int) -> None:
         """Invoice ``job`` for ``price`` msats and run it once paid (in the background)."""
-        self._track(job.id, self._bill(job, price))
+        self._track(job, self._bill(job, price))
 
-    def _track(self, job_id: str, coro: Coroutine[Any, Any, None]) -> None:
+    def _track(self, job: JobRequest, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        self._by_job[job_id] = task
+        self._by_job[job.id] = (task, job)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _: self._by_job.pop(job_id, None))
+        task.add_done_callback(lambda _: self._by_job.pop(job.id, None))
 
     def cancel_job(self, job_id: str) -> None:
         """Its customer cancelled ``job_id``: stop waiting for its payment and close it. A job
         already paid (its wait ended) is not touched: it runs."""
-        task = self._by_job.get(job_id)
-        if task is None or task not in self._tasks:
+        tracked = self._by_job.get(job_id)
+        if tracked is None or tracked[0] not in self._tasks:
             return
-        task.cancel()
-        closing = asyncio.get_running_loop().create_task(self._close_cancelled(job_id))
+        tracked[0].cancel()
+        closing = asyncio.get_running_loop().create_task(self._close_cancelled(tracked[1]))
         self.node.finish_before_stopping(closing)
 
-    async def _close_cancelled(self, job_id: str) -> None:
-        await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, CANCELLED)
-        await self.jobs.run(self.jobs.move, job_id, JobStatus.REFUSED, CANCELLED)
+    async def _close_cancelled(self, job: JobRequest) -> None:
+        """Close a cancelled job's bill - unless the invoice was paid before the cancellation
+        (a customer may pay and then give up waiting): then the job runs, as paid jobs do."""
+        entry = await self.ledger.run(self.ledger.entry, job.id, "earned")
+        if entry is not None and entry.payment_hash:
+            try:
+                status = await self.wallet.lookup_invoice(entry.payment_hash)
+            except WalletError as exc:  # cannot tell now: left invoiced, the next start looks again
+                log.info("job %s cancelled; its invoice lookup failed (%s): left invoiced", job.id[:12], exc)
+                return
+            if status.settled:
+                await self._paid(job, status.preimage)
+                return
+        await self.ledger.run(self.ledger.earning_finished, job.id, Earned.FAILED, CANCELLED)
+        await self.jobs.run(self.jobs.move, job.id, JobStatus.REFUSED, CANCELLED)
 
     async def stop(self) -> None:
         """Stop waiting (the node stops): the jobs stay ``invoiced`` and the next start resumes
@@ -177,9 +189,9 @@ class ProviderBilling:
                     await self.jobs.run(self.jobs.move, job_id, JobStatus.REFUSED, why)
                 continue
             if paid is not None:
-                self._track(job_id, self._paid(job, paid.preimage))
+                self._track(job, self._paid(job, paid.preimage))
             else:
-                self._track(job_id, self._await_payment(job, invoice.payment_hash, invoice.expires_at))
+                self._track(job, self._await_payment(job, invoice.payment_hash, invoice.expires_at))
             resumed += 1
         if len(open_) > resumed and not reached:
             log.warning("no relay reachable: jobs invoiced before the restart wait for the next start")

@@ -35,6 +35,9 @@ class ProviderSettings:
     identifier: str = "pylon-5050"
     # Per-model prices (msats) overriding ``price_msats`` for jobs that ask for that model.
     prices: dict[str, int] = field(default_factory=dict)
+    # Answer on loopback or private relays a job's relays tag names (a test or LAN set-up);
+    # off, only public relays are used: a stranger's job cannot point the node into its network.
+    allow_local_relays: bool = False
     # How long a customer has to pay an invoice before the job is dropped.
     invoice_expiry_s: int = 300
     # Invoices awaiting payment at once; beyond, jobs get "busy" (unpaid jobs cost the wallet work).
