@@ -72,6 +72,7 @@ def test_demo_runs_end_to_end() -> None:
     assert out.count("1500 msat") >= 20  # the cost column and the spend ledger's paid column
     assert "development wallet — no real money" in out
     assert "BudgetExceeded: a bid of 2000 msats does not fit in the" in out
-    # Ten question jobs and the structured one.
-    assert "spend ledger — 11 jobs, 16500 msats paid" in out
-    assert "customer 83500 msats" in out and "provider 16500 msats" in out
+    assert "private job to provider" in out and "(nip44, the scheme its announcement names), 1500 msats" in out
+    # Ten question jobs, the structured one and the private one.
+    assert "spend ledger — 12 jobs, 18000 msats paid" in out
+    assert "customer 82000 msats" in out and "provider 18000 msats" in out

@@ -243,6 +243,7 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             with _quiet_dspy():
                 swarm_rows = run_program(console, "pylon:swarm", swarm_lm, questions)
                 run_structured(console, swarm_lm, "the provider's llama.cpp, sent in a pylon.chat.v2 job")
+            _show_private_job(console, paying_lm, swarm.url, swarm.nodes[0].pubkey)
             console.print(f"budget left: {swarm_lm.remaining_budget_msats()} msats")
             one_sat = swarm.lm(bid_msats=BID_MSATS, budget_sats=1, private_key=customer, cache=False, num_retries=0)
             _show_budget_refusal(console, one_sat)
@@ -265,6 +266,20 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
         finally:
             swarm.close()
     return swarm_rows, hybrid_rows
+
+
+def _show_private_job(console: Console, paying_lm: Any, relay: str, provider: str) -> None:
+    """One job to one provider: its inputs, params and answer encrypted to it."""
+    import dspy_pylon as pylon
+
+    lm = paying_lm(pylon.Swarm(relays=(relay,), providers=(provider,), bid_msats=BID_MSATS, auto_pay=True))
+    [answer] = lm("Name one primary color.")
+    data = lm.history[-1]["response"].provider_data["pylon"]
+    said = answer.strip()[:60]
+    console.print(
+        f"[green]✓[/] private job to provider {provider[:12]}…: prompt, params and answer encrypted "
+        f"({data['encryption']}, the scheme its announcement names), {data['cost_msats']} msats: {said!r}"
+    )
 
 
 def _show_budget_refusal(console: Console, lm: PylonLM) -> None:

@@ -45,6 +45,7 @@ def test_a_private_job_reaches_a_nip04_only_provider(spec_provider: Any, swarm_l
     out = lm("Say hi to the spec provider", max_tokens=4)
     assert out[0].startswith("spec answer to:")
     assert [scheme for scheme, _ in provider.seen] == ["nip04"]
+    assert lm.history[-1]["response"].provider_data["pylon"]["encryption"] == "nip04"
 
 
 def test_a_provider_that_announces_nip44_gets_nip44(spec_provider: Any, swarm_lm: Any) -> None:
@@ -53,6 +54,7 @@ def test_a_provider_that_announces_nip44_gets_nip44(spec_provider: Any, swarm_lm
     lm("Say hi", max_tokens=4)
     lm("Say hi again", max_tokens=4)  # looked up once, remembered
     assert [scheme for scheme, _ in provider.seen] == ["nip44", "nip44"]
+    assert lm.history[-1]["response"].provider_data["pylon"]["encryption"] == "nip44"
 
 
 def test_encrypted_error_feedback_as_nostr_dvm_writes_it_ends_the_call(spec_provider: Any, swarm_lm: Any) -> None:

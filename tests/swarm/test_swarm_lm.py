@@ -37,6 +37,7 @@ def test_swarm_call_carries_provider_job_relay_and_usage(
     assert data["feedback"] == [f"processing from {provider.pubkey}"]
     assert data["relay"] == relay_url and len(data["job_id"]) == 64 and data["latency_ms"] > 0
     assert data["model"] == "tiny.gguf"  # the model's name, never the provider's file path
+    assert data["encryption"] is None  # a broadcast job is public
     eventually(lambda: provider.node.stats.done == 1)
     assert lm.usage().completion_tokens == 6
 

@@ -52,6 +52,8 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None, form
         "published_to": list(outcome.published_to),
         "failed_relays": outcome.failed_relays,
         "feedback": [f"{f.status} from {f.provider}" for f in outcome.feedback],
+        # The scheme the job was encrypted in (a job to one provider), None when it was public.
+        "encryption": str(cipher) if (cipher := outcome.request and outcome.request.reply_cipher) else None,
     }
     return lm15.Response(
         id=outcome.job_id,
