@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from dspy_pylon.lm import LM, AsyncPylonEngine, PylonEngine, PylonLM, model_string
     from dspy_pylon.local.embedded import EmbeddedLlama
     from dspy_pylon.money import msats_to_sats
+    from dspy_pylon.nostr.ciphers import Cipher
     from dspy_pylon.pay.billing import Approver, PaymentRequest
     from dspy_pylon.pay.budget_file import load_global_budget, save_global_budget
     from dspy_pylon.pay.invoice import Bill, BillCheck, Invoice, check_bill, decode_invoice
@@ -73,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncPylonEngine": "dspy_pylon.lm",
     "BACKENDS": "dspy_pylon.config",
     "BackendConnectionError": "dspy_pylon.errors",
+    "Cipher": "dspy_pylon.nostr.ciphers",
     "BackendRequestError": "dspy_pylon.errors",
     "BackendServerError": "dspy_pylon.errors",
     "BackendTimeout": "dspy_pylon.errors",
@@ -188,6 +190,7 @@ __all__ = [
     "BillCheck",
     "Budget",
     "BudgetExceeded",
+    "Cipher",
     "ConfigError",
     "ContextTooLong",
     "EmbeddedLlama",
