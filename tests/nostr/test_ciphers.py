@@ -15,31 +15,14 @@ import pytest
 
 from dspy_pylon.errors import MalformedEvent
 from dspy_pylon.nostr.ciphers import Cipher, cipher_of, decrypt, encrypt
-from dspy_pylon.nostr.events import RawEvent, from_sdk, sign
+from dspy_pylon.nostr.events import RawEvent, sign
 from dspy_pylon.nostr.nip89 import Announcement
 from dspy_pylon.nostr.nip90 import DETAILS_TAG, FEEDBACK_KIND, JobFeedback, JobInput, JobRequest, JobResult
+from tests.nostr.signed import hex_of, signed
 
 SECRET = "the-secret-prompt-zebra-4711"
 ANSWER = "the-private-answer-okapi-9"
 MODEL = "private-model-name-gnu-3"
-
-
-@pytest.fixture(scope="module")
-def customer() -> Any:
-    return nostr_sdk.Keys.generate()
-
-
-@pytest.fixture(scope="module")
-def provider() -> Any:
-    return nostr_sdk.Keys.generate()
-
-
-def hex_of(keys: Any) -> str:
-    return str(keys.public_key().to_hex())
-
-
-def signed(event: Any) -> RawEvent:
-    return from_sdk(nostr_sdk.Event.from_json(event.as_json()))
 
 
 @pytest.mark.parametrize("cipher", list(Cipher))

@@ -30,35 +30,12 @@ from dspy_pylon.nostr.nip90 import (
     JobResult,
     deletion_tags,
 )
+from tests.nostr.signed import hex_of, signed
 
 HEX_A = "a" * 64
 HEX_B = "b" * 64
 SECRET_PROMPT = "the-secret-prompt-zebra-4711"
 SECRET_PARAM = "secret-param-value-okapi-9"
-
-
-@pytest.fixture(scope="module")
-def customer() -> Any:
-    return nostr_sdk.Keys.generate()
-
-
-@pytest.fixture(scope="module")
-def provider() -> Any:
-    return nostr_sdk.Keys.generate()
-
-
-@pytest.fixture(scope="module")
-def stranger() -> Any:
-    return nostr_sdk.Keys.generate()
-
-
-def hex_of(keys: Any) -> str:
-    return str(keys.public_key().to_hex())
-
-
-def signed(event: Any) -> RawEvent:
-    """A signed nostr-sdk event read back as the codec sees it (signature verified)."""
-    return from_sdk(event)
 
 
 def raw(kind: int, tags: list[list[str]], content: str = "", pubkey: str = HEX_A) -> RawEvent:

@@ -202,13 +202,7 @@ def test_provider_restart_keeps_waiting_for_an_invoice(
     """Billed, then the provider restarts before the customer approves: the new process waits for
     the same invoice (the job is read back from the relay) and runs the job once it is paid."""
     state = tmp_path / "restarting-provider"
-    first = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), state_dir=state)
-    lm = swarm_lm(providers=(first.pubkey,), nwc_uri=dev_wallet.account("customer", 10_000), bid_msats=2_000)
-    with pytest.raises(dspy_errors.LMBillingError) as caught:
-        lm("Say hi", max_tokens=4)
-    job_id = pylon_cause(caught.value, pylon.PaymentRequired).job_id
-    eventually(lambda: first.node.ledger.entry(job_id, "earned") is not None)
-    first.stop()
+    first, lm, job_id = _billed_then_stopped(start_provider, swarm_lm, dev_wallet, state)
 
     second = start_provider(price_msats=PRICE, wallet=dev_wallet.wallet("provider"), state_dir=state, keys=first.keys)
     response = pylon.pay(job_id, lm=lm)

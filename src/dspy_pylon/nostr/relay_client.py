@@ -166,13 +166,13 @@ class RelayClient:
 
         added = []
         try:
-            for url in relays:
-                relay_url = nostr_sdk.RelayUrl.parse(url)
+            urls = [nostr_sdk.RelayUrl.parse(url) for url in relays]
+            for relay_url in urls:
                 write_only = nostr_sdk.RelayCapabilities.write()
                 if await self.client.add_relay(relay_url, capabilities=write_only, opts=relay_options()):
                     added.append(relay_url)
             await self.client.try_connect(timedelta(seconds=self.connect_timeout))
-            target = nostr_sdk.SendEventTarget.to([nostr_sdk.RelayUrl.parse(url) for url in relays])
+            target = nostr_sdk.SendEventTarget.to(urls)
             output = await self.client.send_event(event, target=target, ok_timeout=timedelta(seconds=self.ok_timeout))
             if output.failed:
                 log.info("event %s not taken by %s", output.id.to_hex()[:12], ", ".join(map(str, output.failed)))

@@ -28,10 +28,6 @@ class PeerCiphers:
         self.timeout = timeout
         self._known: dict[str, Cipher] = {}
 
-    def known(self, provider: str) -> Cipher | None:
-        """The scheme already looked up for ``provider`` (hex public key), if any."""
-        return self._known.get(provider)
-
     async def cipher_for(self, client: RelayClient, provider: str) -> Cipher:
         """The scheme for ``provider``, reading its newest announcement of :attr:`kind` the first time."""
         known = self._known.get(provider)

@@ -244,7 +244,8 @@ class ProviderNode:
 
     async def _run(self, job: JobRequest) -> None:
         assert self._client is not None and self._route is not None and self.serving is not None
-        paid = bool(self.serving.price_for(job))  # a paid job runs even if cancelled: it was paid for
+        price = self.serving.price_for(job)
+        paid = price > 0  # a paid job runs even if cancelled: it was paid for
         if self.cancellations.cancelled(job.id) and not paid:
             await self._drop_cancelled(job.id)
             return
@@ -278,7 +279,7 @@ class ProviderNode:
             log.info("job %s: inference failed: %s", job.id[:12], exc)
             await self.replies.refuse_job(job, admission.inference_failure(exc))
             return
-        result = job_result(job, response, form, public_model_name(route.model), self.serving.price_for(job))
+        result = job_result(job, response, form, public_model_name(route.model), price)
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:
@@ -297,7 +298,7 @@ class ProviderNode:
             return
         self.replies.also_where_asked(event, job)
         await self.jobs.run(self.jobs.move, job.id, JobStatus.DONE)
-        if self.serving.price_for(job):
+        if paid:
             await self.ledger.run(
                 self.ledger.earning_finished,
                 job.id,

@@ -38,6 +38,7 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None, form
     # usage, and a live paid call must never look like one, or its cost would read 0.
     prompt, completion = result.prompt_tokens or 0, result.completion_tokens or 0
     usage = lm15.Usage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
+    cipher = outcome.request.reply_cipher if outcome.request is not None else None
     pylon = {
         "venue": "swarm",
         "backend": "nip90",
@@ -53,7 +54,7 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None, form
         "failed_relays": outcome.failed_relays,
         "feedback": [f"{f.status} from {f.provider}" for f in outcome.feedback],
         # The scheme the job was encrypted in (a job to one provider), None when it was public.
-        "encryption": str(cipher) if (cipher := outcome.request and outcome.request.reply_cipher) else None,
+        "encryption": None if cipher is None else str(cipher),
     }
     return lm15.Response(
         id=outcome.job_id,

@@ -154,7 +154,8 @@ class LocalSwarm:
         index = self.nodes.index(node)
         serving = self._serving.pop(index)
         self.nodes.pop(index)
-        return _stop_node(loop, node, serving)
+        _ask_to_stop(loop, node)
+        return _stopped(serving)
 
     def account(self, name: str, fund_msats: int = 0) -> str:
         """Create (or top up) the development wallet's account ``name``; returns its NWC URI."""
@@ -241,9 +242,8 @@ class LocalSwarm:
         steps: list[Callable[[], object]] = []
         if loop is not None:
             for node in self.nodes:  # all asked at once: their drains overlap
-                loop.loop.call_soon_threadsafe(node.request_stop)
-            for node, serving in zip(self.nodes, self._serving, strict=True):
-                steps.append(partial(_stop_node, loop, node, serving))
+                _ask_to_stop(loop, node)
+            steps += [partial(_stopped, serving) for serving in self._serving]
         self.nodes, self._serving = [], []
         llama, self._llama = self._llama, None
         if llama is not None:
@@ -273,10 +273,13 @@ def _stop_wallet(loop: NostrLoop, wallet: DevWalletService) -> None:
     loop.run(wallet.stop(), 30)
 
 
-def _stop_node(loop: NostrLoop, node: ProviderNode, serving: Future[int]) -> int:
-    """Ask ``node`` to stop and wait for its serve (its drain waits up to three times 30 s);
-    past that, cancel it: a cancelled serve still releases the node before it ends."""
+def _ask_to_stop(loop: NostrLoop, node: ProviderNode) -> None:
     loop.loop.call_soon_threadsafe(node.request_stop)
+
+
+def _stopped(serving: Future[int]) -> int:
+    """Wait for a node's serve to end (its drain waits up to three times 30 s); past that,
+    cancel it: a cancelled serve still releases the node before it ends."""
     try:
         return serving.result(_STOP_WAIT_S)
     except TimeoutError:
