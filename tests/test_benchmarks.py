@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
 QUICK: dict[str, list[str]] = {
+    "bolt11_decode.py": ["--rounds", "3"],
     "import_overhead.py": ["--rounds", "1"],
     "cli_startup.py": ["--rounds", "1"],
     "local_overhead.py": ["--iterations", "3", "--warmup", "1"],

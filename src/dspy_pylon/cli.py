@@ -189,6 +189,12 @@ def identity_cmd() -> None:
     default=None,
     help="Seconds a customer has to pay an invoice [default: 300].",
 )
+@click.option(
+    "--work-before-payment",
+    is_flag=True,
+    default=None,
+    help="Start a priced job while its invoice waits; publish the result once paid (risks unpaid work).",
+)
 def serve(
     relays: tuple[str, ...],
     backend: str | None,
@@ -201,6 +207,7 @@ def serve(
     config_path: Path | None,
     no_announce: bool,
     invoice_expiry: int | None,
+    work_before_payment: bool | None,
 ) -> None:
     """Sell local inference to the swarm: serve NIP-90 text-generation jobs (kind 5050).
 
@@ -226,6 +233,7 @@ def serve(
             "name": name,
             "max_tokens_cap": max_tokens_cap,
             "invoice_expiry_s": invoice_expiry,
+            "work_before_payment": work_before_payment or None,
         }
         settings_data.update({key: value for key, value in flags.items() if value is not None})
         if no_announce:

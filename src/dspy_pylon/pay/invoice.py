@@ -2,7 +2,8 @@
 
 A provider's bill arrives as ``payment-required`` feedback (or on a result) with an
 ``amount`` tag and a bolt11 invoice. :func:`check_bill` decides whether to pay it; the
-caller does the paying. Decoding uses PyPI ``bolt11`` (signature and checksum checked).
+caller does the paying. Decoding uses :func:`~dspy_pylon.pay.bolt11_reader.read_bolt11`
+(checksum, amount, fields and signature checked; PyPI ``bolt11`` was 20–50 times slower).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from dspy_pylon.pay.refusals import RefusalCode
 _JOB_DESCRIPTION = re.compile(r"\bpylon job ([0-9a-f]{64})\b")
 # Invoices are short; a huge string is an attack on the decoder, not a bill.
 MAX_INVOICE_CHARS = 4096
-# The human-readable part: "ln" + currency + optional amount (digits + multiplier).
-_HRP_AMOUNT = re.compile(r"^ln[a-z]+?(\d+)([munp]?)$")
 
 
 def invoice_description(job_id: str) -> str:
@@ -50,49 +49,32 @@ class Invoice:
 
 
 def decode_invoice(bolt11: str) -> Invoice:
-    """Decode and verify a BOLT11 string; :class:`MalformedEvent` if it is not a valid invoice."""
-    import bolt11 as bolt11_lib
+    """Decode and verify a BOLT11 string; :class:`MalformedEvent` if it is not a valid invoice.
+
+    The reader refuses what BOLT11 says a reader must fail, including a zero amount and a
+    sub-millisatoshi one (no wallet can pay 1234.1 msats; rounding it would pass every check).
+    """
+    from dspy_pylon.pay.bolt11_reader import read_bolt11  # coincurve: not for commands that never pay
 
     if not isinstance(bolt11, str) or not bolt11 or len(bolt11) > MAX_INVOICE_CHARS:
         raise MalformedEvent("no invoice, or one too long to be a BOLT11 invoice (pylon pays only BOLT11 invoices)")
     text = bolt11.strip()
     if text.lower().startswith("lightning:"):
         text = text[len("lightning:") :]
-    _check_amount_text(text)
     try:
-        decoded = bolt11_lib.decode(text)
-        amount = None if decoded.amount_msat is None else int(decoded.amount_msat)
-        payment_hash = decoded.payment_hash
-        created_at = int(decoded.date)
-        expiry = int(decoded.expiry if decoded.expiry is not None else 3600)
-        payee = decoded.payee or ""
-    except Exception as exc:  # the decoder raises many types (bech32, bitstring, signature)
-        raise MalformedEvent(f"not a valid BOLT11 invoice: {type(exc).__name__}: {exc}"[:300]) from None
-    if not payment_hash:
-        raise MalformedEvent("BOLT11 invoice has no payment hash")
+        decoded = read_bolt11(text)
+    except MalformedEvent as exc:
+        raise MalformedEvent(f"not a valid BOLT11 invoice: {exc}"[:300]) from None
+    expiry = decoded.expiry if decoded.expiry is not None else 3600
     return Invoice(
         bolt11=text,
-        amount_msats=amount,
-        payment_hash=str(payment_hash),
-        description=str(decoded.description or ""),
-        created_at=created_at,
-        expires_at=created_at + expiry,
-        payee=str(payee),
+        amount_msats=decoded.amount_msats,
+        payment_hash=decoded.payment_hash,
+        description=decoded.description or "",
+        created_at=decoded.timestamp,
+        expires_at=decoded.timestamp + expiry,
+        payee=decoded.payee,
     )
-
-
-def _check_amount_text(text: str) -> None:
-    # The bolt11 library rounds a sub-millisatoshi amount ("...1p") down and accepts 0;
-    # BOLT11 says a reader must fail both, so they are refused before decoding.
-    hrp = text.lower().rsplit("1", 1)[0]
-    match = _HRP_AMOUNT.match(hrp)
-    if match is None:
-        return  # no amount, or not an invoice at all: the decoder says which
-    digits, multiplier = match.groups()
-    if int(digits) == 0:
-        raise MalformedEvent("the invoice amount is zero")
-    if multiplier == "p" and not digits.endswith("0"):
-        raise MalformedEvent("the invoice amount is not a whole number of millisatoshis")
 
 
 @dataclass(frozen=True)

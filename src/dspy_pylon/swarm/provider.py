@@ -24,7 +24,7 @@ from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultToo
 from dspy_pylon.local.backends import LocalRouter, public_model_name
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
-from dspy_pylon.nostr.nip90 import DELETION_KIND, TEXT_GENERATION, JobRequest
+from dspy_pylon.nostr.nip90 import DELETION_KIND, TEXT_GENERATION, JobRequest, JobResult
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
@@ -45,6 +45,18 @@ log = logging.getLogger("dspy_pylon.provider")
 
 # Job ids remembered to drop a relay's duplicate without asking SQLite.
 _SEEN_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A job's result, built and signed, ready to publish."""
+
+    result: JobResult
+    event: Any
+
+
+# What running a job came to: its answer, the reason to refuse it, or None (cancelled meanwhile).
+_Outcome = _Answer | str | None
 
 
 @dataclass
@@ -95,6 +107,8 @@ class ProviderNode:
         self._route: Route | None = None
         self._client: RelayClient | None = None
         self._queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
+        # Billed jobs worked on before their payment, at most as many as the workers.
+        self._ahead_slots = asyncio.Semaphore(max(1, settings.concurrency))
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._handled = 0
         self._done = asyncio.Event()
@@ -243,22 +257,28 @@ class ProviderNode:
                 self._queue.task_done()
 
     async def _run(self, job: JobRequest) -> None:
-        assert self._client is not None and self._route is not None and self.serving is not None
+        assert self.serving is not None
         price = self.serving.price_for(job)
         paid = price > 0  # a paid job runs even if cancelled: it was paid for
         if self.cancellations.cancelled(job.id) and not paid:
             await self._drop_cancelled(job.id)
             return
+        await self._close(job, await self._answer(job, price, paid=paid), paid)
+
+    async def _answer(self, job: JobRequest, price: int, *, paid: bool, ahead: bool = False) -> _Outcome:
+        """Run ``job`` on the backend: its result signed and ready to publish, the reason to
+        refuse it, or None when its customer cancelled it meanwhile. ``ahead``: work started
+        before the payment (no ``processing`` feedback: the bill is what the customer sees)."""
+        assert self._route is not None and self.serving is not None
         # Checked in full at intake (before any invoice); a job read back after a restart was
         # checked then too, and the codec still refuses what a changed backend cannot honour.
         try:
             request, form = parse_job(job, self.serving.max_tokens_cap, self.serving.default_max_tokens)
             route = Route(self._route.venue, self._route.backend, self._route.base_url, self.serving.model_for(job))
         except (MalformedEvent, PylonError) as exc:
-            await self.replies.refuse_job(job, str(exc))
-            return
-        # Not awaited: inference need not wait for the relay's OK on a status message.
-        self._spawn(self.replies.feedback(job, "processing", content="Working on it."))
+            return str(exc)
+        if not ahead:  # not awaited: inference need not wait for the relay's OK on a status message
+            self._spawn(self.replies.feedback(job, "processing", content="Working on it."))
         try:
             # Probing (after a failure) blocks on HTTP: a worker thread then, never the loop.
             resolved = self.router.cached()
@@ -271,23 +291,30 @@ class ProviderNode:
                 response = await inference
         except asyncio.CancelledError:
             if (task := asyncio.current_task()) is not None and task.cancelling():
-                raise  # the worker itself is stopped
-            await self._drop_cancelled(job.id)  # its customer cancelled it mid-inference
-            return
+                raise  # the worker (or the work ahead) itself is stopped
+            return None  # its customer cancelled it mid-inference
         except (PylonError, lm15.LM15Error) as exc:
             self.router.invalidate()
             log.info("job %s: inference failed: %s", job.id[:12], exc)
-            await self.replies.refuse_job(job, admission.inference_failure(exc))
-            return
+            return admission.inference_failure(exc)
         result = job_result(job, response, form, public_model_name(route.model), price)
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:
-            limit = self.settings.max_result_bytes
-            await self.replies.refuse_job(job, f"result too large: {size} bytes, relays take {limit}")
+            return f"result too large: {size} bytes, relays take {self.settings.max_result_bytes}"
+        return _Answer(result, event)
+
+    async def _close(self, job: JobRequest, outcome: _Outcome, paid: bool) -> None:
+        """Publish ``job``'s answer (and book it), or refuse or drop the job as ``outcome`` says."""
+        assert self._client is not None
+        if outcome is None:
+            await self._drop_cancelled(job.id)
+            return
+        if isinstance(outcome, str):
+            await self.replies.refuse_job(job, outcome)
             return
         try:
-            await self._client.publish(event)
+            await self._client.publish(outcome.event)
         except ResultTooLarge as exc:
             await self.replies.refuse_job(job, f"result too large for the relays: {exc}")
             return
@@ -296,20 +323,39 @@ class ProviderNode:
             await self.jobs.run(self.jobs.move, job.id, JobStatus.ERROR, str(exc))
             self._count(error=True)
             return
-        self.replies.also_where_asked(event, job)
+        self.replies.also_where_asked(outcome.event, job)
         await self.jobs.run(self.jobs.move, job.id, JobStatus.DONE)
         if paid:
             await self.ledger.run(
                 self.ledger.earning_finished,
                 job.id,
                 Earned.DONE,
-                prompt_tokens=result.prompt_tokens or 0,
-                completion_tokens=result.completion_tokens or 0,
+                prompt_tokens=outcome.result.prompt_tokens or 0,
+                completion_tokens=outcome.result.completion_tokens or 0,
             )
         self._count(error=False)
 
-    async def run_paid(self, job: JobRequest) -> None:
-        """Queue a paid job; paid work is never turned away, so this waits for a slot."""
+    def work_ahead(self, job: JobRequest, price: int) -> asyncio.Task[_Outcome] | None:
+        """Start a billed job's inference before its payment, when the settings allow it and a
+        slot for such work is free; the caller publishes the answer once paid (or cancels it)."""
+        if not self.settings.work_before_payment or self._ahead_slots.locked():
+            return None
+        task = asyncio.get_running_loop().create_task(self._answer_ahead(job, price))
+        self.finish_before_stopping(task)
+        return task
+
+    async def _answer_ahead(self, job: JobRequest, price: int) -> _Outcome:
+        async with self._ahead_slots:
+            return await self._answer(job, price, paid=True, ahead=True)
+
+    async def run_paid(self, job: JobRequest, ahead: asyncio.Task[_Outcome] | None = None) -> None:
+        """Publish a paid job's answer worked out ahead; else queue the job (paid work is never
+        turned away, so this waits for a slot). Work ahead that failed is done again here."""
+        if ahead is not None:
+            outcome = await ahead
+            if isinstance(outcome, _Answer):
+                await self._close(job, outcome, paid=True)
+                return
         await self._queue.put(job)
 
     def _count(self, *, error: bool) -> None:

@@ -32,7 +32,9 @@ class Node(Protocol):
 
     replies: Replies
 
-    async def run_paid(self, job: JobRequest) -> None: ...
+    async def run_paid(self, job: JobRequest, ahead: asyncio.Task[Any] | None = None) -> None: ...
+
+    def work_ahead(self, job: JobRequest, price: int) -> asyncio.Task[Any] | None: ...
 
     def finish_before_stopping(self, task: asyncio.Task[Any]) -> None: ...
 
@@ -101,37 +103,48 @@ class ProviderBilling:
             await asyncio.wait(tasks)
 
     async def _bill(self, job: JobRequest, price: int) -> None:
-        """Invoice the job, wait until it is paid (or the invoice expires), then queue it."""
+        """Invoice the job, wait until it is paid (or the invoice expires), then run it - or,
+        when the node works ahead, publish what it worked out meanwhile."""
+        ahead = self.node.work_ahead(job, price)
         try:
-            invoice = await self.invoices.take(price, job.id)
-        except (WalletError, MalformedEvent) as exc:
-            await self.node.replies.refuse_job(job, f"could not create an invoice: {exc}")
-            return
-        await self.ledger.run(self._record_bill, job, price, invoice)
-        await self.node.replies.feedback(
-            job,
-            "payment-required",
-            amount_msats=price,
-            bolt11=invoice.bolt11,
-            content="Pay the invoice to run this job.",
-        )
-        await self._await_payment(job, invoice.payment_hash, invoice.expires_at)
+            try:
+                invoice = await self.invoices.take(price, job.id)
+            except (WalletError, MalformedEvent) as exc:
+                await self.node.replies.refuse_job(job, f"could not create an invoice: {exc}")
+                return
+            await self.ledger.run(self._record_bill, job, price, invoice)
+            await self.node.replies.feedback(
+                job,
+                "payment-required",
+                amount_msats=price,
+                bolt11=invoice.bolt11,
+                content="Pay the invoice to run this job.",
+            )
+            await self._await_payment(job, invoice.payment_hash, invoice.expires_at, ahead)
+            ahead = None  # handed over with the payment (or the wait ended unpaid: dropped below)
+        finally:
+            if ahead is not None:  # never paid (expired, cancelled, refused, the node stopping)
+                ahead.cancel()
 
-    async def _await_payment(self, job: JobRequest, payment_hash: str, expires_at: float) -> None:
-        """Wait for the invoice of ``job`` to be paid, then queue the job; drop it if it expires.
+    async def _await_payment(
+        self, job: JobRequest, payment_hash: str, expires_at: float, ahead: asyncio.Task[Any] | None = None
+    ) -> None:
+        """Wait for the invoice of ``job`` to be paid, then run the job; drop it if it expires.
 
         Cancelled when the node stops: the job stays ``invoiced`` and the next start resumes it.
         """
         status = await self.wallet.wait_settled(payment_hash, expires_at)
         if status is None:
+            if ahead is not None:
+                ahead.cancel()
             await self.ledger.run(self.ledger.earning_finished, job.id, Earned.EXPIRED, "invoice expired unpaid")
             why = "invoice expired unpaid; the job was dropped"
             await self.node.replies.refuse_job(job, why, status=JobStatus.EXPIRED)
             return
-        await self._paid(job, status.preimage)
+        await self._paid(job, status.preimage, ahead)
 
-    async def _paid(self, job: JobRequest, preimage: str | None) -> None:
-        """Record the payment of ``job`` and run it."""
+    async def _paid(self, job: JobRequest, preimage: str | None, ahead: asyncio.Task[Any] | None = None) -> None:
+        """Record the payment of ``job`` and run it (or publish the answer worked out ``ahead``)."""
         # Paid: the job must now run even if the node is stopping. Out of the waits a stop
         # cancels (and of the unpaid count), into the work the node drains before it stops.
         task = asyncio.current_task()
@@ -139,7 +152,7 @@ class ProviderBilling:
             self._tasks.discard(task)
             self.node.finish_before_stopping(task)
         await self.ledger.run(self._record_payment, job.id, preimage)
-        await self.node.run_paid(job)
+        await self.node.run_paid(job, ahead)
 
     # Blocking (SQLite), run in a worker thread; one hop each on the customer's critical path.
 

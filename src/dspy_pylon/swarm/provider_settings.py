@@ -45,6 +45,10 @@ class ProviderSettings:
     # Invoices made ahead per price, so a job's bill goes out without a wallet round trip first
     # (0 = make each invoice when its job arrives, named after the job).
     invoice_pool: int = 4
+    # Start a billed job's inference while its invoice waits, and publish the result once paid:
+    # the payment's round trips then overlap the work instead of preceding it. The risk is work
+    # never paid for, bounded by ``concurrency`` such jobs at once (beyond, jobs wait to be paid).
+    work_before_payment: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("price_msats", self.price_msats), *self.prices.items()):
@@ -79,7 +83,8 @@ def load_provider_file(path: Path) -> dict[str, Any]:
     """Settings from a provider TOML file (``$PYLON_HOME/provider.toml``); missing file = {}.
 
     Keys: ``relays`` (list), ``backend``, ``name``, ``about``, ``price_msats``, ``concurrency``,
-    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``default_max_tokens``, ``announce``, ``invoice_expiry_s`` and a
+    ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``default_max_tokens``, ``announce``, ``invoice_expiry_s``,
+    ``work_before_payment`` and a
     ``[prices]`` table of per-model prices in msats (``"llama3.2" = 2000``).
     """
     import tomllib
