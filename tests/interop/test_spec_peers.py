@@ -76,7 +76,7 @@ def test_a_spec_customer_reads_our_providers_private_answer(
     """A spec-built customer sends our provider an encrypted job: the result and the feedback
     come back in the scheme it used, the result keeps the ``request`` tag, nothing of the job
     is in the clear."""
-    provider = start_provider()
+    provider = start_provider(processing_feedback_after_s=0)  # feedback even on a quick job
     secret_prompt = "Say the secret word zebra-4711"
 
     async def run() -> tuple[Any, list[Any]]:
@@ -153,6 +153,21 @@ def spec_customer(relay_loop: NostrLoop, relay_url: str) -> Iterator[SpecCustome
 
 def _settle() -> None:
     time.sleep(0.5)  # what the provider would still send for a job would have arrived by now
+
+
+def test_a_quick_job_gets_its_result_without_processing_feedback(
+    start_provider: Any, spec_customer: SpecCustomer
+) -> None:
+    """``processing`` goes out only for a job still running after ``processing_feedback_after_s``."""
+    provider = start_provider(processing_feedback_after_s=5.0)
+    quick = spec_customer.request("a quick one", provider=provider.pubkey, max_tokens="4")
+    eventually(lambda: "result" in spec_customer.kinds(quick), timeout=20)
+    _settle()
+    assert spec_customer.kinds(quick) == ["result"]
+    slow = start_provider(processing_feedback_after_s=0.05, concurrency=1, max_tokens_cap=16_000)
+    long = spec_customer.request("a long answer", provider=slow.pubkey, max_tokens="3000")
+    eventually(lambda: "result" in spec_customer.kinds(long), timeout=60)
+    assert spec_customer.kinds(long) == ["processing", "result"]
 
 
 def test_a_queued_job_deleted_by_its_customer_never_runs(start_provider: Any, spec_customer: SpecCustomer) -> None:
@@ -241,7 +256,8 @@ def test_answers_also_go_to_the_relays_the_job_names(
     use itself (it publishes there, write-only, and subscribes to nothing there)."""
     from dspy_pylon.nostr.relay_server import start_embedded_relay
 
-    provider = start_provider(allow_local_relays=True)  # the test relays are on loopback
+    # The test relays are on loopback; processing feedback even on a quick job (it goes there too).
+    provider = start_provider(allow_local_relays=True, processing_feedback_after_s=0)
     other, other_url = relay_loop.run(start_embedded_relay())
     try:
         job = spec_customer.request("answer me over there too", provider=provider.pubkey, relays=(relay_url, other_url))

@@ -25,7 +25,7 @@ SwarmLM = Callable[..., pylon.PylonLM]
 def test_swarm_call_carries_provider_job_relay_and_usage(
     start_provider: StartProvider, swarm_lm: SwarmLM, relay_url: str
 ) -> None:
-    provider = start_provider()
+    provider = start_provider(processing_feedback_after_s=0)  # feedback even on this quick job
     lm = swarm_lm(max_tokens=6, temperature=0.0)
     [text] = lm("hello swarm")
     assert text

@@ -13,8 +13,10 @@ decrypting pair).
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 
+from dspy_pylon.nostr import fast_ffi
 from dspy_pylon.plain_errors import MalformedEvent
 
 __all__ = ["Cipher", "cipher_of", "decrypt", "encrypt"]
@@ -32,9 +34,11 @@ def cipher_of(payload: str) -> Cipher:
     return Cipher.NIP04 if "?iv=" in payload else Cipher.NIP44
 
 
+@functools.lru_cache(maxsize=4096)  # a job's peer recurs for each event; a parse is an FFI call
 def _public_key(hex_key: str) -> Any:
     import nostr_sdk
 
+    fast_ffi.ensure()  # the payloads cross into Rust byte by byte otherwise
     try:
         return nostr_sdk.PublicKey.parse(hex_key)
     except Exception as exc:  # nostr-sdk raises its own error type

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from dspy_pylon.errors import MalformedEvent, RelayUnavailable, ResultTooLarge
+from dspy_pylon.nostr import fast_ffi
 from dspy_pylon.nostr.events import RawEvent, from_sdk
 
 log = logging.getLogger("dspy_pylon.nostr")
@@ -63,6 +64,7 @@ class RelayClient:
         """Connect to every relay (waiting up to ``connect_timeout``) and start routing events."""
         import nostr_sdk
 
+        fast_ffi.ensure()  # every event, filter and URL handed to nostr-sdk then crosses faster
         client = nostr_sdk.Client()
         options = relay_options()
         for url in self.relays:

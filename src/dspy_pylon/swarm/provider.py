@@ -1,10 +1,11 @@
 """The provider node: serves NIP-90 text-generation jobs from relays with a local backend.
 
 Subscribes to job requests, honours ``p`` targeting, claims each job once (SQLite), sends
-``processing`` feedback, runs the chat on the local backend and publishes the result with
-``request``, ``e``, ``p``, ``i``, ``amount``, ``model`` and ``usage`` tags — or ``error``
-feedback saying why not. A bounded queue and a worker pool (a TaskGroup in :meth:`~ProviderNode.serve`)
-give back-pressure; after :meth:`~ProviderNode.request_stop`, serve finishes the jobs in flight.
+``processing`` feedback (for a job still running after a moment), runs the chat on the local
+backend and publishes the result with ``request``, ``e``, ``p``, ``i``, ``amount``, ``model``
+and ``usage`` tags — or ``error`` feedback saying why not. A bounded queue and a worker pool
+(a TaskGroup in :meth:`~ProviderNode.serve`) give back-pressure; after
+:meth:`~ProviderNode.request_stop`, serve finishes the jobs in flight.
 """
 
 from __future__ import annotations
@@ -277,8 +278,7 @@ class ProviderNode:
             route = Route(self._route.venue, self._route.backend, self._route.base_url, self.serving.model_for(job))
         except (MalformedEvent, PylonError) as exc:
             return str(exc)
-        if not ahead:  # not awaited: inference need not wait for the relay's OK on a status message
-            self._spawn(self.replies.feedback(job, "processing", content="Working on it."))
+        status = None if ahead else self._processing_later(job)
         try:
             # Probing (after a failure) blocks on HTTP: a worker thread then, never the loop.
             resolved = self.router.cached()
@@ -297,12 +297,28 @@ class ProviderNode:
             self.router.invalidate()
             log.info("job %s: inference failed: %s", job.id[:12], exc)
             return admission.inference_failure(exc)
+        finally:
+            if status is not None:
+                status.cancel()  # answered (or failed) before the feedback was due: the result says it all
         result = job_result(job, response, form, public_model_name(route.model), price)
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:
             return f"result too large: {size} bytes, relays take {self.settings.max_result_bytes}"
         return _Answer(result, event)
+
+    def _processing_later(self, job: JobRequest) -> asyncio.TimerHandle | None:
+        """Send ``processing`` feedback on ``job`` once it has run for the configured delay (at once
+        for 0); the handle cancels it. Never awaited: inference need not wait for a relay's OK."""
+
+        def send() -> None:
+            self._spawn(self.replies.feedback(job, "processing", content="Working on it."))
+
+        delay = self.settings.processing_feedback_after_s
+        if delay <= 0:
+            send()
+            return None
+        return asyncio.get_running_loop().call_later(delay, send)
 
     async def _close(self, job: JobRequest, outcome: _Outcome, paid: bool) -> None:
         """Publish ``job``'s answer (and book it), or refuse or drop the job as ``outcome`` says."""

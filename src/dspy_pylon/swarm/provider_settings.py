@@ -49,6 +49,11 @@ class ProviderSettings:
     # the payment's round trips then overlap the work instead of preceding it. The risk is work
     # never paid for, bounded by ``concurrency`` such jobs at once (beyond, jobs wait to be paid).
     work_before_payment: bool = False
+    # ``processing`` feedback goes out once a job has run this long without an answer (0: at
+    # once). A quick job's result says it all; each feedback is an event to sign and send, and
+    # one for its customer (and every relay) to receive, verify and read - a third of the
+    # messages of a quick job.
+    processing_feedback_after_s: float = 0.25
 
     def __post_init__(self) -> None:
         for name, value in (("price_msats", self.price_msats), *self.prices.items()):
@@ -58,6 +63,9 @@ class ProviderSettings:
             raise ConfigError(f"invoice_expiry_s must be an integer of seconds, got {self.invoice_expiry_s!r}")
         if self.invoice_expiry_s < 1:
             raise ConfigError("invoice_expiry_s must be at least 1 second: customers need time to pay")
+        delay = self.processing_feedback_after_s
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 3600:
+            raise ConfigError(f"processing_feedback_after_s must be 0 to 3600 seconds, got {delay!r}")
         for name, value in (("max_tokens_cap", self.max_tokens_cap), ("default_max_tokens", self.max_tokens_default)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer of tokens, got {value!r}")
@@ -84,7 +92,7 @@ def load_provider_file(path: Path) -> dict[str, Any]:
 
     Keys: ``relays`` (list), ``backend``, ``name``, ``about``, ``price_msats``, ``concurrency``,
     ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``default_max_tokens``, ``announce``, ``invoice_expiry_s``,
-    ``work_before_payment`` and a
+    ``work_before_payment``, ``processing_feedback_after_s`` and a
     ``[prices]`` table of per-model prices in msats (``"llama3.2" = 2000``).
     """
     import tomllib
