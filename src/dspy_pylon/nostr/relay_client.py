@@ -56,8 +56,9 @@ class RelayClient:
         self.connect_timeout = connect_timeout
         self.ok_timeout = ok_timeout
         self.dropped: Counter[str] = Counter()
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, tuple[Handler, Callable[[RawEvent], bool] | None]] = {}
         self._client: Any = None
+        self._own: Any = None  # the SendEventTarget of our relays, built once
         self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> RelayClient:
@@ -67,11 +68,15 @@ class RelayClient:
         fast_ffi.ensure()  # every event, filter and URL handed to nostr-sdk then crosses faster
         client = nostr_sdk.Client()
         options = relay_options()
+        urls = []
         for url in self.relays:
             try:
-                await client.add_relay(nostr_sdk.RelayUrl.parse(url), opts=options)
+                urls.append(nostr_sdk.RelayUrl.parse(url))
+                await client.add_relay(urls[-1], opts=options)
             except Exception as exc:  # nostr-sdk raises its own error type for a bad URL
                 raise RelayUnavailable(f"relay URL {url!r} is invalid: {exc}") from exc
+        # Ours only, by name: relays added for one event elsewhere never get the others.
+        self._own = nostr_sdk.SendEventTarget.to(urls)
         # Take the notification stream before any subscription, so no event is missed.
         notifications = client.notifications()
         # try_connect returns once every relay connected or failed: a refused port or an
@@ -104,13 +109,18 @@ class RelayClient:
                 return
             if not notification.is_new_event():
                 continue
-            handler = self._handlers.get(notification.subscription_id)
-            if handler is None:
+            routed = self._handlers.get(notification.subscription_id)
+            if routed is None:
                 self.dropped["no subscription"] += 1
                 continue
-            try:
-                raw = from_sdk(notification.event)
-            except MalformedEvent:
+            handler, wanted = routed
+            event = notification.event
+            raw = from_sdk(event, verify=False)
+            # The signature is checked on what the subscriber wants: an event it drops unread
+            # (a job for another provider) costs no verification.
+            if wanted is not None and not wanted(raw):
+                continue
+            if not event.verify():
                 self.dropped["bad signature"] += 1
                 continue
             try:
@@ -118,12 +128,16 @@ class RelayClient:
             except Exception:  # a handler bug must not stop routing for everyone
                 log.exception("event handler failed")
 
-    async def subscribe(self, filters: Sequence[Any], handler: Handler) -> str:
-        """Subscribe with nostr-sdk ``Filter`` objects; ``handler(raw_event, relay_url)`` gets new events."""
+    async def subscribe(
+        self, filters: Sequence[Any], handler: Handler, wanted: Callable[[RawEvent], bool] | None = None
+    ) -> str:
+        """Subscribe with nostr-sdk ``Filter`` objects; ``handler(raw_event, relay_url)`` gets new
+        events whose signature checks out. ``wanted``, if given, sees each event first, before
+        its signature is checked (so it must not trust it), and drops those it returns False for."""
         import nostr_sdk
 
         output = await self.client.subscribe(nostr_sdk.ReqTarget.auto(list(filters)))
-        self._handlers[output.id] = handler
+        self._handlers[output.id] = (handler, wanted)
         if not output.success:
             failures = "; ".join(f"{url}: {why}" for url, why in output.failed.items())
             log.warning("subscription reached no relay yet (%s); it is re-sent on reconnect", failures)
@@ -136,13 +150,9 @@ class RelayClient:
 
     async def publish(self, event: Any, ok_timeout: float | None = None) -> Published:
         """Send a signed event to every relay of ours; raises if none accepted it."""
-        import nostr_sdk
 
         output = await self.client.send_event(
-            event,
-            # Ours only, by name: relays added for one event elsewhere never get the others.
-            target=nostr_sdk.SendEventTarget.to([nostr_sdk.RelayUrl.parse(url) for url in self.relays]),
-            ok_timeout=timedelta(seconds=self.ok_timeout if ok_timeout is None else ok_timeout),
+            event, target=self._own, ok_timeout=timedelta(seconds=self.ok_timeout if ok_timeout is None else ok_timeout)
         )
         accepted = tuple(str(url) for url in output.success)
         failed = {str(url): str(why) for url, why in output.failed.items()}

@@ -142,7 +142,7 @@ class ProviderNode:
         # Only jobs from now on: stored requests were meant for whoever was online then.
         since = nostr_sdk.Timestamp.now()
         await self._client.subscribe(
-            [nostr_sdk.Filter().kind(nostr_sdk.Kind(TEXT_GENERATION)).since(since)], self._on_request
+            [nostr_sdk.Filter().kind(nostr_sdk.Kind(TEXT_GENERATION)).since(since)], self._on_request, self._for_us
         )
         # Cancellations of text-generation jobs (NIP-09 deletions naming the kind, as NIP-90 says).
         deletions = nostr_sdk.Filter().kind(nostr_sdk.Kind(DELETION_KIND)).since(since)
@@ -173,12 +173,18 @@ class ProviderNode:
 
     # ─── intake: cheap checks in the routing callback, the rest in a task off it ───
 
-    def _on_request(self, event: RawEvent, relay: str) -> None:
+    def _for_us(self, event: RawEvent) -> bool:
+        """Whether a job request is ours to look at (before its signature is checked): broadcast,
+        or naming this node."""
         self.stats.received += 1
-        targeted = any(tag[1] == self.pubkey for tag in event.tags_named("p") if len(tag) > 1)
-        if event.tags_named("p") and not targeted:
+        named = event.tags_named("p")
+        if named and not any(len(tag) > 1 and tag[1] == self.pubkey for tag in named):
             self.stats.ignored["targets another provider"] += 1
-            return
+            return False
+        return True
+
+    def _on_request(self, event: RawEvent, relay: str) -> None:
+        targeted = bool(event.tags_named("p"))  # naming us: _for_us dropped the others
         if not self._accepting:
             self.stats.ignored["shutting down"] += 1
             return
