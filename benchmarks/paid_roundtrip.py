@@ -126,6 +126,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-diagnostic", action="store_true", help="skip the embedded relay's TCP_NODELAY diagnostic run"
     )
     parser.add_argument("--profile", action="store_true", help="add the step-by-step timeline of each call")
+    parser.add_argument(
+        "--work-before-payment",
+        action="store_true",
+        help="the provider starts a paid job's inference while its invoice waits (work_before_payment)",
+    )
     return parser.parse_args(argv)
 
 
@@ -143,13 +148,26 @@ class PaidSwarm:
     funded ``customer`` account, and ONE node - free by default, PRICE for jobs naming
     ``model`` - paid into the ``provider`` account, its inference timed."""
 
-    def __init__(self, url: str, state_dir: Path, llama_url: str, model: str, fund_msats: int, concurrency: int):
+    def __init__(
+        self,
+        url: str,
+        state_dir: Path,
+        llama_url: str,
+        model: str,
+        fund_msats: int,
+        concurrency: int,
+        work_before_payment: bool = False,
+    ):
         self.swarm = LocalSwarm(state_dir, providers=0, funds_msats=fund_msats, relay_url=url, backend_url=llama_url)
         self.swarm.start()
         try:
             self.wallet = self.swarm.wallet("provider", timeout=30)
             self.node = self.swarm.add_provider(
-                wallet=self.wallet, concurrency=concurrency, price_msats=0, prices={model: PRICE_MSATS}
+                wallet=self.wallet,
+                concurrency=concurrency,
+                price_msats=0,
+                prices={model: PRICE_MSATS},
+                work_before_payment=work_before_payment,
             )
             if model not in self.node.models:
                 raise SystemExit(f"the provider does not list the served model {model!r}: {self.node.models}")
@@ -221,8 +239,8 @@ def profile_wallet(paid: PaidSwarm, payer_wallet: NwcWallet, numbers: WalletRequ
 
     timed(paid.wallet, "make_invoice", "provider: make_invoice")
     timed(payer_wallet, "pay_invoice", "customer: pay_invoice")
-    assert paid.wallet._listener is not None
-    profile_relay_client(paid.wallet._listener, "provider's wallet listener")
+    assert paid.wallet._relay is not None
+    profile_relay_client(paid.wallet._relay, "provider's wallet listener")
 
 
 def batch(lm: pylon.PylonLM, jobs: int, inflight: int, tag: str) -> dict[str, Any]:
@@ -317,7 +335,7 @@ def measure(
     paid_calls = 1 + args.warmup + args.iterations + THROUGHPUT_WARMUP + args.jobs
     fund = 2 * paid_calls * PRICE_MSATS
     # A swarm per measurement: the customer's spend ledger and reputation (its home) start empty.
-    paid = PaidSwarm(url, tmp / f"swarm-{label}", llama_url, model, fund, args.concurrency)
+    paid = PaidSwarm(url, tmp / f"swarm-{label}", llama_url, model, fund, args.concurrency, args.work_before_payment)
     customer_loop = NostrLoop.shared()
     echo = Echo(url)  # on the provider's loop, as the provider's own replies are
     echo_pubkey = paid.swarm.loop.run(echo.start(), timeout=30)
@@ -551,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "paid_roundtrip",
             "iterations": args.iterations,
             "price_msats": PRICE_MSATS,
+            "work_before_payment": args.work_before_payment,
             "bid_msats": BID_MSATS,
             "relays": relays,
             "targets": {"added_p50/floor_p50<": TARGET_ADDED_OVER_FLOOR, "lost==": TARGET_LOST, "money": "adds up"},

@@ -11,6 +11,7 @@ first (:func:`public_only`, at the edge) so a name pointing at a private address
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ __all__ = ["MAX_PER_JOB", "public_only", "usable_relays"]
 MAX_PER_JOB = 3
 
 
+@functools.lru_cache(maxsize=1024)  # a customer names the same relays on every job; a parse crosses the FFI
 def _normalised(url: str) -> str | None:
     """``url`` as nostr-sdk reads it (None when it is not a ws/wss relay URL)."""
     import nostr_sdk

@@ -196,6 +196,11 @@ def result_type_for(plaintext: str) -> str:
     return method if isinstance(method, str) else ""
 
 
+def request_json(method: str, params: Mapping[str, Any]) -> str:
+    """A request's plaintext: ``{"method", "params": {...}}``."""
+    return json.dumps({"method": method, "params": dict(params)}, separators=(",", ":"), ensure_ascii=False)
+
+
 def response_json(
     result_type: str, result: Mapping[str, Any] | None = None, error: tuple[str, str] | None = None
 ) -> str:

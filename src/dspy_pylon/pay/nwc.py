@@ -1,8 +1,15 @@
-"""A Nostr Wallet Connect (NIP-47) wallet client: nostr-sdk's ``NostrWalletConnect`` at the edge.
+"""A Nostr Wallet Connect (NIP-47) wallet client over one relay connection of its own.
 
 Configured by an NWC URI (``nostr+walletconnect://<wallet>?relay=...&secret=...``) from
 ``$PYLON_NWC_URI`` or ``$PYLON_HOME/nwc.uri`` (which must be mode 0600). The URI holds
 a secret: it is never logged, shown in a ``repr`` or put in an error message.
+
+Requests are signed and encrypted here (NIP-04, the scheme every NIP-47 wallet reads, as
+nostr-sdk's own client writes them) and answered on ONE subscription to the wallet's responses,
+opened once. nostr-sdk's ``NostrWalletConnect`` opens a relay subscription per request: a
+round trip more per payment, and past a relay's cap on subscriptions (nostr-relay: 32) answers
+were lost, so calls had to be queued 8 at a time. Error codes come from the response itself,
+not from the wording of a library's error text.
 
 Use the coroutines on the :class:`~dspy_pylon.nostr.loop.NostrLoop`. A provider waiting
 for its invoice to be paid listens for the wallet's ``payment_received`` notifications
@@ -19,12 +26,12 @@ import stat
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from dspy_pylon.errors import ConfigError, WalletError
-from dspy_pylon.nostr.events import RawEvent
+from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, WalletError
+from dspy_pylon.nostr.ciphers import Cipher, decrypt, encrypt
+from dspy_pylon.nostr.events import RawEvent, sign
 from dspy_pylon.pay import nip47
 
 log = logging.getLogger("dspy_pylon.pay")
@@ -69,15 +76,6 @@ class InvoiceStatus:
     def settled(self) -> bool:
         """Whether the invoice was paid."""
         return self.state == "settled"
-
-
-def _wallet_error(what: str, exc: Exception) -> WalletError:
-    from dspy_pylon.pay import nip47
-
-    text = nip47.sdk_error_text(exc)
-    if "response not received" in text.lower() or "timeout" in text.lower():
-        return WalletError(f"wallet {what}: no answer from the wallet ({text})"[:500], "TIMEOUT")
-    return WalletError(f"wallet {what} failed: {text}"[:500], nip47.sdk_error_code(text) or "INTERNAL")
 
 
 def load_nwc_uri(home: Path | None = None) -> str | None:
@@ -150,19 +148,16 @@ def parse_nwc_uri(uri: str) -> Any:
 class NwcWallet:
     """A wallet reached through NIP-47. Create anywhere; use its coroutines on the NostrLoop."""
 
-    #: Requests in flight at once. nostr-sdk's client opens one relay subscription per
-    #: request, and relays cap subscriptions per connection (nostr-relay: 32); past the cap
-    #: the relay closes the subscription and the answer is lost.
-    MAX_IN_FLIGHT = 8
-
     def __init__(self, uri: str, *, timeout: float = 30.0) -> None:
         self._uri = parse_nwc_uri(uri)
         self.timeout = timeout
-        self._slots: asyncio.Semaphore | None = None
         self.wallet_pubkey = str(self._uri.public_key().to_hex())
         self.relays = tuple(str(url) for url in self._uri.relays())
-        self._client: Any = None
-        self._listener: Any = None
+        self._keys: Any = None
+        self._relay: Any = None  # RelayClient: requests, responses and notifications
+        self._opening: asyncio.Lock | None = None
+        self._listening = False
+        self._answers: dict[str, asyncio.Future[str]] = {}
         self._waiters: dict[str, asyncio.Future[str | None]] = {}
         self._settled_early: OrderedDict[str, str | None] = OrderedDict()
         # Hashes whose wait has ended: a repeated notification (both NIP-47 kinds) is not kept.
@@ -180,35 +175,89 @@ class NwcWallet:
     @property
     def client_pubkey(self) -> str:
         """The public key this connection signs wallet requests with."""
-        import nostr_sdk
+        return str(self._client_keys().public_key().to_hex())
 
-        return str(nostr_sdk.Keys(self._uri.secret()).public_key().to_hex())
-
-    def _nwc(self) -> Any:
-        if self._client is None:
+    def _client_keys(self) -> Any:
+        if self._keys is None:
             import nostr_sdk
 
-            self._client = (
-                nostr_sdk.NostrWalletConnectBuilder(self._uri).timeout(timedelta(seconds=self.timeout)).build()
-            )
-        return self._client
+            self._keys = nostr_sdk.Keys(self._uri.secret())
+        return self._keys
 
-    async def _call(self, what: str, coro_factory: Any) -> Any:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.MAX_IN_FLIGHT)
+    async def _connection(self) -> Any:
+        """The relay connection, opened on first use with its subscription to our responses."""
+        if self._relay is not None:
+            return self._relay
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._relay is None:
+                import nostr_sdk
+
+                from dspy_pylon.nostr.relay_client import RelayClient
+
+                relay = await RelayClient(self.relays).start()
+                responses = (
+                    nostr_sdk.Filter()
+                    .kind(nostr_sdk.Kind(nip47.RESPONSE_KIND))
+                    .author(self._uri.public_key())
+                    .pubkey(self._client_keys().public_key())
+                    .since(nostr_sdk.Timestamp.from_secs(max(0, int(time.time()) - 60)))
+                )
+                await relay.subscribe([responses], self._on_response)
+                self._relay = relay
+        return self._relay
+
+    def _on_response(self, event: RawEvent, relay: str) -> None:
+        request_id = event.value("e")
+        answer = self._answers.get(request_id or "")
+        if answer is None or answer.done() or event.pubkey != self.wallet_pubkey:
+            return  # not ours, a copy from a second relay, or an answer nobody waits for any more
         try:
-            async with self._slots:
-                return await coro_factory(self._nwc())
-        except Exception as exc:  # nostr-sdk raises one error type; its text carries the NIP-47 code
-            raise _wallet_error(what, exc) from None
+            plaintext, _ = decrypt(self._client_keys(), event.pubkey, event.content)
+        except MalformedEvent:
+            log.info("unreadable wallet response %s", event.id[:12])
+            return
+        answer.set_result(plaintext)
+
+    async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One NIP-47 request; the response's ``result``, or :class:`WalletError` with its code."""
+        relay = await self._connection()
+        keys = self._client_keys()
+        content = encrypt(keys, self.wallet_pubkey, nip47.request_json(method, params), Cipher.NIP04)
+        event = sign(nip47.REQUEST_KIND, content, [["p", self.wallet_pubkey]], keys)
+        request_id = str(event.id().to_hex())
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._answers[request_id] = answer
+        try:
+            try:
+                await relay.publish(event)
+            except PylonError as exc:
+                # Unknown whether a relay passed it on (an OK can be lost): as uncertain as no answer.
+                why = f"wallet {method}: the request may not have reached the wallet ({exc})"
+                raise WalletError(why, "TIMEOUT") from None
+            try:
+                plaintext = await asyncio.wait_for(answer, self.timeout)
+            except TimeoutError:
+                why = f"wallet {method}: no answer from the wallet within {self.timeout:g} s"
+                raise WalletError(why, "TIMEOUT") from None
+        finally:
+            self._answers.pop(request_id, None)
+        try:
+            response = nip47.parse_response(plaintext)
+        except MalformedEvent as exc:
+            raise WalletError(f"wallet {method}: unreadable answer ({exc})", nip47.INTERNAL) from None
+        if response.error is not None:
+            code = response.error.code if response.error.code in nip47.ERROR_CODES else nip47.OTHER
+            raise WalletError(f"wallet {method} failed: {response.error.message} [{code}]"[:500], code)
+        if response.result_type != method or response.result is None:
+            raise WalletError(f"wallet {method}: the answer is for {response.result_type!r}", nip47.INTERNAL)
+        return response.result
 
     async def pay_invoice(self, bolt11: str) -> PaymentResult:
         """Pay ``bolt11``; :class:`WalletError` if the wallet refused or did not answer."""
-        import nostr_sdk
-
-        request = nostr_sdk.PayInvoiceRequest(id=None, invoice=bolt11, amount=None)
         try:
-            response = await self._call("pay_invoice", lambda nwc: nwc.pay_invoice(request))
+            result = await self._call("pay_invoice", {"invoice": bolt11})
         except WalletError as exc:
             if exc.code != "TIMEOUT":
                 raise
@@ -219,89 +268,87 @@ class NwcWallet:
             if status is None or not status.settled or not status.preimage:
                 raise
             return PaymentResult(status.preimage, status.fees_msats)
-        return PaymentResult(str(response.preimage), int(response.fees_paid or 0))
+        preimage = result.get("preimage")
+        if not isinstance(preimage, str) or not preimage:
+            raise WalletError("wallet pay_invoice: the answer has no preimage", nip47.INTERNAL)
+        return PaymentResult(preimage, _msats(result, "fees_paid"))
 
     async def make_invoice(self, amount_msats: int, description: str, expiry_s: int) -> MadeInvoice:
         """A new invoice for ``amount_msats`` payable to this wallet."""
-        import nostr_sdk
-
         from dspy_pylon.pay.invoice import decode_invoice
 
-        request = nostr_sdk.MakeInvoiceRequest(
-            amount=amount_msats, description=description, description_hash=None, expiry=expiry_s
-        )
-        response = await self._call("make_invoice", lambda nwc: nwc.make_invoice(request))
-        bolt11 = str(response.invoice)
-        if response.payment_hash and response.expires_at is not None and response.amount is not None:
-            # The wallet said what it made; decoding (~4 ms of pure Python) is only the fallback.
-            made_amount, payment_hash = int(response.amount), str(response.payment_hash)
-            expires_at = int(response.expires_at.as_secs())
+        params = {"amount": amount_msats, "description": description, "expiry": expiry_s}
+        result = await self._call("make_invoice", params)
+        bolt11 = result.get("invoice")
+        if not isinstance(bolt11, str) or not bolt11:
+            raise WalletError("wallet make_invoice: the answer has no invoice", nip47.INTERNAL)
+        payment_hash, expires_at, amount = result.get("payment_hash"), result.get("expires_at"), result.get("amount")
+        if isinstance(payment_hash, str) and _is_int(expires_at) and _is_int(amount):
+            # The wallet said what it made; decoding is only the fallback.
+            made_amount, made_hash, made_expiry = int(amount), payment_hash, int(expires_at)
         else:
-            invoice = decode_invoice(bolt11)
-            made_amount, payment_hash, expires_at = invoice.amount_msats or 0, invoice.payment_hash, invoice.expires_at
+            try:
+                invoice = decode_invoice(bolt11)
+            except MalformedEvent as exc:
+                raise WalletError(f"wallet make_invoice: {exc}", nip47.INTERNAL) from None
+            made_amount, made_hash, made_expiry = invoice.amount_msats or 0, invoice.payment_hash, invoice.expires_at
         if made_amount != amount_msats:
             raise WalletError(
-                f"the wallet made an invoice for {made_amount} msats instead of {amount_msats}", "INTERNAL"
+                f"the wallet made an invoice for {made_amount} msats instead of {amount_msats}", nip47.INTERNAL
             )
-        return MadeInvoice(bolt11, payment_hash, amount_msats, expires_at)
+        return MadeInvoice(bolt11, made_hash, amount_msats, made_expiry)
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus:
         """The wallet's record of an invoice (incoming or outgoing) by payment hash."""
-        import nostr_sdk
-
-        request = nostr_sdk.LookupInvoiceRequest(payment_hash=payment_hash, invoice=None)
-        response = await self._call("lookup_invoice", lambda nwc: nwc.lookup_invoice(request))
-        state = response.state.name.lower() if response.state is not None else "pending"
-        settled_at = response.settled_at.as_secs() if response.settled_at is not None else None
+        result = await self._call("lookup_invoice", {"payment_hash": payment_hash})
+        state = result.get("state")
+        if state not in ("pending", "settled", "expired", "failed", "accepted"):
+            # Wallets before NIP-47's ``state`` field: settled once it has a settlement time.
+            state = "settled" if _is_int(result.get("settled_at")) else "pending"
+        preimage = result.get("preimage")
+        settled_at = result.get("settled_at")
         return InvoiceStatus(
-            payment_hash=str(response.payment_hash),
-            state=state,
-            amount_msats=int(response.amount),
-            preimage=response.preimage or None,
-            fees_msats=int(response.fees_paid or 0),
-            settled_at=None if settled_at is None else int(settled_at),
+            payment_hash=str(result.get("payment_hash") or payment_hash),
+            state=str(state),
+            amount_msats=_msats(result, "amount"),
+            preimage=preimage if isinstance(preimage, str) and preimage else None,
+            fees_msats=_msats(result, "fees_paid"),
+            settled_at=int(settled_at) if _is_int(settled_at) else None,
         )
 
     async def get_balance(self) -> int:
         """The wallet balance in msats."""
-        response = await self._call("get_balance", lambda nwc: nwc.get_balance())
-        return int(response.balance)
+        result = await self._call("get_balance", {})
+        if not _is_int(result.get("balance")):
+            raise WalletError("wallet get_balance: the answer has no balance", nip47.INTERNAL)
+        return int(result["balance"])
 
     # ─── waiting for an incoming payment ───
 
     async def _listen(self) -> None:
-        if self._listener is not None:
+        if self._listening:
             return
+        self._listening = True
         import nostr_sdk
 
-        from dspy_pylon.nostr.relay_client import RelayClient
-
-        listener = RelayClient(self.relays)
-        self._listener = listener
-        await listener.start()
+        relay = await self._connection()
         since = nostr_sdk.Timestamp.from_secs(max(0, int(time.time()) - 60))
         notifications = (
             nostr_sdk.Filter()
             .kinds([nostr_sdk.Kind(k) for k in NOTIFICATION_KINDS])
             .author(self._uri.public_key())
-            .pubkey(nostr_sdk.Keys(self._uri.secret()).public_key())
+            .pubkey(self._client_keys().public_key())
             .since(since)
         )
-        await listener.subscribe([notifications], self._on_notification)
+        await relay.subscribe([notifications], self._on_notification)
 
     def _on_notification(self, event: RawEvent, relay: str) -> None:
-        import nostr_sdk
-
         if event.pubkey != self.wallet_pubkey:
             return
         try:
-            wallet = nostr_sdk.PublicKey.parse(event.pubkey)
-            if event.kind == nip47.NOTIFICATION_KIND_NIP44:
-                text = nostr_sdk.nip44_decrypt(self._uri.secret(), wallet, event.content)
-            else:
-                text = nostr_sdk.nip04_decrypt(self._uri.secret(), wallet, event.content)
+            text, _ = decrypt(self._client_keys(), event.pubkey, event.content)
             notification = nip47.parse_notification(text)
-        except Exception:  # nostr-sdk's decryption error or MalformedEvent: not a payment we can read
+        except MalformedEvent:  # not a payment we can read
             log.debug("unreadable wallet notification %s", event.id[:12])
             return
         if notification.notification_type != nip47.PAYMENT_RECEIVED:
@@ -370,7 +417,18 @@ class NwcWallet:
             return None
 
     async def close(self) -> None:
-        """Disconnect the notification listener."""
-        if self._listener is not None:
-            await self._listener.close()
-            self._listener = None
+        """Disconnect from the wallet's relays (requests and notifications)."""
+        relay, self._relay = self._relay, None
+        self._listening = False
+        if relay is not None:
+            await relay.close()
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _msats(result: dict[str, Any], name: str) -> int:
+    """A non-negative msats field of a result (0 when absent or not an integer)."""
+    value = result.get(name)
+    return int(value) if _is_int(value) and value >= 0 else 0
