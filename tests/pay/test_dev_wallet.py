@@ -31,6 +31,7 @@ from dspy_pylon.nostr.events import RawEvent, from_sdk, sign
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay import nip47
+from dspy_pylon.pay.bolt11_reader import read_bolt11
 from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL, DevWalletRefusal, DevWalletService, DevWalletStore
 from tests.relays import EmbeddedRelay
 
@@ -647,10 +648,11 @@ def test_invoice_amounts_are_exact_millisatoshis(store: DevWalletStore, amount: 
     assert store.balance("provider") == amount
 
 
-def test_amounts_bolt11_cannot_encode_are_refused(store: DevWalletStore) -> None:
-    # bolt11 2.2.0 writes 1000 BTC as "1" (no multiplier) and reads it back wrong.
-    with pytest.raises(DevWalletRefusal, match="cannot be encoded exactly"):
-        store.make_invoice("provider", 100_000_000_000_000, "1000 BTC", 60)
+def test_every_amount_is_written_exactly_and_bad_invoices_are_refused(store: DevWalletStore) -> None:
+    # bolt11 2.2.0 wrote 1000 BTC as "1" (1 BTC); pylon's writer writes "1000".
+    thousand_btc = 100_000_000_000_000
+    made = store.make_invoice("provider", thousand_btc, "1000 BTC", 60)
+    assert made.bolt11.startswith("lnbcrt10001") and read_bolt11(made.bolt11).amount_msats == thousand_btc
     with pytest.raises(ConfigError):
         store.make_invoice("provider", 0, "nothing", 60)
     with pytest.raises(DevWalletRefusal, match="639"):

@@ -16,8 +16,6 @@ DEV_WALLET_LABEL = "development wallet — no real money"
 CURRENCY = "bcrt"
 NETWORK = "regtest"
 DEFAULT_EXPIRY_S = 3600
-# Invoices of at least this much (1 BTC) are decoded again to catch bolt11's encoding bug.
-_READ_BACK_FROM_MSATS = 100_000_000_000
 MAX_EXPIRY_S = 365 * 24 * 3600
 # A BOLT11 tagged field holds at most 1023 five-bit groups: 639 bytes of description.
 MAX_DESCRIPTION_BYTES = 639
