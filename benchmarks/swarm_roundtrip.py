@@ -161,14 +161,15 @@ def profile_relay_client(client: Any, who: str) -> None:
             TIMELINE.mark(f"{who}: publish {kind} OK")
 
     client.publish = timed_publish
-    for sub_id, handler in list(client._handlers.items()):
+    # Each subscription keeps (handler, wanted): the handler is wrapped, its filter kept.
+    for sub_id, (handler, wanted) in list(client._handlers.items()):
 
         def timed_handler(event: Any, relay: str, handler: Any = handler) -> None:
             TIMELINE.mark(f"{who}: got {event.kind}")
             handler(event, relay)
             TIMELINE.mark(f"{who}: handled {event.kind}")
 
-        client._handlers[sub_id] = timed_handler
+        client._handlers[sub_id] = (timed_handler, wanted)
 
 
 # ─── the floor: two bare nostr-sdk clients ───
