@@ -53,3 +53,12 @@ def test_signing_keeps_every_field_and_a_bad_tag_is_a_typed_error() -> None:
     assert raw.id == event.id().to_hex() and abs(raw.created_at - nostr_sdk.Timestamp.now().as_secs()) <= 2
     with pytest.raises(MalformedEvent):
         sign(1, "x", [[]], keys)  # an empty tag
+
+
+def test_any_bytes_like_value_still_crosses() -> None:
+    """The generated method took any bytes-like value; so does the patched one."""
+    fast_ffi.ensure()
+    secret = nostr_sdk.Keys.generate().secret_key()
+    raw = bytes.fromhex(secret.to_hex())
+    for value in (raw, bytearray(raw), memoryview(raw)):
+        assert nostr_sdk.SecretKey.from_bytes(value).to_hex() == secret.to_hex()  # type: ignore[arg-type]

@@ -14,12 +14,13 @@ import nostr_sdk
 import pytest
 
 from dspy_pylon.errors import WalletError
-from dspy_pylon.nostr.ciphers import Cipher, encrypt
+from dspy_pylon.nostr.ciphers import Cipher, decrypt, encrypt
 from dspy_pylon.nostr.events import sign
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay import nip47
-from dspy_pylon.pay.nwc import NwcWallet
+from dspy_pylon.pay.dev_wallet import issue_invoice
+from dspy_pylon.pay.nwc import UNREADABLE, NwcWallet
 from tests.pay.test_dev_wallet import Wallet, _make_wallet, loop  # noqa: F401 - the module's loop fixture
 
 
@@ -128,7 +129,73 @@ def test_answers_not_from_the_wallet_or_unreadable_are_not_taken(loop: NostrLoop
 
     try:
         error = loop.run(run(), 20)
-        assert error.code == nip47.INTERNAL and "unreadable answer" in str(error)
+        assert error.code == UNREADABLE and "unreadable answer" in str(error)
     finally:
         loop.run(nwc.close(), 10)
         loop.run(relay.close(), 10)
+
+
+def test_an_unreadable_payment_answer_is_an_unknown_outcome_not_a_failure(
+    loop: NostrLoop,  # noqa: F811
+    any_relay: str,
+) -> None:
+    """Only the wallet's own error means "not paid": a garbled answer to pay_invoice is looked
+    up, and when the lookup cannot show it paid the payer gets TIMEOUT (kept as maybe spent)."""
+    client, wallet = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
+    client_hex = client.public_key().to_hex()
+    uri = (
+        f"nostr+walletconnect://{wallet.public_key().to_hex()}?relay={any_relay}&secret={client.secret_key().to_hex()}"
+    )
+    nwc = NwcWallet(uri, timeout=5)
+    relay = RelayClient([any_relay])
+    invoice = issue_invoice("11" * 32, 1_000, "a job", 600)[0]
+
+    def answer(request: Any, text: str) -> Any:
+        content = encrypt(wallet, client_hex, text, Cipher.NIP04)
+        return sign(nip47.RESPONSE_KIND, content, [["p", client_hex], ["e", request.id]], wallet)
+
+    async def run() -> tuple[WalletError, list[str]]:
+        await relay.start()
+        requests: asyncio.Queue[Any] = asyncio.Queue()
+        wanted = nostr_sdk.Filter().kind(nostr_sdk.Kind(nip47.REQUEST_KIND)).pubkey(wallet.public_key())
+        await relay.subscribe([wanted], lambda event, _: requests.put_nowait(event))
+        call = asyncio.ensure_future(nwc.pay_invoice(invoice))
+        methods = []
+        pay = await asyncio.wait_for(requests.get(), 5)
+        methods.append(nip47.parse_request(decrypt(wallet, client_hex, pay.content)[0]).method)
+        await relay.publish(answer(pay, nip47.response_json("pay_invoice", {"fees_paid": 0})))  # no preimage
+        lookup = await asyncio.wait_for(requests.get(), 5)
+        methods.append(nip47.parse_request(decrypt(wallet, client_hex, lookup.content)[0]).method)
+        await relay.publish(answer(lookup, nip47.response_json("lookup_invoice", error=(nip47.NOT_FOUND, "no"))))
+        with pytest.raises(WalletError) as unknown:
+            await call
+        return unknown.value, methods
+
+    try:
+        error, methods = loop.run(run(), 20)
+        assert methods == ["pay_invoice", "lookup_invoice"]
+        assert error.code == "TIMEOUT" and "no preimage" in str(error)
+    finally:
+        loop.run(nwc.close(), 10)
+        loop.run(relay.close(), 10)
+
+
+def test_closing_ends_waiting_calls_and_is_final(loop: NostrLoop, any_relay: str) -> None:  # noqa: F811
+    client, wallet = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
+    uri = (
+        f"nostr+walletconnect://{wallet.public_key().to_hex()}?relay={any_relay}&secret={client.secret_key().to_hex()}"
+    )
+    nwc = NwcWallet(uri, timeout=30)
+
+    async def run() -> WalletError:
+        call = asyncio.ensure_future(nwc.get_balance())  # nobody answers
+        await asyncio.sleep(0.5)
+        await nwc.close()
+        with pytest.raises(WalletError) as ended:
+            await asyncio.wait_for(call, 5)
+        with pytest.raises(WalletError, match="closed"):
+            await nwc.get_balance()  # not reopened
+        return ended.value
+
+    error = loop.run(run(), 20)
+    assert error.code == "TIMEOUT" and "closed" in str(error)

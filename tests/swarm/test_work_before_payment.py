@@ -136,3 +136,33 @@ def test_a_job_cancelled_while_worked_ahead_is_never_answered_nor_billed(
     earned = provider.node.ledger.entry(job_id, "earned")
     assert earned is not None and earned.state == "failed" and earned.paid_msats == 0
     assert provider.node.stats.done == 0
+
+
+def test_a_burst_of_bills_starts_no_more_work_ahead_than_the_workers(
+    start_provider: Any, dev_wallet: LocalSwarm
+) -> None:
+    """The limit is taken when the work is started: bills arriving in one loop pass cannot all
+    start inference (they would hold the backend and queue paid jobs behind unpaid ones)."""
+    from dspy_pylon.nostr.events import from_sdk, sign
+    from dspy_pylon.nostr.nip90 import JobRequest
+
+    provider = start_provider(
+        price_msats=PRICE, wallet=dev_wallet.wallet("provider"), work_before_payment=True, concurrency=2
+    )
+    customer = nostr_sdk.Keys.generate()
+    jobs = [
+        JobRequest.from_event(from_sdk(sign(5050, "", [["i", f"job {n}", "text"], ["p", provider.pubkey]], customer)))
+        for n in range(5)
+    ]
+
+    async def burst() -> tuple[int, int]:
+        started = [provider.node.work_ahead(job, PRICE) for job in jobs]
+        running = [task for task in started if task is not None]
+        for task in running:
+            await task
+        again = provider.node.work_ahead(jobs[0], PRICE)  # slots are free again once done
+        assert again is not None
+        await again
+        return len(running), provider.node._ahead
+
+    assert dev_wallet.loop.run(burst(), 30) == (2, 0)

@@ -29,6 +29,8 @@ _state = {"tried": False, "applied": False}
 
 def _write(self: Any, value: bytes) -> None:
     """``value`` appended to the builder's Rust buffer (the generated method, without the loop)."""
+    if type(value) is not bytes:  # the generated method takes any bytes-like value; memmove wants bytes
+        value = bytes(value)
     size = len(value)
     with self._reserve(size):
         start = ctypes.cast(self.rbuf.data, ctypes.c_void_p).value

@@ -118,7 +118,11 @@ class RelayClient:
             raw = from_sdk(event, verify=False)
             # The signature is checked on what the subscriber wants: an event it drops unread
             # (a job for another provider) costs no verification.
-            if wanted is not None and not wanted(raw):
+            try:
+                if wanted is not None and not wanted(raw):
+                    continue
+            except Exception:  # a filter's bug must not stop routing for everyone
+                log.exception("event filter failed")
                 continue
             if not event.verify():
                 self.dropped["bad signature"] += 1

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, WalletError
+from dspy_pylon.errors import ConfigError, MalformedEvent, WalletError
 from dspy_pylon.nostr.ciphers import Cipher, decrypt, encrypt
 from dspy_pylon.nostr.events import RawEvent, sign
 from dspy_pylon.pay import nip47
@@ -41,6 +41,8 @@ URI_ENV = "PYLON_NWC_URI"
 _EARLY_LIMIT = 4096
 URI_FILE = "nwc.uri"
 NOTIFICATION_KINDS = (nip47.NOTIFICATION_KIND_NIP04, nip47.NOTIFICATION_KIND_NIP44)
+#: A :class:`WalletError` code of our own: the wallet answered, but not in a form we can use.
+UNREADABLE = "UNREADABLE"
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class NwcWallet:
         self._relay: Any = None  # RelayClient: requests, responses and notifications
         self._opening: asyncio.Lock | None = None
         self._listening = False
+        self._closed = False
         self._answers: dict[str, asyncio.Future[str]] = {}
         self._waiters: dict[str, asyncio.Future[str | None]] = {}
         self._settled_early: OrderedDict[str, str | None] = OrderedDict()
@@ -188,25 +191,34 @@ class NwcWallet:
         """The relay connection, opened on first use with its subscription to our responses."""
         if self._relay is not None:
             return self._relay
+        if self._closed:  # never reopened behind the back of whoever closed it
+            raise WalletError("the wallet connection is closed", "TIMEOUT")
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._relay is None:
-                import nostr_sdk
-
                 from dspy_pylon.nostr.relay_client import RelayClient
 
                 relay = await RelayClient(self.relays).start()
-                responses = (
-                    nostr_sdk.Filter()
-                    .kind(nostr_sdk.Kind(nip47.RESPONSE_KIND))
-                    .author(self._uri.public_key())
-                    .pubkey(self._client_keys().public_key())
-                    .since(nostr_sdk.Timestamp.from_secs(max(0, int(time.time()) - 60)))
-                )
-                await relay.subscribe([responses], self._on_response)
+                try:
+                    await self._subscribe_responses(relay)
+                except BaseException:
+                    await relay.close()
+                    raise
                 self._relay = relay
         return self._relay
+
+    async def _subscribe_responses(self, relay: Any) -> None:
+        import nostr_sdk
+
+        responses = (
+            nostr_sdk.Filter()
+            .kind(nostr_sdk.Kind(nip47.RESPONSE_KIND))
+            .author(self._uri.public_key())
+            .pubkey(self._client_keys().public_key())
+            .since(nostr_sdk.Timestamp.from_secs(max(0, int(time.time()) - 60)))
+        )
+        await relay.subscribe([responses], self._on_response)
 
     def _on_response(self, event: RawEvent, relay: str) -> None:
         request_id = event.value("e")
@@ -225,14 +237,16 @@ class NwcWallet:
         relay = await self._connection()
         keys = self._client_keys()
         content = encrypt(keys, self.wallet_pubkey, nip47.request_json(method, params), Cipher.NIP04)
-        event = sign(nip47.REQUEST_KIND, content, [["p", self.wallet_pubkey]], keys)
+        # NIP-40: a relay that stores the request must not hand it to the wallet after we gave up.
+        expires = str(int(time.time() + self.timeout) + 1)
+        event = sign(nip47.REQUEST_KIND, content, [["p", self.wallet_pubkey], ["expiration", expires]], keys)
         request_id = str(event.id().to_hex())
         answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._answers[request_id] = answer
         try:
             try:
                 await relay.publish(event)
-            except PylonError as exc:
+            except Exception as exc:  # a PylonError, or nostr-sdk's own error type
                 # Unknown whether a relay passed it on (an OK can be lost): as uncertain as no answer.
                 why = f"wallet {method}: the request may not have reached the wallet ({exc})"
                 raise WalletError(why, "TIMEOUT") from None
@@ -246,31 +260,37 @@ class NwcWallet:
         try:
             response = nip47.parse_response(plaintext)
         except MalformedEvent as exc:
-            raise WalletError(f"wallet {method}: unreadable answer ({exc})", nip47.INTERNAL) from None
+            raise WalletError(f"wallet {method}: unreadable answer ({exc})", UNREADABLE) from None
         if response.error is not None:
             code = response.error.code if response.error.code in nip47.ERROR_CODES else nip47.OTHER
             raise WalletError(f"wallet {method} failed: {response.error.message} [{code}]"[:500], code)
         if response.result_type != method or response.result is None:
-            raise WalletError(f"wallet {method}: the answer is for {response.result_type!r}", nip47.INTERNAL)
+            raise WalletError(f"wallet {method}: the answer is for {response.result_type!r}", UNREADABLE)
         return response.result
 
     async def pay_invoice(self, bolt11: str) -> PaymentResult:
-        """Pay ``bolt11``; :class:`WalletError` if the wallet refused or did not answer."""
+        """Pay ``bolt11``; :class:`WalletError` if the wallet refused or did not answer.
+
+        Only the wallet's own ``error`` answer means "not paid". No answer, or one that cannot
+        be read, leaves the outcome unknown: the invoice is looked up, and if that does not
+        show it paid the error is a ``TIMEOUT`` (the payer then keeps it as possibly spent).
+        """
         try:
             result = await self._call("pay_invoice", {"invoice": bolt11})
+            preimage = result.get("preimage")
+            if not isinstance(preimage, str):
+                raise WalletError("wallet pay_invoice: the answer has no preimage", UNREADABLE)
         except WalletError as exc:
-            if exc.code != "TIMEOUT":
+            if exc.code not in ("TIMEOUT", UNREADABLE):
                 raise
-            # The answer was lost, not necessarily the payment: ask the wallet what happened.
+            # The answer was lost or garbled, not necessarily the payment: ask the wallet.
             from dspy_pylon.pay.invoice import decode_invoice
 
             status = await self._lookup_quietly(decode_invoice(bolt11).payment_hash)
             if status is None or not status.settled or not status.preimage:
-                raise
+                raise WalletError(f"{exc} (and a lookup did not show it paid)", "TIMEOUT") from None
             return PaymentResult(status.preimage, status.fees_msats)
-        preimage = result.get("preimage")
-        if not isinstance(preimage, str) or not preimage:
-            raise WalletError("wallet pay_invoice: the answer has no preimage", nip47.INTERNAL)
+        # An empty preimage is kept (some wallets send one): the payer notes it proves nothing.
         return PaymentResult(preimage, _msats(result, "fees_paid"))
 
     async def make_invoice(self, amount_msats: int, description: str, expiry_s: int) -> MadeInvoice:
@@ -328,7 +348,6 @@ class NwcWallet:
     async def _listen(self) -> None:
         if self._listening:
             return
-        self._listening = True
         import nostr_sdk
 
         relay = await self._connection()
@@ -340,7 +359,13 @@ class NwcWallet:
             .pubkey(self._client_keys().public_key())
             .since(since)
         )
-        await relay.subscribe([notifications], self._on_notification)
+        if not self._listening:  # two first waits at once subscribe once
+            self._listening = True
+            try:
+                await relay.subscribe([notifications], self._on_notification)
+            except BaseException:
+                self._listening = False  # the next wait tries again
+                raise
 
     def _on_notification(self, event: RawEvent, relay: str) -> None:
         if event.pubkey != self.wallet_pubkey:
@@ -417,7 +442,12 @@ class NwcWallet:
             return None
 
     async def close(self) -> None:
-        """Disconnect from the wallet's relays (requests and notifications)."""
+        """Disconnect from the wallet's relays (requests and notifications). Calls still waiting
+        for an answer end as ``TIMEOUT`` (their outcome unknown); the wallet is not reopened."""
+        self._closed = True
+        for answer in self._answers.values():
+            if not answer.done():
+                answer.set_exception(WalletError("the wallet connection was closed before it answered", "TIMEOUT"))
         relay, self._relay = self._relay, None
         self._listening = False
         if relay is not None:

@@ -108,8 +108,9 @@ class ProviderNode:
         self._route: Route | None = None
         self._client: RelayClient | None = None
         self._queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
-        # Billed jobs worked on before their payment, at most as many as the workers.
-        self._ahead_slots = asyncio.Semaphore(max(1, settings.concurrency))
+        # Billed jobs worked on before their payment, at most as many as the workers (counted
+        # when the work is started, so a burst of bills cannot start more).
+        self._ahead = 0
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._handled = 0
         self._done = asyncio.Event()
@@ -358,25 +359,35 @@ class ProviderNode:
         self._count(error=False)
 
     def work_ahead(self, job: JobRequest, price: int) -> asyncio.Task[_Outcome] | None:
-        """Start a billed job's inference before its payment, when the settings allow it and a
-        slot for such work is free; the caller publishes the answer once paid (or cancels it)."""
-        if not self.settings.work_before_payment or self._ahead_slots.locked():
+        """Start a billed job's inference before its payment, when the settings allow it and
+        fewer than ``concurrency`` such jobs run; the caller publishes the answer once paid (or
+        cancels it)."""
+        if not self.settings.work_before_payment or self._ahead >= max(1, self.settings.concurrency):
             return None
-        task = asyncio.get_running_loop().create_task(self._answer_ahead(job, price))
+        self._ahead += 1
+        task = asyncio.get_running_loop().create_task(self._answer(job, price, paid=True, ahead=True))
+        task.add_done_callback(self._ahead_done)
         self.finish_before_stopping(task)
         return task
 
-    async def _answer_ahead(self, job: JobRequest, price: int) -> _Outcome:
-        async with self._ahead_slots:
-            return await self._answer(job, price, paid=True, ahead=True)
+    def _ahead_done(self, _: asyncio.Task[_Outcome]) -> None:
+        self._ahead -= 1
 
     async def run_paid(self, job: JobRequest, ahead: asyncio.Task[_Outcome] | None = None) -> None:
         """Publish a paid job's answer worked out ahead; else queue the job (paid work is never
         turned away, so this waits for a slot). Work ahead that failed is done again here."""
         if ahead is not None:
-            outcome = await ahead
+            try:
+                outcome = await ahead
+            except Exception:  # a bug in the work ahead: the job is run again by a worker
+                log.exception("job %s: the work started before payment failed", job.id[:12])
+                outcome = None
             if isinstance(outcome, _Answer):
-                await self._close(job, outcome, paid=True)
+                try:
+                    await self._close(job, outcome, paid=True)
+                except Exception:  # as a worker's supervisor would: the paid job is told, not lost
+                    log.exception("job %s: publishing the paid answer failed", job.id[:12])
+                    await self.replies.refuse_job(job, "the provider failed on this job (internal error)")
                 return
         await self._queue.put(job)
 
