@@ -17,6 +17,7 @@ Constructing does no I/O; :meth:`start` (or ``with``) brings it up, :meth:`close
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -256,7 +257,7 @@ class LocalSwarm:
             steps.append(store.close)
         relay, self._relay = self._relay, None
         if relay is not None:
-            steps.append(relay.shutdown)
+            steps.append(partial(_shut_relay, relay, self.url))
         if loop is not None:
             steps.append(loop.stop)
         failure: BaseException | None = None
@@ -267,6 +268,25 @@ class LocalSwarm:
                 failure = failure or exc
         if failure is not None:
             raise failure
+
+
+def _shut_relay(relay: Any, url: str, wait: float = 3.0) -> None:
+    """Shut the embedded relay and wait (up to ``wait`` s) until its port refuses connections:
+    nostr-sdk's shutdown only signals its tasks, so the listener closes a moment later, and a
+    caller that closed the swarm may reuse the port at once."""
+    import socket
+    from urllib.parse import urlsplit
+
+    relay.shutdown()
+    parts = urlsplit(url)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=0.2):
+                pass
+        except OSError:
+            return
+        time.sleep(0.02)
 
 
 def _stop_wallet(loop: NostrLoop, wallet: DevWalletService) -> None:
