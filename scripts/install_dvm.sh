@@ -5,22 +5,7 @@
 # the pinned version is already installed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export PIP_DISABLE_PIP_VERSION_CHECK=1
+source scripts/_tool_venv.sh
 DVM_VERSION="1.1.8"
-VENV=.venv-dvm
-
-dvm_ok() {
-  [ -x "$VENV/bin/python" ] \
-    && "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('nostr-dvm') != '$DVM_VERSION')" \
-      >/dev/null 2>&1 \
-    && "$VENV/bin/python" -c "import nostr_dvm.dvm" >/dev/null 2>&1
-}
-
-if dvm_ok; then
-  exit 0
-fi
-echo "== installing nostr-dvm $DVM_VERSION into $VENV" >&2
-# --clear: start over if a previous install was interrupted or pinned another version.
-"${PYTHON:-python3}" -m venv --clear "$VENV"
-"$VENV/bin/python" -m pip install --quiet "nostr-dvm==$DVM_VERSION"
-dvm_ok || { echo "nostr-dvm failed to install into $VENV" >&2; exit 1; }
+install_tool_venv .venv-dvm nostr-dvm "$DVM_VERSION" '"$VENV/bin/python" -c "import nostr_dvm.dvm"' \
+  "nostr-dvm==$DVM_VERSION"

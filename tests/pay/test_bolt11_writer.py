@@ -31,6 +31,7 @@ from tests.pay.test_bolt11_reader import (
     SPEC_HASH,
     SPEC_SECRET,
     SPEC_TIME,
+    _library_view,
 )
 
 # ─── helpers ───
@@ -41,25 +42,6 @@ _SIGNATURE_AND_CHECKSUM = 104 + 6  # characters at the end of the data part
 
 def _payee(secret: str) -> str:
     return str(coincurve.PrivateKey.from_hex(secret).public_key.format(compressed=True).hex())
-
-
-def _library_view(text: str) -> Bolt11:
-    """What PyPI ``bolt11`` reads from ``text``, in the reader's terms."""
-    decoded = bolt11.decode(text)
-    expiry = decoded.tags.get(TagChar.expire_time)
-    cltv = decoded.tags.get(TagChar.min_final_cltv_expiry)
-    return Bolt11(
-        hrp_currency=decoded.currency,
-        amount_msats=None if decoded.amount_msat is None else int(decoded.amount_msat),
-        timestamp=decoded.date,
-        payment_hash=decoded.payment_hash,
-        description=decoded.description,
-        description_hash=decoded.description_hash,
-        expiry=None if expiry is None else expiry.data,
-        payee=str(decoded.payee),
-        payment_secret=decoded.payment_secret,
-        min_final_cltv_expiry=None if cltv is None else cltv.data,
-    )
 
 
 def _expected(fields: dict[str, Any]) -> Bolt11:

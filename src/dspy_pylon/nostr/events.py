@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,21 +70,9 @@ def sign(kind: int, content: str, tags: list[list[str]], keys: Any) -> Any:
 
     fast_ffi.ensure()
     # The unsigned event handed over as one JSON text: an EventBuilder costs a call per tag.
-    unsigned = {"pubkey": _pubkey_hex(keys), "created_at": int(time.time()), "kind": kind, "tags": tags}
+    unsigned = {"pubkey": keys.public_key().to_hex(), "created_at": int(time.time()), "kind": kind, "tags": tags}
     unsigned["content"] = content
     try:
         return keys.sign_event(nostr_sdk.UnsignedEvent.from_json(json.dumps(unsigned, ensure_ascii=False)))
     except nostr_sdk.NostrSdkError as exc:
         raise MalformedEvent(f"cannot build a kind-{kind} event: {exc}") from None
-
-
-_PUBKEYS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-def _pubkey_hex(keys: Any) -> str:
-    """The hex public key of ``keys`` (remembered: two FFI calls otherwise, for every event)."""
-    try:
-        return _PUBKEYS[keys]
-    except KeyError:
-        _PUBKEYS[keys] = hex_key = str(keys.public_key().to_hex())
-        return hex_key
