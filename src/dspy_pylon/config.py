@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from dspy_pylon.contract.modes import PrivacyMode, privacy_mode
 from dspy_pylon.plain_errors import ConfigError, InvalidModelString
 
 BackendName: TypeAlias = Literal["auto", "ollama", "apple-fm", "llamacpp", "embedded"]
@@ -148,13 +149,17 @@ class PylonConfig:
     """Everything a :class:`~dspy_pylon.PylonLM` needs to route calls.
 
     ``timeout`` is seconds per call; ``budget_sats`` caps total spend (0 = unlimited);
-    ``model`` asks the backend (or swarm provider) for a specific model.
+    ``model`` asks the backend (or swarm provider) for a specific model. ``privacy`` (a
+    :class:`~dspy_pylon.contract.modes.PrivacyMode` or its name; ``None``: no restriction)
+    refuses, before anything is sent, every call the mode forbids (e.g. an unencrypted
+    swarm job under ``no_pii``), hybrid fallbacks included.
     """
 
     venue: Venue = field(default_factory=Local)
     timeout: float = 60.0
     budget_sats: int = 0
     model: str | None = None
+    privacy: PrivacyMode | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.venue, (Local, Swarm, Hybrid)):
@@ -167,6 +172,8 @@ class PylonConfig:
             raise ConfigError(f"budget_sats must be a non-negative integer (0 = unlimited), got {self.budget_sats!r}")
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
             raise ConfigError(f"model must be a non-empty string or None, got {self.model!r}")
+        if self.privacy is not None:
+            object.__setattr__(self, "privacy", privacy_mode(self.privacy))
 
     @property
     def budget_msats(self) -> int:
@@ -289,7 +296,15 @@ def config_to_dict(config: PylonConfig) -> dict[str, Any]:
             venue_data["backend"] = venue.backend
     if not isinstance(venue, Swarm) and venue.base_url is not None:
         venue_data["base_url"] = venue.base_url
-    return {"venue": venue_data, "timeout": config.timeout, "budget_sats": config.budget_sats, "model": config.model}
+    data: dict[str, Any] = {
+        "venue": venue_data,
+        "timeout": config.timeout,
+        "budget_sats": config.budget_sats,
+        "model": config.model,
+    }
+    if config.privacy is not None:
+        data["privacy"] = config.privacy.value
+    return data
 
 
 def config_from_dict(data: Any) -> PylonConfig:
@@ -308,7 +323,13 @@ def config_from_dict(data: Any) -> PylonConfig:
             venue = Hybrid(**{**venue_data, "relays": tuple(venue_data["relays"])})
         else:
             raise ConfigError(f"unknown venue type {kind!r}")
-        return PylonConfig(venue=venue, timeout=data["timeout"], budget_sats=data["budget_sats"], model=data["model"])
+        return PylonConfig(
+            venue=venue,
+            timeout=data["timeout"],
+            budget_sats=data["budget_sats"],
+            model=data["model"],
+            privacy=data.get("privacy"),
+        )
     except ConfigError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -17,13 +17,17 @@ from typing import Any
 from dspy import lm15
 
 from dspy_pylon.plain_errors import (
+    CompatibilityError,
     ConfigError,
     IdentityError,
     IdentityMissing,
+    IntegrityError,
     InvalidMnemonic,
     InvalidModelString,
     MalformedEvent,
+    ManifestError,
     PylonError,
+    SignatureError,
     StoreError,
     WalletError,
 )
@@ -146,3 +150,17 @@ class PaymentFailed(PylonError, lm15.BillingError):
 
 
 __all__ += ["BudgetExceeded", "PaymentFailed", "PaymentRefused", "PaymentRequired", "StoreError", "WalletError"]
+
+
+class PrivacyViolation(PylonError, lm15.InvalidRequestError):
+    """A call would send a prompt where the LM's privacy mode forbids it (e.g. an unencrypted swarm
+    job under ``no_pii``); refused before anything was published (never retried). ``mode`` and
+    ``venue`` say which."""
+
+    def __init__(self, message: str, *, mode: str = "", venue: str = "") -> None:
+        super().__init__(message)
+        self.mode = mode
+        self.venue = venue
+
+
+__all__ += ["CompatibilityError", "IntegrityError", "ManifestError", "PrivacyViolation", "SignatureError"]

@@ -19,6 +19,7 @@ from dspy import lm15
 
 from dspy_pylon import carrier
 from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
+from dspy_pylon.contract.modes import PrivacyMode, privacy_mode, stricter
 from dspy_pylon.errors import ConfigError
 from dspy_pylon.pay.billing import Approver
 from dspy_pylon.route import Route
@@ -71,18 +72,23 @@ class _DeclaresCapabilities:
 
 
 class PylonEngine(_DeclaresCapabilities):
-    """DSPy sync engine: one attempt per call; DSPy owns retries, cache and history."""
+    """DSPy sync engine: one attempt per call; DSPy owns retries, cache and history.
 
-    def __init__(self, runtime: PylonRuntime) -> None:
+    ``privacy`` holds this engine's calls to a mode on top of the runtime's own (the LM of
+    a loaded manifest shares its runtime with the LM it was made from).
+    """
+
+    def __init__(self, runtime: PylonRuntime, privacy: PrivacyMode | None = None) -> None:
         self.runtime = runtime
+        self.privacy = privacy
 
     def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
-        return self.runtime.complete(request, carrier.options_of(request))
+        return self.runtime.complete(request, carrier.options_of(request), self.privacy)
 
     def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.stream(request, carrier.options_of(request))
+        return self.runtime.stream(request, carrier.options_of(request), self.privacy)
 
     def close(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -96,16 +102,17 @@ class PylonEngine(_DeclaresCapabilities):
 class AsyncPylonEngine(_DeclaresCapabilities):
     """DSPy async engine over the same runtime as :class:`PylonEngine`."""
 
-    def __init__(self, runtime: PylonRuntime) -> None:
+    def __init__(self, runtime: PylonRuntime, privacy: PrivacyMode | None = None) -> None:
         self.runtime = runtime
+        self.privacy = privacy
 
     async def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
-        return await self.runtime.acomplete(request, carrier.options_of(request))
+        return await self.runtime.acomplete(request, carrier.options_of(request), self.privacy)
 
     def stream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.astream(request, carrier.options_of(request))
+        return self.runtime.astream(request, carrier.options_of(request), self.privacy)
 
     async def aclose(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -143,6 +150,7 @@ class PylonLM(dspy.LM):
         bid_msats: int | None = None,
         auto_pay: bool | None = None,
         providers: list[str] | tuple[str, ...] | None = None,
+        privacy: PrivacyMode | str | None = None,
         nwc_uri: str | None = None,
         wallet: NwcWallet | None = None,
         approve_payment: Approver | None = None,
@@ -184,13 +192,15 @@ class PylonLM(dspy.LM):
                 model=spec.model,
                 timeout=60.0 if timeout is None else timeout,
                 budget_sats=0 if budget_sats is None else budget_sats,
+                privacy=privacy_mode(privacy) if privacy is not None else None,
             )
         elif any(
-            x is not None for x in (timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay, providers)
+            x is not None
+            for x in (timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay, providers, privacy)
         ):
             raise ConfigError(
-                "pass timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay and providers inside "
-                "config=, not beside it"
+                "pass timeout, budget_sats, embedded_fallback, relays, bid_msats, auto_pay, providers and privacy "
+                "inside config=, not beside it"
             )
         _check_model_type(kwargs.get("model_type", "chat"))
         self.config = config
@@ -261,8 +271,29 @@ class PylonLM(dspy.LM):
         copied.model = model
         copied.config = config
         copied.runtime = runtime
-        copied._engine_spec = PylonEngine(runtime)
-        copied._async_engine_spec = AsyncPylonEngine(runtime)
+        held = getattr(self._engine_spec, "privacy", None)  # a with_privacy() copy stays held
+        copied._engine_spec = PylonEngine(runtime, held)
+        copied._async_engine_spec = AsyncPylonEngine(runtime, held)
+        return copied
+
+    @property
+    def privacy(self) -> PrivacyMode | None:
+        """The privacy mode this LM's calls are held to (``None``: no restriction)."""
+        engine = self._engine_spec
+        return stricter(self.config.privacy, getattr(engine, "privacy", None))
+
+    def with_privacy(self, mode: PrivacyMode | str) -> PylonLM:
+        """A copy whose calls are held to ``mode``, or to this LM's own mode when that is stricter.
+
+        The copy shares this LM's runtime (connections, usage totals, budget, wallet): only
+        what it may send differs. Returns this LM itself when nothing would change.
+        """
+        target = stricter(self.privacy, privacy_mode(mode))
+        if target == self.privacy:
+            return self
+        copied: PylonLM = super().copy()
+        copied._engine_spec = PylonEngine(self.runtime, target)
+        copied._async_engine_spec = AsyncPylonEngine(self.runtime, target)
         return copied
 
     def _carry(self, prompt: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

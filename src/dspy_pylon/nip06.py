@@ -19,7 +19,7 @@ import hmac
 
 from dspy_pylon.plain_errors import IdentityError
 
-__all__ = ["npub", "public_key_hex", "secret_from_mnemonic"]
+__all__ = ["npub", "public_key_from_npub", "public_key_hex", "secret_from_mnemonic"]
 
 _HARDENED = 0x8000_0000
 # The order of secp256k1's group: BIP-32 adds keys modulo it.
@@ -79,3 +79,16 @@ def npub(public_key: str) -> str:
     words = convertbits(bytes.fromhex(public_key), 8, 5)
     assert words is not None  # 32 bytes always convert
     return str(bech32_encode("npub", words))
+
+
+def public_key_from_npub(value: str) -> str:
+    """NIP-19: ``npub1...`` as a 64-hex public key; anything else is a :class:`ConfigError`."""
+    from bech32 import bech32_decode, convertbits
+
+    from dspy_pylon.plain_errors import ConfigError
+
+    hrp, words = bech32_decode(value.strip().lower())
+    data = convertbits(words, 5, 8, False) if words is not None else None
+    if hrp != "npub" or data is None or len(data) != 32:
+        raise ConfigError(f"{value!r} is not a valid npub (NIP-19 public key)")
+    return bytes(data).hex()

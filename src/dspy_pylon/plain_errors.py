@@ -80,3 +80,38 @@ __all__ = [
     "PylonError",
     "WalletError",
 ]
+
+
+class ManifestError(PylonError, ValueError):
+    """A compiled program's ``manifest.json`` or ``program.json`` cannot be read: missing, truncated,
+    not JSON, wrong types, or a schema version this dspy-pylon does not know. Nothing was loaded."""
+
+
+class IntegrityError(ManifestError):
+    """A compiled program does not match its manifest: ``expected`` and ``actual`` name both values
+    (``compiled_id``s or ``program.json`` digests). The files were changed after they were written."""
+
+    def __init__(self, message: str, *, expected: str = "", actual: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class SignatureError(IntegrityError):
+    """A manifest's signature is invalid, missing where one is required, or by a key not trusted.
+
+    ``signer`` is the signing public key (hex) when the manifest carries one.
+    """
+
+    def __init__(self, message: str, *, signer: str | None = None) -> None:
+        super().__init__(message)
+        self.signer = signer
+
+
+class CompatibilityError(PylonError):
+    """A compiled program's requirements are not met by this runtime. ``unmet`` lists **every**
+    requirement that failed (:class:`dspy_pylon.contract.compatibility.Unmet`), not only the first."""
+
+    def __init__(self, message: str, *, unmet: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.unmet = unmet

@@ -21,7 +21,8 @@ from dspy import lm15
 from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.capabilities import Capabilities
 from dspy_pylon.config import Hybrid, Local, PylonConfig
-from dspy_pylon.errors import ConfigError, PylonError, UnsupportedRequest
+from dspy_pylon.contract.modes import Destination, PrivacyMode, destination_allowed, stricter
+from dspy_pylon.errors import ConfigError, PrivacyViolation, PylonError, UnsupportedRequest
 from dspy_pylon.local.backends import LocalRouter
 from dspy_pylon.pay.billing import Approver, Payer
 from dspy_pylon.pay.budget_file import load_global_budget
@@ -193,6 +194,23 @@ class PylonRuntime:
         runtime.budget = self.budget
         return runtime
 
+    def provider_reputations(self, providers: tuple[str, ...]) -> dict[str, float]:
+        """The reputation (0..1, 0.5 when unknown) of each provider (npub or hex), by hex key,
+        from this runtime's reputation store (``reputation.sqlite`` in the home unless given)."""
+        from dspy_pylon.nip06 import public_key_from_npub
+        from dspy_pylon.swarm.reputation import Reputation
+
+        keys = [public_key_from_npub(p) if p.startswith("npub1") else p.lower() for p in providers]
+        store = self.edges.reputation
+        opened = store is None
+        if store is None:
+            store = Reputation(self.edges.home_dir() / "reputation.sqlite")
+        try:
+            return {key: store.score(key) for key in keys}
+        finally:
+            if opened:
+                store.close()
+
     def local_router(self) -> LocalRouter:
         """The router of the local (or hybrid) venue: which server and model calls go to."""
         if self._local is None:
@@ -246,7 +264,31 @@ class PylonRuntime:
         with router.guard(route):
             return await client.acomplete(request, route, router.capabilities(route), options)
 
-    def _for_swarm(self, request: lm15.Request, options: Options) -> lm15.Request:
+    def _for_swarm(
+        self,
+        request: lm15.Request,
+        options: Options,
+        privacy: PrivacyMode | None = None,
+        fallback_from: PylonError | None = None,
+    ) -> lm15.Request:
+        """``request`` as the swarm may carry it, or a refusal before anything is published.
+
+        ``privacy`` is the calling engine's mode (a copy held to a manifest's); the stricter
+        of it and this LM's own applies.
+        """
+        mode = stricter(self.config.privacy, privacy)
+        venue = self.config.venue
+        assert not isinstance(venue, Local)
+        destination = Destination.SWARM_ENCRYPTED if len(venue.providers) == 1 else Destination.SWARM_CLEAR
+        if not destination_allowed(mode, destination):
+            assert mode is not None
+            why = (
+                f"privacy mode {mode.value!r} forbids a swarm job in the clear: it would be readable by anyone "
+                "on the relays. Name one provider (providers=(npub,)) so jobs are encrypted to it, or run locally"
+            )
+            if fallback_from is not None:
+                why = f"the local call failed ({type(fallback_from).__name__}: {fallback_from}) and {why}"
+            raise PrivacyViolation(why, mode=mode.value, venue="swarm") from fallback_from
         if options:
             raise UnsupportedRequest(
                 f"backend options ({', '.join(options)}) cannot be sent to the swarm: the swarm's "
@@ -254,6 +296,27 @@ class PylonRuntime:
                 feature=next(iter(options)),
             )
         return request
+
+    def _swarm_call(
+        self,
+        request: lm15.Request,
+        options: Options,
+        privacy: PrivacyMode | None,
+        fallback_from: PylonError | None = None,
+    ) -> lm15.Response:
+        # Checked before the venue is built: a refused call needs no keys, relay or wallet.
+        checked = self._for_swarm(request, options, privacy, fallback_from)
+        return self.swarm().complete(checked)
+
+    async def _swarm_acall(
+        self,
+        request: lm15.Request,
+        options: Options,
+        privacy: PrivacyMode | None,
+        fallback_from: PylonError | None = None,
+    ) -> lm15.Response:
+        checked = self._for_swarm(request, options, privacy, fallback_from)
+        return await self.swarm().acomplete(checked)
 
     def cache_route(self) -> str:
         """Which served model the next call goes to, as a key for DSPy's cache (no secret in it)."""
@@ -266,30 +329,34 @@ class PylonRuntime:
                     return "local:unresolved"
         return f"swarm:{self.config.model or 'any'}"
 
-    def complete(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> lm15.Response:
+    def complete(
+        self, request: lm15.Request, options: Options = _NO_OPTIONS, privacy: PrivacyMode | None = None
+    ) -> lm15.Response:
         """Run one call, blocking. ``options`` are backend options (see :mod:`dspy_pylon.carrier`)."""
         if self._local is None:
-            return self._record(self.swarm().complete(self._for_swarm(request, options)))
+            return self._record(self._swarm_call(request, options, privacy))
         try:
             return self._record(self._local_complete(self._local, request, options))
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             with _keep_local_error(exc):
-                response = self.swarm().complete(self._for_swarm(request, options))
+                response = self._swarm_call(request, options, privacy, exc)
             return self._record(_with_fallback(response, exc))
 
-    async def acomplete(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> lm15.Response:
+    async def acomplete(
+        self, request: lm15.Request, options: Options = _NO_OPTIONS, privacy: PrivacyMode | None = None
+    ) -> lm15.Response:
         """Run one call, awaited."""
         if self._local is None:
-            return self._record(await self.swarm().acomplete(self._for_swarm(request, options)))
+            return self._record(await self._swarm_acall(request, options, privacy))
         try:
             return self._record(await self._local_acomplete(self._local, request, options))
         except PylonError as exc:
             if not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             with _keep_local_error(exc):
-                response = await self.swarm().acomplete(self._for_swarm(request, options))
+                response = await self._swarm_acall(request, options, privacy, exc)
             return self._record(_with_fallback(response, exc))
 
     def _counted(self, events: Iterator[lm15.StreamEvent]) -> Iterator[lm15.StreamEvent]:
@@ -298,10 +365,12 @@ class PylonRuntime:
                 self.totals.add(_usage_of_end(event))
             yield event
 
-    def stream(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> Iterator[lm15.StreamEvent]:
+    def stream(
+        self, request: lm15.Request, options: Options = _NO_OPTIONS, privacy: PrivacyMode | None = None
+    ) -> Iterator[lm15.StreamEvent]:
         """Run one call as a stream of lm15 events, blocking. Swarm answers arrive whole."""
         if self._local is None:
-            yield from self._counted(lm15.response_to_events(self.swarm().complete(self._for_swarm(request, options))))
+            yield from self._counted(lm15.response_to_events(self._swarm_call(request, options, privacy)))
             return
         router = self._local
         started = False
@@ -315,13 +384,15 @@ class PylonRuntime:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             with _keep_local_error(exc):
-                response = _with_fallback(self.swarm().complete(self._for_swarm(request, options)), exc)
+                response = _with_fallback(self._swarm_call(request, options, privacy, exc), exc)
             yield from self._counted(lm15.response_to_events(response))
 
-    async def astream(self, request: lm15.Request, options: Options = _NO_OPTIONS) -> AsyncIterator[lm15.StreamEvent]:
+    async def astream(
+        self, request: lm15.Request, options: Options = _NO_OPTIONS, privacy: PrivacyMode | None = None
+    ) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call as a stream of lm15 events, awaited."""
         if self._local is None:
-            response = await self.swarm().acomplete(self._for_swarm(request, options))
+            response = await self._swarm_acall(request, options, privacy)
             for event in self._counted(lm15.response_to_events(response)):
                 yield event
             return
@@ -339,7 +410,7 @@ class PylonRuntime:
             if started or not isinstance(self.config.venue, Hybrid) or isinstance(exc, _NO_FALLBACK):
                 raise
             with _keep_local_error(exc):
-                response = _with_fallback(await self.swarm().acomplete(self._for_swarm(request, options)), exc)
+                response = _with_fallback(await self._swarm_acall(request, options, privacy, exc), exc)
             for event in self._counted(lm15.response_to_events(response)):
                 yield event
 
