@@ -4,6 +4,7 @@ the rest in-process."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,13 @@ def test_demo_runs_end_to_end() -> None:
         "structured output (JSONAdapter, schema enforced by the provider's llama.cpp, sent in a pylon.chat.v2 job): "
         "country=" in out
     )
+    # The compile part: measured before and after, saved signed, verified, reloaded, tamper refused.
+    scores = re.search(r"compiled: plural_correct (\d\.\d\d) → (\d\.\d\d) \(median of 2 rollouts", out)
+    assert scores is not None, out[-3000:]
+    assert float(scores.group(2)) > float(scores.group(1)) + 0.3  # three demos teach the 135M model the format
+    assert "compiled_id" in out and "BootstrapFewShot" in out and "score before" in out
+    assert re.search(r"verified, reloaded: compiled_id [0-9a-f]{16}… — lamp → ", out)
+    assert "one byte of program.json changed (cats → bats): IntegrityError" in out
     assert "relay at ws://127.0.0.1:" in out and "serving kind 5050" in out
     assert out.count("swarm/nip90") == 10  # the swarm part and the hybrid part
     assert out.count("local failed: NoLocalBackend") == 5

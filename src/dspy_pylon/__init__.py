@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from dspy import lm15
 
     from dspy_pylon.config import BACKENDS, Hybrid, Local, ModelSpec, PylonConfig, Swarm, parse_model_string
+    from dspy_pylon.contract.compiling import compile
     from dspy_pylon.contract.files import verify_compiled
     from dspy_pylon.contract.loading import build_manifest, compiled_id_of, load_compiled, save_compiled
     from dspy_pylon.contract.manifest import (
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         manifest_json_schema,
     )
     from dspy_pylon.contract.modes import Lane, PrivacyMode
+    from dspy_pylon.contract.scoring import score_program
     from dspy_pylon.errors import (
         BackendConnectionError,
         BackendRequestError,
@@ -177,6 +179,8 @@ _EXPORTS: dict[str, str] = {
     "manifest_json_schema": "dspy_pylon.contract.manifest",
     "save_compiled": "dspy_pylon.contract.loading",
     "verify_compiled": "dspy_pylon.contract.files",
+    "compile": "dspy_pylon.contract.compiling",
+    "score_program": "dspy_pylon.contract.scoring",
 }
 
 
@@ -281,6 +285,7 @@ __all__ = [
     "WalletError",
     "build_manifest",
     "check_bill",
+    "compile",
     "compiled_id_of",
     "decode_invoice",
     "discover",
@@ -301,6 +306,7 @@ __all__ = [
     "save_compiled",
     "save_global_budget",
     "save_nwc_uri",
+    "score_program",
     "validate_mnemonic",
     "verify_compiled",
 ]

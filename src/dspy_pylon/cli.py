@@ -303,8 +303,10 @@ def relay(host: str, port: int | None) -> None:
     asyncio.run(main_async())
 
 
-from dspy_pylon.cli_money import spend, wallet  # noqa: E402 - registered on the group defined above
+from dspy_pylon.cli_manifest import manifest  # noqa: E402 - registered on the group defined above
+from dspy_pylon.cli_money import spend, wallet  # noqa: E402
 
+main.add_command(manifest)
 main.add_command(spend)
 main.add_command(wallet)
 

@@ -292,6 +292,9 @@ class PylonLM(dspy.LM):
         if target == self.privacy:
             return self
         copied: PylonLM = super().copy()
+        # In the copy's config too: what pickles and program.save() keep (the runtime, shared,
+        # keeps the original's config; the engines hold the copy to the mode).
+        copied.config = replace(self.config, privacy=target)
         copied._engine_spec = PylonEngine(self.runtime, target)
         copied._async_engine_spec = AsyncPylonEngine(self.runtime, target)
         return copied

@@ -113,25 +113,43 @@ def _name(annotation: Any, models: dict[str, JsonValue]) -> str:
     return repr(annotation).removeprefix("typing.")
 
 
+def shape(predictors: list[dict[str, JsonValue]]) -> list[dict[str, JsonValue]]:
+    """What must match between a saved program and the one it is loaded into: predictor names
+    and classes, field names, roles and types — not the texts an optimizer rewrites
+    (instructions, prefixes, descriptions), which loading restores."""
+    return [
+        {
+            "name": p["name"],
+            "kind": p["kind"],
+            "fields": [(f["name"], f["role"], f["type"]) for f in p["signature"]["fields"]],
+            "models": p["signature"].get("models"),
+        }
+        for p in predictors
+    ]
+
+
 def apply_artifact(program: Any, artifact: dict[str, JsonValue]) -> None:
     """Load the artifact's state into ``program`` (a fresh instance of the compiled program).
 
-    The program's structure must be the artifact's: same predictors, same signatures;
-    otherwise :class:`IntegrityError` says what differs and ``program`` is left untouched.
+    The program's shape must be the artifact's (:func:`shape`: same predictors, same fields
+    and types); otherwise :class:`IntegrityError` says what differs and ``program`` is left
+    untouched.
     """
     saved = structure(artifact)
     here = [
         {"name": name, "kind": type(p).__name__, "signature": describe_signature(p.signature)}
         for name, p in program.named_predictors()
     ]
-    if saved != here:
+    if shape(saved) != shape(here):
         raise IntegrityError(
             "program.json was compiled from a different program: "
             f"it holds {_outline(saved)}, the program given has {_outline(here)}",
-            expected=content_id(saved),
-            actual=content_id(here),
+            expected=content_id(shape(saved)),
+            actual=content_id(shape(here)),
         )
     state = {p["name"]: {**p["state"], "lm": None} for p in artifact["predictors"]}
+    if list(state) == ["self"]:  # the program is itself a predictor: its state is not keyed by name
+        state = state["self"]
     try:
         program.load_state(state)
     except (KeyError, TypeError, ValueError) as exc:

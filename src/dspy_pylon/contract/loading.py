@@ -19,6 +19,7 @@ from dspy_pylon.contract.compatibility import RuntimeFacts, Unmet, check
 from dspy_pylon.contract.files import render_manifest, render_program, verify_compiled, write_files
 from dspy_pylon.contract.hashing import examples_id, jsonable, sha256_hex
 from dspy_pylon.contract.manifest import (
+    SCHEMA_VERSION,
     Compatibility,
     CompiledModuleManifest,
     ModelRef,
@@ -60,6 +61,7 @@ def build_manifest(
     train = list(trainset) if trainset is not None else None
     val = list(valset) if valset is not None else None
     return CompiledModuleManifest(
+        schema_version=SCHEMA_VERSION,
         signature_name=signature_name(program),
         compiled_id=compiled_id(artifact),
         program_sha256=sha256_hex(render_program(artifact)),
@@ -144,8 +146,14 @@ def load_compiled(
 
     verified = verify_compiled(directory, trusted_signers=trusted_signers, require_signature=require_signature)
     manifest = verified.manifest
-    apply_artifact(program, verified.artifact)
-    found = compiled_id(program_artifact(program))
+    chosen = lm if lm is not None else dspy.settings.lm
+    unmet = check(manifest.compatibility, runtime_facts(chosen, tools))
+    if unmet:
+        raise CompatibilityError(_unmet_message(directory, unmet), unmet=unmet)
+    # A trial copy first: a refusal below leaves ``program`` as it was given.
+    trial = program.deepcopy()
+    apply_artifact(trial, verified.artifact)
+    found = compiled_id(program_artifact(trial))
     if found != manifest.compiled_id:
         raise IntegrityError(
             f"the program loaded from {directory} hashes to {found}, not {manifest.compiled_id}: "
@@ -153,10 +161,7 @@ def load_compiled(
             expected=manifest.compiled_id,
             actual=found,
         )
-    chosen = lm if lm is not None else dspy.settings.lm
-    unmet = check(manifest.compatibility, runtime_facts(chosen, tools))
-    if unmet:
-        raise CompatibilityError(_unmet_message(directory, unmet), unmet=unmet)
+    apply_artifact(program, verified.artifact)
     held = _held_to(chosen, manifest.compatibility.privacy_floor())
     if lm is not None or held is not chosen:
         for _, predictor in program.named_predictors():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,7 @@ from dspy_pylon.contract.modes import PRIVACY_ORDER, Lane, PrivacyMode
 from dspy_pylon.plain_errors import ManifestError
 
 #: The manifest format this dspy-pylon writes and reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Hex128 = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
@@ -32,11 +32,12 @@ class _Model(BaseModel):
 class Scorecard(_Model):
     """How well a compiled program scored on its validation set, over ``rollouts`` runs.
 
-    ``proxy_metrics`` are the optimizer's metric (the median over rollouts under the metric's
-    name, plus ``mean``, ``min`` and ``max``); ``truth_metrics`` the same for the ground-truth
-    metric when one was given. ``median_score`` is the median of the rollouts' scores (each
-    the mean of the metric over the examples, 0..1 for a boolean metric); ``p_fail`` the share
-    of (example, rollout) runs that raised or scored 0. ``scores`` holds each rollout's score.
+    ``proxy_metrics`` summarise the optimizer's metric over the rollouts: the median under
+    the metric's name, and ``<name>_mean``, ``<name>_min``, ``<name>_max``;
+    ``truth_metrics`` the same for the ground-truth metric, when one was given. A rollout's
+    score is the metric's mean over the examples (``dspy.Evaluate``'s score / 100);
+    ``median_score`` is the median of those, ``scores`` each of them. ``p_fail`` is the
+    share of (example, rollout) runs that raised or scored 0.
     """
 
     proxy_metrics: dict[str, float]
@@ -105,7 +106,7 @@ class CompiledModuleManifest(_Model):
     the signature (when present) covers everything here but itself.
     """
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1]
     signature_name: str
     compiled_id: Hex64
     program_sha256: Hex64
