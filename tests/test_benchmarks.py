@@ -20,6 +20,7 @@ BENCHMARKS = ROOT / "benchmarks"
 
 QUICK: dict[str, list[str]] = {
     "bolt11_decode.py": ["--rounds", "3"],
+    "manifest_hash.py": ["--rounds", "2", "--predictors", "3", "--demos", "5"],
     "import_overhead.py": ["--rounds", "1"],
     "cli_startup.py": ["--rounds", "1"],
     "local_overhead.py": ["--iterations", "3", "--warmup", "1"],

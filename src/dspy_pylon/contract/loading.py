@@ -150,18 +150,17 @@ def load_compiled(
     unmet = check(manifest.compatibility, runtime_facts(chosen, tools))
     if unmet:
         raise CompatibilityError(_unmet_message(directory, unmet), unmet=unmet)
-    # A trial copy first: a refusal below leaves ``program`` as it was given.
-    trial = program.deepcopy()
-    apply_artifact(trial, verified.artifact)
-    found = compiled_id(program_artifact(trial))
+    as_given = program_artifact(program)  # small for a fresh program: what a refusal restores
+    apply_artifact(program, verified.artifact)
+    found = compiled_id(program_artifact(program))
     if found != manifest.compiled_id:
+        apply_artifact(program, as_given)
         raise IntegrityError(
             f"the program loaded from {directory} hashes to {found}, not {manifest.compiled_id}: "
             "DSPy did not restore every part of the saved state",
             expected=manifest.compiled_id,
             actual=found,
         )
-    apply_artifact(program, verified.artifact)
     held = _held_to(chosen, manifest.compatibility.privacy_floor())
     if lm is not None or held is not chosen:
         for _, predictor in program.named_predictors():
