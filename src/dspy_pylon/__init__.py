@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         JobFailed,
         MalformedEvent,
         ManifestError,
+        NoEligibleProvider,
         NoLocalBackend,
         PaymentFailed,
         PaymentRefused,
@@ -181,6 +182,7 @@ _EXPORTS: dict[str, str] = {
     "verify_compiled": "dspy_pylon.contract.files",
     "compile": "dspy_pylon.contract.compiling",
     "score_program": "dspy_pylon.contract.scoring",
+    "NoEligibleProvider": "dspy_pylon.errors",
 }
 
 
@@ -253,6 +255,7 @@ __all__ = [
     "ManifestError",
     "ModelRef",
     "ModelSpec",
+    "NoEligibleProvider",
     "NoLocalBackend",
     "NwcWallet",
     "PaymentFailed",

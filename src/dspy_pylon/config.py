@@ -44,6 +44,13 @@ def _check_msats(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be a non-negative integer number of millisatoshis, got {value!r}")
 
 
+def _check_reputation(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"min_reputation must be a number from 0 to 1 (or None), got {value!r}")
+
+
 def _check_flags(**flags: object) -> None:
     for name, value in flags.items():
         if not isinstance(value, bool):
@@ -99,6 +106,9 @@ class Swarm:
     With ``auto_pay`` a provider's invoice is paid through the wallet once it passes the
     checks; otherwise the call raises :class:`~dspy_pylon.errors.PaymentRequired`.
     ``pay_on_result`` also pays invoices that arrive with the result (billed after delivery).
+    ``min_reputation`` (0..1) uses only providers whose reputation on this machine (the
+    reputation store: a new provider starts at 0.5) is at least that: of the ``providers``
+    named, or, when none is named, the best one known, to which the job is then encrypted.
     """
 
     relays: tuple[str, ...] = DEFAULT_RELAYS
@@ -106,6 +116,7 @@ class Swarm:
     auto_pay: bool = False
     providers: tuple[str, ...] = ()
     pay_on_result: bool = True
+    min_reputation: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relays", tuple(self.relays))
@@ -113,6 +124,13 @@ class Swarm:
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
         _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)
+        _check_reputation(self.min_reputation)
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether every job goes to one provider, encrypted to it (one named, or the best
+        known under ``min_reputation``), rather than in the clear."""
+        return len(self.providers) == 1 or (not self.providers and self.min_reputation is not None)
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,7 @@ class Hybrid:
     providers: tuple[str, ...] = ()
     pay_on_result: bool = True
     base_url: str | None = None
+    min_reputation: float | None = None
 
     def __post_init__(self) -> None:
         _check_backend(self.backend)
@@ -139,6 +158,12 @@ class Hybrid:
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
         _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)
+        _check_reputation(self.min_reputation)
+
+    @property
+    def encrypts(self) -> bool:
+        """As :attr:`Swarm.encrypts`, for the swarm fallback."""
+        return len(self.providers) == 1 or (not self.providers and self.min_reputation is not None)
 
 
 Venue: TypeAlias = Local | Swarm | Hybrid
@@ -292,6 +317,8 @@ def config_to_dict(config: PylonConfig) -> dict[str, Any]:
             "providers": list(venue.providers),
             "pay_on_result": venue.pay_on_result,
         }
+        if venue.min_reputation is not None:
+            venue_data["min_reputation"] = venue.min_reputation
         if isinstance(venue, Hybrid):
             venue_data["backend"] = venue.backend
     if not isinstance(venue, Swarm) and venue.base_url is not None:

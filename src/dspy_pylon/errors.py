@@ -164,3 +164,12 @@ class PrivacyViolation(PylonError, lm15.InvalidRequestError):
 
 
 __all__ += ["CompatibilityError", "IntegrityError", "ManifestError", "PrivacyViolation", "SignatureError"]
+
+
+class NoEligibleProvider(PylonError, lm15.NotConfiguredError):
+    """No provider meets the swarm venue's ``min_reputation`` (a compiled program's
+    ``min_provider_reputation``); nothing was published (never retried). The message names
+    the best reputation known."""
+
+
+__all__ += ["NoEligibleProvider"]

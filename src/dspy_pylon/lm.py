@@ -266,21 +266,44 @@ class PylonLM(dspy.LM):
             venue = replace(venue, **settings)
         elif isinstance(venue, Local) and isinstance(old, Local) and venue.backend == old.backend:
             venue = old
-        config = replace(self.config, venue=venue, model=spec.model)
-        runtime = self.runtime.for_config(config)
         copied.model = model
-        copied.config = config
-        copied.runtime = runtime
-        held = getattr(self._engine_spec, "privacy", None)  # a with_privacy() copy stays held
-        copied._engine_spec = PylonEngine(runtime, held)
-        copied._async_engine_spec = AsyncPylonEngine(runtime, held)
-        return copied
+        return copied._rebound(replace(self.config, venue=venue, model=spec.model))
+
+    def _rebound(self, config: PylonConfig) -> PylonLM:
+        # This LM (a fresh copy) on a runtime of its own for ``config``, sharing usage totals,
+        # budget, keys and wallet with the original's runtime.
+        runtime = self.runtime.for_config(config)
+        self.config = config
+        self.runtime = runtime
+        held = self._engine_privacy()  # a with_privacy() copy stays held
+        self._engine_spec = PylonEngine(runtime, held)
+        self._async_engine_spec = AsyncPylonEngine(runtime, held)
+        return self
+
+    def with_min_reputation(self, minimum: float) -> PylonLM:
+        """A copy that sends swarm jobs only to providers of at least this reputation (0..1)
+        on this machine (:attr:`Swarm.min_reputation <dspy_pylon.config.Swarm>`), or to this
+        LM's own minimum when that is higher. Returns this LM itself for a local LM or when
+        nothing would change. The copy shares usage totals, budget, keys and wallet."""
+        venue = self.config.venue
+        if isinstance(venue, Local):
+            return self
+        target = max(minimum, venue.min_reputation if venue.min_reputation is not None else 0.0)
+        if venue.min_reputation is not None and target == venue.min_reputation:
+            return self
+        copied: PylonLM = super().copy()
+        return copied._rebound(replace(self.config, venue=replace(venue, min_reputation=target)))
 
     @property
     def privacy(self) -> PrivacyMode | None:
         """The privacy mode this LM's calls are held to (``None``: no restriction)."""
-        engine = self._engine_spec
-        return stricter(self.config.privacy, getattr(engine, "privacy", None))
+        return stricter(self.config.privacy, self._engine_privacy())
+
+    def _engine_privacy(self) -> PrivacyMode | None:
+        """The mode this LM's engine holds its calls to, on top of its configuration's."""
+        engine: Any = self._engine_spec
+        held: PrivacyMode | None = getattr(engine, "privacy", None)
+        return held
 
     def with_privacy(self, mode: PrivacyMode | str) -> PylonLM:
         """A copy whose calls are held to ``mode``, or to this LM's own mode when that is stricter.

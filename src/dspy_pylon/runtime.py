@@ -279,7 +279,7 @@ class PylonRuntime:
         mode = stricter(self.config.privacy, privacy)
         venue = self.config.venue
         assert not isinstance(venue, Local)
-        destination = Destination.SWARM_ENCRYPTED if len(venue.providers) == 1 else Destination.SWARM_CLEAR
+        destination = Destination.SWARM_ENCRYPTED if venue.encrypts else Destination.SWARM_CLEAR
         if not destination_allowed(mode, destination):
             assert mode is not None
             why = (

@@ -132,8 +132,9 @@ def load_compiled(
     hold only its state, never a pickle). ``lm`` (default: DSPy's configured LM) is checked
     against the manifest's lanes, privacy modes and provider reputation, and set on every
     predictor — held to the manifest's privacy (:meth:`~dspy_pylon.PylonLM.with_privacy`),
-    so each call is refused where the mode forbids it; a configured LM is set (held) only
-    when the manifest restricts privacy. ``tools`` (callables, ``dspy.Tool``s or names) are
+    so each call is refused where the mode forbids it, and to its minimum provider
+    reputation (:meth:`~dspy_pylon.PylonLM.with_min_reputation`); a configured LM is set
+    (held) only when the manifest restricts one of them. ``tools`` (callables, ``dspy.Tool``s or names) are
     checked against its required tools.
     ``trusted_signers`` (npubs or hex keys) requires a signature by one of them.
 
@@ -161,20 +162,25 @@ def load_compiled(
             expected=manifest.compiled_id,
             actual=found,
         )
-    held = _held_to(chosen, manifest.compatibility.privacy_floor())
+    held = _held_to(chosen, manifest.compatibility)
     if lm is not None or held is not chosen:
         for _, predictor in program.named_predictors():
             predictor.lm = held
     return program, manifest
 
 
-def _held_to(lm: Any, floor: PrivacyMode) -> Any:
-    """``lm`` held to the manifest's privacy floor on every call (a pylon LM; others were
-    checked above: only ``public_ok`` lets them run)."""
+def _held_to(lm: Any, requirements: Compatibility) -> Any:
+    """``lm`` held on every call to the manifest's privacy floor and minimum provider
+    reputation (a pylon LM; others were checked above: only ``public_ok`` lets them run)."""
     from dspy_pylon.lm import PylonLM
 
-    if isinstance(lm, PylonLM) and floor is not PrivacyMode.PUBLIC_OK:
-        return lm.with_privacy(floor)
+    if not isinstance(lm, PylonLM):
+        return lm
+    floor = requirements.privacy_floor()
+    if floor is not PrivacyMode.PUBLIC_OK:
+        lm = lm.with_privacy(floor)
+    if requirements.min_provider_reputation is not None:
+        lm = lm.with_min_reputation(requirements.min_provider_reputation)
     return lm
 
 
@@ -219,7 +225,7 @@ def runtime_facts(lm: Any, tools: Iterable[Any] = ()) -> RuntimeFacts:
         lanes, routes = frozenset({Lane.LOCAL}), frozenset({Destination.LOCAL})
     else:
         providers = venue.providers
-        swarm_route = Destination.SWARM_ENCRYPTED if len(providers) == 1 else Destination.SWARM_CLEAR
+        swarm_route = Destination.SWARM_ENCRYPTED if venue.encrypts else Destination.SWARM_CLEAR
         if isinstance(venue, Swarm):
             lanes, routes = frozenset({Lane.SWARM}), frozenset({swarm_route})
         else:

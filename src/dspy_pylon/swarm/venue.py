@@ -7,6 +7,7 @@ from typing import Any
 from dspy import lm15
 
 from dspy_pylon.config import Hybrid, Swarm
+from dspy_pylon.errors import NoEligibleProvider
 from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.loop import NostrLoop
 from dspy_pylon.nostr.nip90 import JobResult
@@ -15,7 +16,7 @@ from dspy_pylon.pay.billing import Payer
 from dspy_pylon.swarm.chat_job import chat_job, result_message, transcript_format
 from dspy_pylon.swarm.customer import JobOutcome, SwarmCustomer
 from dspy_pylon.swarm.peer_ciphers import PeerCiphers
-from dspy_pylon.swarm.reputation import Reputation
+from dspy_pylon.swarm.reputation import ProviderStats, Reputation
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_call": "tool_call"}
 
@@ -90,17 +91,41 @@ class SwarmVenue:
         self.customer = SwarmCustomer(keys, venue.relays, reputation, client=relay_client)
         self.ciphers = PeerCiphers()
 
+    async def _eligible(self) -> tuple[str, ...]:
+        """The providers this job may go to: all named ones, or, under ``min_reputation``,
+        those named (or the best one known, when none is) whose reputation reaches it."""
+        floor = self.venue.min_reputation
+        if floor is None:
+            return self.providers
+        store = self.reputation
+        if store is None:
+            known = [ProviderStats(p) for p in self.providers]
+        elif self.providers:
+            known = await store.run(lambda: [store.stats(p) for p in self.providers])
+        else:
+            known = await store.run(store.all)
+        ranked = sorted(known, key=lambda s: (-s.score, s.mean_latency_ms or 0.0, s.pubkey))
+        eligible = tuple(s.pubkey for s in ranked if s.score >= floor)
+        if not eligible:
+            best = f"the best is {ranked[0].pubkey[:16]}… at {ranked[0].score:.2f}" if ranked else "none is known yet"
+            raise NoEligibleProvider(
+                f"no provider has a reputation of at least {floor:.2f} on this machine ({best}; a new provider "
+                "starts at 0.50 and earns it with answered jobs): lower min_reputation or name providers"
+            )
+        return eligible if self.providers else eligible[:1]
+
     async def _run(self, request: lm15.Request) -> lm15.Response:
-        encrypted = len(self.providers) == 1
+        providers = await self._eligible()
+        encrypted = len(providers) == 1
         cipher = Cipher.NIP04
         if encrypted:  # in the scheme the provider says it reads (NIP-90's NIP-04 otherwise)
-            cipher = await self.ciphers.cipher_for(await self.customer.connected(), self.providers[0])
+            cipher = await self.ciphers.cipher_for(await self.customer.connected(), providers[0])
         job = chat_job(
             request,
             model=self.model,
             bid_msats=self.venue.bid_msats,
             relays=self.venue.relays,
-            providers=self.providers,
+            providers=providers,
             encrypted=encrypted,
             cipher=cipher,
         )
