@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dspy_pylon import nip06
+from dspy_pylon.durable import fsync_dir
 from dspy_pylon.plain_errors import IdentityError, IdentityMissing, InvalidMnemonic
 
 if TYPE_CHECKING:  # imported where used: `pylon spend` and pylon_home() need neither
@@ -262,7 +263,7 @@ def init_identity(home: Path | str | None = None, words: str | None = None) -> P
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     log.info("created identity file %s", path)
     return path
 
@@ -272,19 +273,6 @@ def _exists(path: Path) -> IdentityError:
         f"identity file {path} already exists and will not be overwritten; "
         "use it as it is, or move it away yourself (it holds your only copy of the keys unless you wrote them down)"
     )
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not every platform opens directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_identity(home: Path | str | None = None) -> Identity:

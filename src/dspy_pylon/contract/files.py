@@ -9,8 +9,6 @@ leaves a manifest that no longer matches, which verification refuses, never a ha
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from dspy_pylon.contract.artifact import ARTIFACT_VERSION, compiled_id, structur
 from dspy_pylon.contract.hashing import sha256_hex
 from dspy_pylon.contract.manifest import CompiledModuleManifest, parse_manifest
 from dspy_pylon.contract.signing import signer_keys, verify_signature
+from dspy_pylon.durable import fsync_dir, write_atomic
 from dspy_pylon.plain_errors import IntegrityError, ManifestError, SignatureError
 
 PROGRAM_FILE = "program.json"
@@ -64,33 +63,9 @@ def parse_program(data: bytes, where: str = PROGRAM_FILE) -> dict[str, Any]:
 def write_files(directory: Path, program: bytes, manifest: bytes) -> None:
     """Write both files into ``directory`` (created if needed), each atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomic(directory / PROGRAM_FILE, program)
-    _write_atomic(directory / MANIFEST_FILE, manifest)
-    _fsync_dir(directory)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # a platform without directory handles
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(directory / PROGRAM_FILE, program)
+    write_atomic(directory / MANIFEST_FILE, manifest)
+    fsync_dir(directory)
 
 
 @dataclass(frozen=True)
