@@ -126,6 +126,38 @@ def test_mipro_compile_with_a_tiny_budget() -> None:
         assert len(cid) == 64 and set(metrics) <= {"exact"} and state["predictors"][0]["name"] == "self"
 
 
+def test_gepa_candidates_reach_the_hook_with_their_validation_scores() -> None:
+    # Half the answers are wrong; the reflection LM proposes an instruction (DummyLM cannot follow it,
+    # so no candidate beats the seed: the hook hears the seed candidate with GEPA's own score).
+    lm = DummyLM({q: {"answer": a if i % 2 else "0"} for i, (q, a) in enumerate(QUESTIONS)})
+    reflection = DummyLM([{"new_instruction": "Double the number."}] * 100, adapter=dspy.JSONAdapter())
+
+    def graded(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
+        right = str(pred.get("answer")) == gold.answer
+        return dspy.Prediction(score=float(right), feedback="right" if right else f"expected {gold.answer}")
+
+    seen: list[tuple[str, dict[str, float], str | None]] = []
+    examples = _examples()
+    with dspy.context(lm=lm):
+        compiled, manifest = pylon.compile(
+            dspy.Predict("question -> answer"),
+            dspy.GEPA(metric=graded, max_metric_calls=20, reflection_lm=reflection, track_stats=True, seed=3),
+            examples[:4],
+            examples[4:],
+            metric=graded,
+            rollouts=1,
+            baseline=False,
+            on_optimizer_candidate=lambda cid, metrics, parent, state: seen.append((cid, dict(metrics), parent)),
+        )
+    results = compiled.detailed_results
+    assert manifest.optimizer == "GEPA" and manifest.seed == 3
+    assert len(seen) == len(results.candidates) + 1  # every candidate GEPA kept, then the result
+    scores = results.val_aggregate_scores
+    for (cid, metrics, parent), candidate, score in zip(seen[:-1], results.candidates, scores, strict=True):
+        assert cid == pylon.compiled_id_of(candidate) and metrics == {"graded": score} and parent is None
+    assert seen[-1][0] == manifest.compiled_id
+
+
 def test_compile_refuses_what_is_not_an_optimizer() -> None:
     with pytest.raises(pylon.ConfigError):
         pylon.compile(dspy.Predict("q -> a"), object(), _examples(), metric=exact)

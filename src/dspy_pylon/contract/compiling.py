@@ -51,8 +51,9 @@ def compile(
     (``manifest.baseline_scorecard``). ``compatibility`` goes into the manifest as is.
 
     ``on_optimizer_candidate(candidate_id, metrics, parent_id, program_state)`` hears each
-    candidate program the optimizer exposes (MIPROv2 and COPRO's ``candidate_programs``,
-    and the final program), identified by its ``compiled_id``.
+    candidate program the optimizer exposes (GEPA's with ``track_stats=True``, with their
+    parents; MIPROv2 and COPRO's ``candidate_programs``; then the final program), each
+    identified by its ``compiled_id``, after the optimizer ran.
     """
     train = list(trainset)
     scoring = list(valset) if valset is not None else train
@@ -163,10 +164,13 @@ def _served_model(lm: Any) -> str | None:
 
 
 def report_candidates(program: Any, metric: str, final_score: float, hook: CandidateHook) -> None:
-    """Tell ``hook`` of every candidate ``program`` carries (MIPROv2 / COPRO's
-    ``candidate_programs``), then of the final program, each by its ``compiled_id``."""
+    """Tell ``hook`` of every candidate ``program`` carries, then of the final program, each by
+    its ``compiled_id``: GEPA's (``track_stats=True``: its ``detailed_results``, with each
+    candidate's validation score and parent), MIPROv2 and COPRO's ``candidate_programs``."""
     final_state = program_artifact(program)
     final_id = compiled_id(final_state)
+    for candidate_id, metrics, parent_id, state in _gepa_candidates(program, metric):
+        hook(candidate_id, metrics, parent_id, state)
     for candidate in getattr(program, "candidate_programs", None) or ():
         module = candidate.get("program") if isinstance(candidate, Mapping) else None
         if module is None or not hasattr(module, "named_predictors"):
@@ -176,3 +180,21 @@ def report_candidates(program: Any, metric: str, final_score: float, hook: Candi
         metrics = {metric: float(score)} if isinstance(score, (int, float)) else {}
         hook(compiled_id(state), metrics, None, state)
     hook(final_id, {metric: final_score}, None, final_state)
+
+
+def _gepa_candidates(program: Any, metric: str) -> list[tuple[str, dict[str, float], str | None, dict[str, JsonValue]]]:
+    results = getattr(program, "detailed_results", None)
+    candidates = getattr(results, "candidates", None)
+    if not candidates:
+        return []
+    scores = list(getattr(results, "val_aggregate_scores", None) or [])
+    parents = list(getattr(results, "parents", None) or [])
+    states = [program_artifact(module) for module in candidates]
+    ids = [compiled_id(state) for state in states]
+    found = []
+    for i, (candidate_id, state) in enumerate(zip(ids, states, strict=True)):
+        metrics = {metric: float(scores[i])} if i < len(scores) else {}
+        lineage = [p for p in (parents[i] if i < len(parents) and parents[i] else []) if isinstance(p, int)]
+        parent_id = ids[lineage[0]] if lineage and lineage[0] < len(ids) else None
+        found.append((candidate_id, metrics, parent_id, state))
+    return found
