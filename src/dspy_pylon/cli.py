@@ -303,9 +303,11 @@ def relay(host: str, port: int | None) -> None:
     asyncio.run(main_async())
 
 
-from dspy_pylon.cli_manifest import manifest  # noqa: E402 - registered on the group defined above
+from dspy_pylon.cli_compile import compile_cmd  # noqa: E402 - registered on the group defined above
+from dspy_pylon.cli_manifest import manifest  # noqa: E402
 from dspy_pylon.cli_money import spend, wallet  # noqa: E402
 
+main.add_command(compile_cmd)
 main.add_command(manifest)
 main.add_command(spend)
 main.add_command(wallet)
