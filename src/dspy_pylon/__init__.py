@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from dspy import lm15
 
     from dspy_pylon.config import BACKENDS, Hybrid, Local, ModelSpec, PylonConfig, Swarm, parse_model_string
-    from dspy_pylon.contract.compiling import compile
-    from dspy_pylon.contract.files import verify_compiled
+    from dspy_pylon.contract.compatibility import Requirement, Unmet
+    from dspy_pylon.contract.compiling import compile as compile  # re-exported, not in __all__
+    from dspy_pylon.contract.files import Verified, verify_compiled
     from dspy_pylon.contract.loading import build_manifest, compiled_id_of, load_compiled, save_compiled
     from dspy_pylon.contract.manifest import (
         Compatibility,
         CompiledModuleManifest,
+        ManifestSignature,
         ModelRef,
         Scorecard,
         manifest_json_schema,
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from dspy_pylon.pay.invoice import Bill, BillCheck, Invoice, check_bill, decode_invoice
     from dspy_pylon.pay.ledger import LedgerEntry, SpendLedger, SpendRow
     from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet, PaymentResult, load_nwc_uri, save_nwc_uri
+    from dspy_pylon.plain_errors import IntegrityProblem, SignatureProblem
     from dspy_pylon.route import Route
     from dspy_pylon.swarm.discovery import ProviderRecord, discover
     from dspy_pylon.swarm.reputation import ProviderStats, Reputation
@@ -183,6 +186,12 @@ _EXPORTS: dict[str, str] = {
     "compile": "dspy_pylon.contract.compiling",
     "score_program": "dspy_pylon.contract.scoring",
     "NoEligibleProvider": "dspy_pylon.errors",
+    "IntegrityProblem": "dspy_pylon.plain_errors",
+    "ManifestSignature": "dspy_pylon.contract.manifest",
+    "Requirement": "dspy_pylon.contract.compatibility",
+    "SignatureProblem": "dspy_pylon.plain_errors",
+    "Unmet": "dspy_pylon.contract.compatibility",
+    "Verified": "dspy_pylon.contract.files",
 }
 
 
@@ -215,6 +224,8 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
+# ``compile`` is exported (``pylon.compile``) but not listed: ``from dspy_pylon import *`` must not
+# shadow the builtin.
 __all__ = [
     "BACKENDS",
     "LM",
@@ -241,6 +252,7 @@ __all__ = [
     "IdentityError",
     "IdentityMissing",
     "IntegrityError",
+    "IntegrityProblem",
     "InvalidMnemonic",
     "InvalidModelString",
     "Invoice",
@@ -253,6 +265,7 @@ __all__ = [
     "MadeInvoice",
     "MalformedEvent",
     "ManifestError",
+    "ManifestSignature",
     "ModelRef",
     "ModelSpec",
     "NoEligibleProvider",
@@ -273,22 +286,25 @@ __all__ = [
     "PylonLM",
     "RelayUnavailable",
     "Reputation",
+    "Requirement",
     "Reservation",
     "ResultTooLarge",
     "Route",
     "Scorecard",
     "SignatureError",
+    "SignatureProblem",
     "SpendLedger",
     "SpendRow",
     "StoreError",
     "Swarm",
     "SwarmTimeout",
     "UnknownModel",
+    "Unmet",
     "UnsupportedRequest",
+    "Verified",
     "WalletError",
     "build_manifest",
     "check_bill",
-    "compile",
     "compiled_id_of",
     "decode_invoice",
     "discover",

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dspy_pylon.plain_errors import PylonError
@@ -68,7 +69,8 @@ def manifest_table(m: Any, signer: str | None) -> Table:
     """A manifest as a rich table (also used by ``pylon demo``)."""
     from dspy_pylon.nip06 import npub
 
-    table = Table(title=f"compiled program {m.signature_name}", show_header=False)
+    # Every value comes from a file someone sent: escaped, so "[/]" or "[link=...]" is text, not markup.
+    table = _Escaped(title=f"compiled program {escape(m.signature_name)}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_row("compiled_id", m.compiled_id)
@@ -97,6 +99,13 @@ def manifest_table(m: Any, signer: str | None) -> Table:
     table.add_row("versions", f"dspy {m.dspy_version}, dspy-pylon {m.dspy_pylon_version}")
     table.add_row("created", m.created_at.isoformat())
     return table
+
+
+class _Escaped(Table):
+    """A table whose cells are plain text: rich markup in them is escaped."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(escape(r) if isinstance(r, str) else r for r in renderables), **kwargs)
 
 
 def _set(set_id: str | None, size: int | None) -> str:
@@ -128,7 +137,7 @@ def manifest_diff(before: Path, after: Path) -> None:
     if not changes:
         click.echo("no differences")
         return
-    table = Table(title=f"{before} → {after}")
+    table = _Escaped(title=escape(f"{before} → {after}"))
     table.add_column("where", style="bold")
     table.add_column("before")
     table.add_column("after")

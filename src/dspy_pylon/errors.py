@@ -163,7 +163,14 @@ class PrivacyViolation(PylonError, lm15.InvalidRequestError):
         self.venue = venue
 
 
-__all__ += ["CompatibilityError", "IntegrityError", "ManifestError", "PrivacyViolation", "SignatureError"]
+__all__ += [
+    "CompatibilityError",
+    "IntegrityError",
+    "ManifestError",
+    "PrivacyViolation",
+    "SignatureError",
+]
+# IntegrityProblem and SignatureProblem (the reason codes) are importable here too, not errors.
 
 
 class NoEligibleProvider(PylonError, lm15.NotConfiguredError):

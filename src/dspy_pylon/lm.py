@@ -262,7 +262,8 @@ class PylonLM(dspy.LM):
         venue = spec.venue
         old = self.config.venue
         if isinstance(venue, (Swarm, Hybrid)) and isinstance(old, (Swarm, Hybrid)):
-            settings = {k: getattr(old, k) for k in ("relays", "bid_msats", "auto_pay", "providers", "pay_on_result")}
+            carried = ("relays", "bid_msats", "auto_pay", "providers", "pay_on_result", "min_reputation")
+            settings = {k: getattr(old, k) for k in carried}
             venue = replace(venue, **settings)
         elif isinstance(venue, Local) and isinstance(old, Local) and venue.backend == old.backend:
             venue = old

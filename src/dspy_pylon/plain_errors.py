@@ -8,6 +8,7 @@ from ``dspy.lm15`` errors. These live apart so the CLI's quick commands (``--hel
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 
@@ -82,33 +83,71 @@ __all__ = [
 ]
 
 
+def _rebuilt(cls: type[Exception], message: str, state: dict[str, Any]) -> Exception:
+    # Unpickling an error whose __init__ takes keyword-only details: its message, then its details.
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class _KeepsDetails:
+    """Pickles (and so crosses process pools) with its keyword-only details."""
+
+    def __reduce__(self) -> Any:
+        return (_rebuilt, (type(self), str(self), dict(self.__dict__)))
+
+
 class ManifestError(PylonError, ValueError):
-    """A compiled program's ``manifest.json`` or ``program.json`` cannot be read: missing, truncated,
-    not JSON, wrong types, or a schema version this dspy-pylon does not know. Nothing was loaded."""
+    """A compiled program's ``manifest.json`` or ``program.json`` cannot be read or written: missing,
+    truncated, not JSON, wrong types, or a schema version this dspy-pylon does not know. Nothing
+    was loaded (or left half written)."""
 
 
-class IntegrityError(ManifestError):
-    """A compiled program does not match its manifest: ``expected`` and ``actual`` name both values
-    (``compiled_id``s or ``program.json`` digests). The files were changed after they were written."""
+class IntegrityProblem(enum.StrEnum):
+    """What did not match (:attr:`IntegrityError.reason`)."""
 
-    def __init__(self, message: str, *, expected: str = "", actual: str = "") -> None:
+    PROGRAM_DIGEST = "program-digest"  # program.json's bytes are not the manifest's program_sha256
+    COMPILED_ID = "compiled-id"  # program.json's artifact hashes to another compiled_id
+    STRUCTURE = "structure"  # the manifest describes other predictors than program.json holds
+    SHAPE = "shape"  # the program given is not the one compiled (other predictors, fields or types)
+    RELOADED = "reloaded"  # the loaded program hashes to another compiled_id than the manifest's
+    CHANGED = "changed"  # the program changed after its manifest was made (at save)
+    SIGNATURE = "signature"  # see SignatureError.problem
+
+
+class SignatureProblem(enum.StrEnum):
+    """Why a signature was refused (:attr:`SignatureError.problem`)."""
+
+    INVALID = "invalid"  # it does not verify over the manifest as written
+    UNSIGNED = "unsigned"  # none, where one is required
+    UNTRUSTED = "untrusted"  # valid, by a key not among the trusted signers
+
+
+class IntegrityError(_KeepsDetails, ManifestError):
+    """A compiled program does not match its manifest. ``reason`` says what
+    (:class:`IntegrityProblem`); ``expected`` and ``actual`` name both values (``compiled_id``s
+    or ``program.json`` digests). The files were changed after they were written."""
+
+    def __init__(self, message: str, *, reason: IntegrityProblem, expected: str = "", actual: str = "") -> None:
         super().__init__(message)
+        self.reason = reason
         self.expected = expected
         self.actual = actual
 
 
 class SignatureError(IntegrityError):
-    """A manifest's signature is invalid, missing where one is required, or by a key not trusted.
+    """A manifest's signature is invalid, missing where one is required, or by a key not trusted
+    (``problem``, a :class:`SignatureProblem`). ``signer`` is the signing public key (hex) when
+    the manifest carries one."""
 
-    ``signer`` is the signing public key (hex) when the manifest carries one.
-    """
-
-    def __init__(self, message: str, *, signer: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, problem: SignatureProblem, signer: str | None = None) -> None:
+        super().__init__(message, reason=IntegrityProblem.SIGNATURE)
+        self.problem = problem
         self.signer = signer
 
 
-class CompatibilityError(PylonError):
+class CompatibilityError(_KeepsDetails, PylonError):
     """A compiled program's requirements are not met by this runtime. ``unmet`` lists **every**
     requirement that failed (:class:`dspy_pylon.contract.compatibility.Unmet`), not only the first."""
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dspy_pylon.contract.manifest import Compatibility
-from dspy_pylon.contract.modes import Destination, Lane, allowed_destinations
+from dspy_pylon.contract.modes import Destination, Lane, PrivacyMode, allowed_destinations
 
 
 class Requirement(enum.StrEnum):
@@ -70,8 +70,16 @@ def check(requirements: Compatibility, facts: RuntimeFacts) -> tuple[Unmet, ...]
             )
     if requirements.privacy_modes_allowed:
         mode = requirements.privacy_floor()
-        # No LM at all (``routes`` empty) has nothing to refuse yet; a call would fail on its own.
-        if facts.routes and not facts.routes & allowed_destinations(mode):
+        if not facts.routes and mode is not PrivacyMode.PUBLIC_OK:
+            # Nothing to hold to the mode: an LM configured later would run the program unchecked.
+            unmet.append(
+                Unmet(
+                    Requirement.PRIVACY,
+                    f"under {mode.value!r} the program needs its LM given (load_compiled(lm=...)) or configured, "
+                    "so that every call is held to the mode",
+                )
+            )
+        elif facts.routes and not facts.routes & allowed_destinations(mode):
             routes = ", ".join(sorted(route.value for route in facts.routes))
             unmet.append(
                 Unmet(

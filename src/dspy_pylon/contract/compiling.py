@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def compile(
     scoring = list(valset) if valset is not None else train
     if not train:
         raise ConfigError("compile needs a non-empty trainset")
+    program_artifact(program)  # a program that cannot be saved fails now, not after the optimizer ran
     compile_fn = getattr(optimizer, "compile", None)
     if not callable(compile_fn):
         raise ConfigError(f"{type(optimizer).__name__} is not a DSPy optimizer (it has no compile method)")
@@ -106,18 +108,31 @@ def _seed(optimizer: Any, kwargs: Mapping[str, Any]) -> int | None:
     return None
 
 
+# A setting whose name says it holds a credential is never written (GEPA takes wandb_api_key).
+_SECRET_NAME = re.compile(r"key|secret|token|passw|credential|auth|cookie|session", re.IGNORECASE)
+
+
+def _without_secrets(value: JsonValue) -> JsonValue:
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items() if not _SECRET_NAME.search(k)}
+    if isinstance(value, list):
+        return [_without_secrets(item) for item in value]
+    return value
+
+
 def optimizer_settings(optimizer: Any) -> dict[str, JsonValue]:
     """The optimizer's public settings that are plain data (metrics by name; LMs, programs
-    and other objects left out rather than written as an unstable ``repr``)."""
+    and other objects left out rather than written as an unstable ``repr``; anything named
+    like a key, token, password or other credential left out, nested ones too)."""
     settings: dict[str, JsonValue] = {}
     for name, value in sorted(vars(optimizer).items()):
-        if name.startswith("_"):
+        if name.startswith("_") or _SECRET_NAME.search(name):
             continue
         if callable(value) and name.endswith("metric"):
             settings[name] = metric_name(value)
             continue
         try:
-            settings[name] = jsonable(value, name)
+            settings[name] = _without_secrets(jsonable(value, name))
         except ManifestError:
             continue
     return settings

@@ -28,7 +28,7 @@ def canonical_json(value: JsonValue) -> bytes:
     Raises :class:`ManifestError` for what JSON cannot carry exactly: NaN and infinities,
     integers beyond ±2**53 (JSON numbers are doubles), and non-JSON types.
     """
-    if _standard_json_is_canonical(value):
+    if _standard_json_is_canonical(value):  # an iterative walk: no depth limit of its own
         # The C encoder writes exactly RFC 8785 here (sorted keys, no whitespace, UTF-8, the
         # same escapes with lower-case hex): 4-5x faster than the pure-Python rfc8785, which
         # stays the reference (a property test compares the two) and does every other case.
@@ -36,10 +36,14 @@ def canonical_json(value: JsonValue) -> bytes:
             return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         except UnicodeEncodeError:  # a lone surrogate: rfc8785 says what is wrong
             pass
+        except RecursionError:
+            raise ManifestError("cannot hash this value as canonical JSON: it is nested too deeply") from None
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
         raise ManifestError(f"cannot hash this value as canonical JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestError("cannot hash this value as canonical JSON: it is nested too deeply") from None
 
 
 _SAFE_INT = 2**53 - 1
@@ -91,6 +95,8 @@ def jsonable(value: Any, where: str = "value") -> JsonValue:
         return _plain(value)
     except _NotJson:
         pass
+    except RecursionError:
+        raise ManifestError(f"{where} is nested too deeply to be carried as JSON") from None
     # Walked again, slowly, only to say where the offending value is.
     return _located(value, where)
 

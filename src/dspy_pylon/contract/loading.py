@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dspy_pylon.contract.artifact import apply_artifact, compiled_id, program_artifact, signature_name, structure
 from dspy_pylon.contract.compatibility import RuntimeFacts, Unmet, check
@@ -28,7 +28,13 @@ from dspy_pylon.contract.manifest import (
 )
 from dspy_pylon.contract.modes import Destination, Lane, PrivacyMode
 from dspy_pylon.contract.signing import sign_manifest
-from dspy_pylon.plain_errors import CompatibilityError, IntegrityError
+from dspy_pylon.plain_errors import CompatibilityError, IntegrityError, IntegrityProblem
+
+if TYPE_CHECKING:
+    from dspy_pylon.identity import Identity
+
+#: The program type ``load_compiled`` gives back.
+P = TypeVar("P")
 
 
 def compiled_id_of(program: Any) -> str:
@@ -87,7 +93,7 @@ def save_compiled(
     manifest: CompiledModuleManifest | None,
     directory: Path | str,
     *,
-    identity: Any = None,
+    identity: Identity | None = None,
 ) -> Path:
     """Write ``program.json`` and ``manifest.json`` into ``directory``; returns the directory.
 
@@ -105,6 +111,7 @@ def save_compiled(
         raise IntegrityError(
             f"the program's compiled_id is {found}, its manifest says {manifest.compiled_id}: "
             "the program changed after the manifest was made (build it again)",
+            reason=IntegrityProblem.CHANGED,
             expected=manifest.compiled_id,
             actual=found,
         )
@@ -119,13 +126,13 @@ def save_compiled(
 
 def load_compiled(
     directory: Path | str,
-    program: Any,
+    program: P,
     *,
     lm: Any = None,
     tools: Iterable[Any] = (),
-    trusted_signers: Iterable[str] = (),
+    trusted_signers: Iterable[str] | str = (),
     require_signature: bool = False,
-) -> tuple[Any, CompiledModuleManifest]:
+) -> tuple[P, CompiledModuleManifest]:
     """Load a compiled program saved by :func:`save_compiled` into ``program``, checking everything.
 
     ``program`` is a fresh instance of the program that was compiled (its code; the files
@@ -148,23 +155,29 @@ def load_compiled(
     verified = verify_compiled(directory, trusted_signers=trusted_signers, require_signature=require_signature)
     manifest = verified.manifest
     chosen = lm if lm is not None else dspy.settings.lm
-    unmet = check(manifest.compatibility, runtime_facts(chosen, tools))
+    held = _held_to(chosen, manifest.compatibility)  # checked as it will run: held to the manifest
+    unmet = check(manifest.compatibility, runtime_facts(held, tools))
     if unmet:
         raise CompatibilityError(_unmet_message(directory, unmet), unmet=unmet)
     as_given = program_artifact(program)  # small for a fresh program: what a refusal restores
     apply_artifact(program, verified.artifact)
-    found = compiled_id(program_artifact(program))
+    try:
+        found = compiled_id(program_artifact(program))
+    except BaseException:
+        apply_artifact(program, as_given)
+        raise
     if found != manifest.compiled_id:
         apply_artifact(program, as_given)
         raise IntegrityError(
             f"the program loaded from {directory} hashes to {found}, not {manifest.compiled_id}: "
             "DSPy did not restore every part of the saved state",
+            reason=IntegrityProblem.RELOADED,
             expected=manifest.compiled_id,
             actual=found,
         )
-    held = _held_to(chosen, manifest.compatibility)
     if lm is not None or held is not chosen:
-        for _, predictor in program.named_predictors():
+        module: Any = program
+        for _, predictor in module.named_predictors():
             predictor.lm = held
     return program, manifest
 

@@ -26,7 +26,8 @@ Hex128 = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities have no JSON form: a metric returning NaN is refused, not written.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Scorecard(_Model):
@@ -150,6 +151,8 @@ def parse_manifest(data: bytes, where: str = "manifest.json") -> CompiledModuleM
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{where} is not valid JSON (truncated or corrupted?): {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{where} is nested too deeply to be a manifest") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{where} holds a JSON {type(raw).__name__}, not an object")
     version = raw.get("schema_version")

@@ -16,7 +16,7 @@ from coincurve import PrivateKey, PublicKeyXOnly
 
 from dspy_pylon.contract.hashing import canonical_json, sha256_hex
 from dspy_pylon.contract.manifest import ManifestSignature
-from dspy_pylon.plain_errors import ConfigError, SignatureError
+from dspy_pylon.plain_errors import ConfigError, SignatureError, SignatureProblem
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://dspy-pylon.dev/compiled-manifest/v1"
@@ -61,15 +61,18 @@ def verify_signature(manifest: Mapping[str, Any], signature: ManifestSignature) 
         raise SignatureError(
             f"the manifest's signature by {signature.public_key} does not verify: "
             "the manifest or program.json was changed after signing",
+            problem=SignatureProblem.INVALID,
             signer=signature.public_key,
         )
     return signature.public_key
 
 
-def signer_keys(signers: Iterable[str]) -> frozenset[str]:
+def signer_keys(signers: Iterable[str] | str) -> frozenset[str]:
     """Trusted signers given as npubs or 64-hex public keys, as hex; a bad one is a :class:`ConfigError`."""
     from dspy_pylon.nip06 import public_key_from_npub
 
+    if isinstance(signers, str):  # one signer given bare, not in a list
+        signers = (signers,)
     keys = set()
     for signer in signers:
         text = signer.strip()
