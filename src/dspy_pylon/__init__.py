@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from dspy import lm15
 
+    from dspy_pylon.callbacks import CompositeCallback, PylonCallback, get_callback, set_callback
     from dspy_pylon.config import BACKENDS, Hybrid, Local, ModelSpec, PylonConfig, Swarm, parse_model_string
     from dspy_pylon.contract.compatibility import Requirement, Unmet
     from dspy_pylon.contract.compiling import compile as compile  # re-exported, not in __all__
@@ -88,6 +89,8 @@ if TYPE_CHECKING:
     from dspy_pylon.route import Route
     from dspy_pylon.swarm.discovery import ProviderRecord, discover
     from dspy_pylon.swarm.reputation import ProviderStats, Reputation
+    from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
+    from dspy_pylon.trace.recorder import TraceRecorder
     from dspy_pylon.usage import Budget, LmUsage, Reservation
 
 _EXPORTS: dict[str, str] = {
@@ -192,6 +195,15 @@ _EXPORTS: dict[str, str] = {
     "SignatureProblem": "dspy_pylon.plain_errors",
     "Unmet": "dspy_pylon.contract.compatibility",
     "Verified": "dspy_pylon.contract.files",
+    "CompositeCallback": "dspy_pylon.callbacks",
+    "NodeStatus": "dspy_pylon.trace.graph",
+    "NodeType": "dspy_pylon.trace.graph",
+    "PylonCallback": "dspy_pylon.callbacks",
+    "TraceGraph": "dspy_pylon.trace.graph",
+    "TraceNode": "dspy_pylon.trace.graph",
+    "TraceRecorder": "dspy_pylon.trace.recorder",
+    "get_callback": "dspy_pylon.callbacks",
+    "set_callback": "dspy_pylon.callbacks",
 }
 
 
@@ -243,6 +255,7 @@ __all__ = [
     "Compatibility",
     "CompatibilityError",
     "CompiledModuleManifest",
+    "CompositeCallback",
     "ConfigError",
     "ContextTooLong",
     "EmbeddedLlama",
@@ -270,6 +283,8 @@ __all__ = [
     "ModelSpec",
     "NoEligibleProvider",
     "NoLocalBackend",
+    "NodeStatus",
+    "NodeType",
     "NwcWallet",
     "PaymentFailed",
     "PaymentRefused",
@@ -280,6 +295,7 @@ __all__ = [
     "PrivacyViolation",
     "ProviderRecord",
     "ProviderStats",
+    "PylonCallback",
     "PylonConfig",
     "PylonEngine",
     "PylonError",
@@ -298,6 +314,9 @@ __all__ = [
     "StoreError",
     "Swarm",
     "SwarmTimeout",
+    "TraceGraph",
+    "TraceNode",
+    "TraceRecorder",
     "UnknownModel",
     "Unmet",
     "UnsupportedRequest",
@@ -309,6 +328,7 @@ __all__ = [
     "decode_invoice",
     "discover",
     "generate_mnemonic",
+    "get_callback",
     "init_identity",
     "keys_from_mnemonic",
     "load_compiled",
@@ -326,6 +346,7 @@ __all__ = [
     "save_global_budget",
     "save_nwc_uri",
     "score_program",
+    "set_callback",
     "validate_mnemonic",
     "verify_compiled",
 ]

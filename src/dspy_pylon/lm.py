@@ -373,6 +373,13 @@ class PylonLM(dspy.LM):
         cost = 0 if cache_hit else cost_of(getattr(response, "provider_data", None))
         entry["cost"] = cost
         entry["cost_details"] = {"kind": "exact", "currency": "msat", "cache_hit": cache_hit}
+        if dspy.settings.get("callbacks") or self.callbacks:
+            # Inside the call, ACTIVE_CALL_ID is this call's id: the trace recorder takes it at on_lm_end.
+            from dspy.utils.callback import ACTIVE_CALL_ID
+
+            from dspy_pylon.trace import lm_calls
+
+            lm_calls.record(ACTIVE_CALL_ID.get(), lm_calls.LmCallInfo.from_entry(entry))
         super().update_history(entry)
 
     def dump_state(self) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""The trace recorder: a callback that builds the run's DAG from DSPy's start/end events.
+
+A node's parent is DSPy's ``ACTIVE_CALL_ID`` at its start (DSPy sets it to the *caller's* id
+while start hooks run, and its ``Evaluate``/``Parallel`` threads and asyncio tasks carry it), so
+the graph is right under threads without OpenTelemetry's context. Inputs and outputs are kept as
+SHA-256 digests unless ``keep_content=True``. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from typing import Any
+
+from dspy.utils import callback as dspy_callback
+
+from dspy_pylon.callbacks import PylonCallback
+from dspy_pylon.trace import lm_calls
+from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def signature_label(signature: Any) -> str:
+    """How a predictor is named: its signature class, or ``question -> answer`` for a string one
+    (never DSPy's ``StringSignature``)."""
+    name = getattr(signature, "__name__", "")
+    if name and name != "StringSignature":
+        return str(name)
+    text = getattr(signature, "signature", None)
+    return str(text) if text else "Signature"
+
+
+class TraceRecorder(PylonCallback):
+    """Records every module, predictor, adapter, LM, tool, evaluation and compile call as a node."""
+
+    def __init__(self, keep_content: bool = False) -> None:
+        self.keep_content = keep_content
+        self.graph = TraceGraph()
+        self._lock = threading.Lock()
+        self._lm_started: dict[str, tuple[Any, int]] = {}
+
+    # ─── the core ───
+
+    def _value(self, value: Any) -> Any:
+        text = _text(value)
+        return text if self.keep_content else {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+    def _start(self, call_id: str, kind: NodeType, name: str, inputs: Any, **attributes: Any) -> None:
+        parent = dspy_callback.ACTIVE_CALL_ID.get()
+        node = TraceNode(
+            id=call_id,
+            parent_id=parent,
+            type=kind,
+            name=name,
+            start_ns=time.time_ns(),
+            inputs=self._value(inputs),
+            attributes={k: v for k, v in attributes.items() if v is not None},
+        )
+        with self._lock:
+            if node.parent_id is None and kind is NodeType.MODULE:
+                node.type = NodeType.PROGRAM
+            self.graph.add(node)
+
+    def _end(self, call_id: str, outputs: Any, exception: BaseException | None) -> TraceNode | None:
+        with self._lock:
+            node = self.graph.nodes.get(call_id)
+            if node is None:
+                return None
+            node.end_ns = time.time_ns()
+            if exception is not None:
+                node.status = NodeStatus.ERROR
+                node.error_type = type(exception).__name__
+                node.error = str(exception)[:2000]
+            else:
+                node.status = NodeStatus.OK
+                node.outputs = self._value(outputs)
+            finished_root = node.parent_id is None or node.parent_id not in self.graph.nodes
+        if finished_root:
+            self.on_trace_complete(self.subgraph(call_id))
+        return node
+
+    def subgraph(self, root_id: str) -> TraceGraph:
+        """The nodes under ``root_id`` (itself included)."""
+        with self._lock:
+            keep: set[str] = {root_id}
+            sub = TraceGraph()
+            for node in self.graph.nodes.values():  # start order: a parent comes before its children
+                if node.id == root_id or node.parent_id in keep:
+                    keep.add(node.id)
+                    sub.add(node)
+            return sub
+
+    # ─── DSPy's hooks ───
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A module or predictor call began."""
+        import dspy
+
+        if isinstance(instance, dspy.Predict):
+            self._start(call_id, NodeType.PREDICTOR, signature_label(instance.signature), inputs)
+        else:
+            self._start(call_id, NodeType.MODULE, type(instance).__name__, inputs)
+
+    def on_module_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        """A module or predictor call ended."""
+        self._end(call_id, outputs, exception)
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An LM call began."""
+        self._start(call_id, NodeType.LM, str(getattr(instance, "model", type(instance).__name__)), inputs)
+        with self._lock:
+            self._lm_started[call_id] = (instance, len(getattr(instance, "history", None) or []))
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        """An LM call ended: its usage, exact cost and route join its node."""
+        with self._lock:
+            instance, seen = self._lm_started.pop(call_id, (None, 0))
+        info = lm_calls.take(call_id)
+        if info is None and instance is not None and exception is None:
+            info = self._from_history(instance, seen)
+        node = self._end(call_id, outputs, exception)
+        if node is not None and info is not None:
+            with self._lock:
+                node.usage = {
+                    "prompt_tokens": info.prompt_tokens,
+                    "completion_tokens": info.completion_tokens,
+                    "cost_msats": info.cost_msats,
+                }
+                node.route = info.route or None
+                node.attributes["cache_hit"] = info.cache_hit
+
+    def _from_history(self, instance: Any, seen: int) -> lm_calls.LmCallInfo | None:
+        # Another LM (not pylon's): its history entry is this call's only when exactly one was added
+        # and no other call on the same LM was in flight meanwhile.
+        history = getattr(instance, "history", None) or []
+        with self._lock:
+            busy = any(other is instance for other, _ in self._lm_started.values())
+        if busy or len(history) != seen + 1:
+            return None
+        return lm_calls.LmCallInfo.from_entry(history[-1])
+
+    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """The adapter began writing the prompt."""
+        self._start(call_id, NodeType.ADAPTER_FORMAT, type(instance).__name__, inputs)
+
+    def on_adapter_format_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        """The adapter wrote the prompt."""
+        self._end(call_id, outputs, exception)
+
+    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """The adapter began reading the completion."""
+        self._start(call_id, NodeType.ADAPTER_PARSE, type(instance).__name__, inputs)
+
+    def on_adapter_parse_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        """The adapter read the completion."""
+        self._end(call_id, outputs, exception)
+
+    def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """A tool call began."""
+        self._start(call_id, NodeType.TOOL, str(getattr(instance, "name", type(instance).__name__)), inputs)
+
+    def on_tool_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        """A tool call ended."""
+        self._end(call_id, outputs, exception)
+
+    def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An evaluation began."""
+        self._start(
+            call_id, NodeType.EVALUATE, type(instance).__name__, {k: v for k, v in inputs.items() if k != "devset"}
+        )
+
+    def on_evaluate_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        """An evaluation ended."""
+        self._end(call_id, getattr(outputs, "score", outputs), exception)
