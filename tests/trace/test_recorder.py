@@ -222,3 +222,23 @@ def test_set_and_get_callback() -> None:
     pylon.set_callback(recorder)
     assert dspy.settings.callbacks == [recorder] and pylon.get_callback() is recorder
     assert pylon.get_callback(TraceRecorder) is recorder
+
+
+def test_a_compile_and_its_candidates_are_nodes() -> None:
+    recorder = TraceRecorder()
+    examples = _examples(4)
+    with dspy.context(lm=_dummy(), callbacks=[recorder]):
+        _, manifest = pylon.compile(
+            dspy.Predict("question -> answer"),
+            dspy.LabeledFewShot(k=2),
+            examples,
+            metric=lambda e, p, t=None: True,
+            rollouts=1,
+            baseline=False,
+        )
+    graph = recorder.graph
+    [compile_node] = [n for n in graph if n.type is NodeType.COMPILE]
+    assert compile_node.name == "LabeledFewShot" and compile_node.status is NodeStatus.OK
+    [candidate] = graph.children(compile_node.id)
+    assert candidate.type is NodeType.CANDIDATE and candidate.attributes["candidate_id"] == manifest.compiled_id
+    assert [n.type for n in graph.roots()].count(NodeType.EVALUATE) == 1  # the scoring rollout

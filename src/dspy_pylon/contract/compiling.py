@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from dspy_pylon.contract.loading import build_manifest
 from dspy_pylon.contract.manifest import Compatibility, CompiledModuleManifest, ModelRef
 from dspy_pylon.contract.scoring import Metric, metric_name, score_program
 from dspy_pylon.plain_errors import ConfigError, ManifestError
+
+log = logging.getLogger(__name__)
 
 #: ``on_optimizer_candidate(candidate_id, metrics, parent_id, program_state)``.
 CandidateHook = Callable[[str, Mapping[str, float], str | None, Mapping[str, JsonValue]], None]
@@ -51,7 +54,8 @@ def compile(
     with ``baseline`` the program before compiling is scored the same way first
     (``manifest.baseline_scorecard``). ``compatibility`` goes into the manifest as is.
 
-    ``on_optimizer_candidate(candidate_id, metrics, parent_id, program_state)`` hears each
+    ``on_optimizer_candidate(candidate_id, metrics, parent_id, program_state)`` (and every
+    registered :class:`~dspy_pylon.callbacks.PylonCallback`'s) hears each
     candidate program the optimizer exposes (GEPA's with ``track_stats=True``, with their
     parents; MIPROv2 and COPRO's ``candidate_programs``; then the final program), each
     identified by its ``compiled_id``, after the optimizer ran.
@@ -77,8 +81,14 @@ def compile(
     after = score_program(
         compiled, scoring, metric, rollouts=rollouts, truth_metric=truth_metric, num_threads=num_threads
     )
-    if on_optimizer_candidate is not None:
-        report_candidates(compiled, metric_name(metric), after.median_score, on_optimizer_candidate)
+    hooks = _candidate_hooks(on_optimizer_candidate)
+    if hooks:
+
+        def every(*args: Any) -> None:
+            for hook in hooks:
+                hook(*args)
+
+        report_candidates(compiled, metric_name(metric), after.median_score, every)
     manifest = build_manifest(
         compiled,
         optimizer=type(optimizer).__name__,
@@ -92,6 +102,30 @@ def compile(
         models=models_of(compiled),
     )
     return compiled, manifest
+
+
+def _candidate_hooks(given: CandidateHook | None) -> list[CandidateHook]:
+    """``given`` and every registered pylon callback's ``on_optimizer_candidate`` (a failing
+    callback is logged and skipped, as DSPy treats its own callbacks)."""
+    import dspy
+
+    from dspy_pylon.callbacks import PylonCallback
+
+    hooks: list[CandidateHook] = [given] if given is not None else []
+    for callback in dspy.settings.get("callbacks", None) or []:
+        if isinstance(callback, PylonCallback):
+            hooks.append(_guarded(callback.on_optimizer_candidate))
+    return hooks
+
+
+def _guarded(hook: CandidateHook) -> CandidateHook:
+    def call(*args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("a callback failed in on_optimizer_candidate; compiling goes on")
+
+    return call
 
 
 def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:

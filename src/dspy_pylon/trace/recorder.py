@@ -43,6 +43,7 @@ class TraceRecorder(PylonCallback):
         self.graph = TraceGraph()
         self._lock = threading.Lock()
         self._lm_started: dict[str, tuple[Any, int]] = {}
+        self._last_compile: dict[int, str] = {}  # per thread: candidates are reported after compile
 
     # ─── the core ───
 
@@ -177,3 +178,36 @@ class TraceRecorder(PylonCallback):
     def on_evaluate_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         """An evaluation ended."""
         self._end(call_id, getattr(outputs, "score", outputs), exception)
+
+    def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        """An optimizer's compile began."""
+        settings = {k: v for k, v in inputs.items() if k not in ("trainset", "valset", "student", "teacher")}
+        self._start(call_id, NodeType.COMPILE, type(instance).__name__, settings)
+
+    def on_compile_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        """An optimizer's compile ended."""
+        self._end(call_id, type(outputs).__name__, exception)
+        with self._lock:
+            self._last_compile[threading.get_ident()] = call_id
+
+    def on_optimizer_candidate(
+        self, candidate_id: str, metrics: Any, parent_id: str | None, program_state: Any
+    ) -> None:
+        """A candidate program: a finished node under the compile that produced it."""
+        now = time.time_ns()
+        with self._lock:
+            parent = self._last_compile.get(threading.get_ident())
+            node_id = f"{parent or 'candidate'}:{candidate_id}:{len(self.graph)}"
+            self.graph.add(
+                TraceNode(
+                    id=node_id,
+                    parent_id=parent,
+                    type=NodeType.CANDIDATE,
+                    name=candidate_id[:16],
+                    start_ns=now,
+                    end_ns=now,
+                    status=NodeStatus.OK,
+                    outputs=self._value(program_state),
+                    attributes={"candidate_id": candidate_id, "metrics": dict(metrics), "parent_candidate": parent_id},
+                )
+            )
