@@ -72,6 +72,12 @@ def test_demo_runs_end_to_end() -> None:
     assert re.search(r"verified, reloaded: compiled_id [0-9a-f]{16}… — lamp → ", out)
     assert "one byte of program.json changed (cats → bats): IntegrityError" in out
     assert "relay at ws://127.0.0.1:" in out and "serving kind 5050" in out
+    # The whole run traced: the paid LM calls' cost adds up to what the ledger paid.
+    trace = re.search(
+        r"trace: (\d+) nodes in \d+ runs, (\d+) LM calls, (\d+) tokens, (\d+) msats → (\S+)/graph.json", out
+    )
+    assert trace is not None, out[-2000:]
+    assert int(trace.group(2)) >= 40 and int(trace.group(3)) > 0 and int(trace.group(4)) == 18000
     assert out.count("swarm/nip90") == 10  # the swarm part and the hybrid part
     assert out.count("local failed: NoLocalBackend") == 5
     assert out.count("5 calls") == 3

@@ -224,6 +224,8 @@ def pay(job_id: str, lm: PylonLM | None = None, timeout: float | None = None) ->
 
 
 def __getattr__(name: str) -> Any:
+    if name == "trace":  # the subpackage: pylon.trace.instrument(), pylon.trace.export(...)
+        return importlib.import_module("dspy_pylon.trace")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dspy_pylon' has no attribute {name!r}")

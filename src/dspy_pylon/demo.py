@@ -407,11 +407,45 @@ def spend_table(ledger_path: Path) -> Table:
 
 
 def run_demo(console: Console, backend: str = "embedded") -> None:
-    """The whole demo: local, then swarm, then hybrid."""
+    """The whole demo: local, compile, then swarm and hybrid, all of it traced."""
+    import dspy
+
+    from dspy_pylon.trace.recorder import TraceRecorder
+
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    recorder = TraceRecorder()
+    dspy.configure(callbacks=[*(dspy.settings.get("callbacks", None) or []), recorder])
     run_local_demo(console, backend)
     run_compile_demo(console, backend)
     run_swarm_demo(console)
+    write_trace(console, recorder)
+
+
+def write_trace(console: Console, recorder: Any) -> Path:
+    """Write the demo's trace graph and its OpenTelemetry spans to files (and export them over OTLP
+    when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set); print where, and what the LM calls cost."""
+    import json
+
+    from dspy_pylon.trace.graph import NodeType
+    from dspy_pylon.trace.otel import export, graph_to_spans
+
+    graph = recorder.graph
+    directory = Path(tempfile.mkdtemp(prefix="pylon-demo-trace-"))
+    (directory / "graph.json").write_text(graph.to_json())
+    spans = graph_to_spans(graph)
+    (directory / "spans.json").write_text(json.dumps([json.loads(span.to_json()) for span in spans], indent=1))
+    calls = [n for n in graph if n.type is NodeType.LM]
+    tokens = sum((n.usage or {}).get("prompt_tokens", 0) + (n.usage or {}).get("completion_tokens", 0) for n in calls)
+    cost = sum((n.usage or {}).get("cost_msats", 0) for n in calls)
+    where = ""
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        export(graph)
+        where = f", exported to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']}"
+    console.print(
+        f"[green]✓[/] trace: {len(graph)} nodes in {len(graph.roots())} runs, {len(calls)} LM calls, "
+        f"{tokens} tokens, {cost} msats → {directory}/graph.json, spans.json ({len(spans)} spans){where}"
+    )
+    return directory
 
 
 def calls_table(title: str, rows: list[CallRow]) -> Table:

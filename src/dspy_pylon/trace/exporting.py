@@ -1,0 +1,64 @@
+"""``pylon.trace.instrument()``: record every run and export its spans as each run ends, without
+blocking the program (spans queue in the SDK's batching processor, sent from its own thread)."""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any
+
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from dspy_pylon.trace.otel import graph_to_spans
+from dspy_pylon.trace.recorder import TraceRecorder
+
+
+class ExportingRecorder(TraceRecorder):
+    """A :class:`TraceRecorder` that hands each finished run's spans to a batching processor.
+
+    The processor's queue is bounded: when a sink falls behind, spans are dropped (the SDK logs
+    it), never the program slowed. :meth:`close` flushes and stops it (also at exit).
+    """
+
+    def __init__(self, exporter: SpanExporter, keep_content: bool = False, manifest: Any = None) -> None:
+        super().__init__(keep_content=keep_content)
+        self.manifest = manifest
+        self.processor = BatchSpanProcessor(exporter)
+        atexit.register(self.close)
+
+    def on_trace_complete(self, graph: Any, manifest: Any = None) -> None:
+        """Queue the finished run's spans for export."""
+        for span in graph_to_spans(graph, manifest or self.manifest, include_content=self.keep_content):
+            self.processor.on_end(span)
+
+    def flush(self, timeout_ms: int = 30_000) -> bool:
+        """Send what is queued now; whether it all went."""
+        return bool(self.processor.force_flush(timeout_ms))
+
+    def close(self) -> None:
+        """Flush and stop exporting."""
+        self.processor.shutdown()  # type: ignore[no-untyped-call]
+
+
+def instrument(
+    exporter: SpanExporter | None = None, keep_content: bool = False, manifest: Any = None
+) -> ExportingRecorder:
+    """Record every DSPy run from now on and export it: to ``exporter``, or over OTLP/HTTP to
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (:class:`~dspy_pylon.errors.ConfigError` when neither is given).
+
+    Registers the recorder with DSPy (:func:`dspy_pylon.set_callback`) and returns it (its
+    ``graph`` holds everything recorded).
+    """
+    import os
+
+    from dspy_pylon.callbacks import set_callback
+    from dspy_pylon.plain_errors import ConfigError
+
+    if exporter is None:
+        if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+            raise ConfigError("instrument() needs an exporter, or OTEL_EXPORTER_OTLP_ENDPOINT set")
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    recorder = ExportingRecorder(exporter, keep_content=keep_content, manifest=manifest)
+    set_callback(recorder)
+    return recorder

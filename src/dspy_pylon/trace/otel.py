@@ -1,0 +1,206 @@
+"""A trace graph as OpenTelemetry spans: explicit parents and timestamps, GenAI attributes, cost.
+
+DSPy's threads do not carry OpenTelemetry's context, so spans are not made while the program
+runs: the finished :class:`~dspy_pylon.trace.graph.TraceGraph` (whose parents are right) is
+turned into SDK ``ReadableSpan``s afterwards (:func:`graph_to_spans`, pure) and handed to any
+exporter (:func:`export`). Ids derive from DSPy's call ids, so exporting a saved graph twice
+gives the same spans. Attribute names follow the GenAI semantic conventions as they stand
+(``gen_ai.*``, still "development"); cost has no adopted attribute, so LM spans carry ours
+(``pylon.cost_msats``) and the proposed ``gen_ai.usage.cost.*`` shape, never summed into parents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
+
+_SCOPE = InstrumentationScope("dspy_pylon.trace")
+_KINDS = {NodeType.LM: SpanKind.CLIENT}
+_OPERATIONS = {NodeType.PROGRAM: "invoke_agent", NodeType.TOOL: "execute_tool", NodeType.LM: "chat"}
+
+
+def _id(text: str, bits: int) -> int:
+    # DSPy's call ids are uuid4 hex; any other id (candidates) is hashed. Never zero (invalid in OTel).
+    try:
+        value = int(text[: bits // 4], 16) if len(text) >= bits // 4 else None
+    except ValueError:
+        value = None
+    if not value:
+        value = int.from_bytes(hashlib.sha256(text.encode()).digest()[: bits // 8], "big")
+    return value or 1
+
+
+def _name(node: TraceNode) -> str:
+    operation = _OPERATIONS.get(node.type)
+    if operation is not None:
+        return f"{operation} {node.name}"
+    if node.type is NodeType.PREDICTOR:
+        return f"predict {node.name}"
+    return node.name if node.type is NodeType.MODULE else f"{node.type.value} {node.name}"
+
+
+def _attributes(node: TraceNode, include_content: bool) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"dsrs.node_type": node.type.value}
+    if node.type is NodeType.PREDICTOR:
+        attributes["dsrs.signature_name"] = node.name
+    if node.type is NodeType.TOOL:
+        attributes["gen_ai.tool.name"] = node.name
+    if node.type is NodeType.PROGRAM:
+        attributes["gen_ai.operation.name"] = "invoke_agent"
+        attributes["gen_ai.agent.name"] = node.name
+    if node.type is NodeType.LM:
+        route = node.route or {}
+        attributes.update(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": str(route.get("backend") or route.get("venue") or "dspy"),
+                "gen_ai.request.model": node.name,
+                "lm.model": node.name,
+            }
+        )
+        if route.get("model"):
+            attributes["gen_ai.response.model"] = str(route["model"])
+        for key in ("venue", "backend", "provider", "job_id", "relay", "encryption"):
+            if route.get(key):
+                attributes[f"pylon.{key}"] = str(route[key])
+        if node.usage is not None:
+            cost = node.usage.get("cost_msats", 0)
+            attributes.update(
+                {
+                    "gen_ai.usage.input_tokens": node.usage.get("prompt_tokens", 0),
+                    "gen_ai.usage.output_tokens": node.usage.get("completion_tokens", 0),
+                    "lm.tokens": node.usage.get("prompt_tokens", 0) + node.usage.get("completion_tokens", 0),
+                    "pylon.cost_msats": cost,
+                    "lm.cost_msats": cost,
+                    "gen_ai.usage.cost.amount": cost / 1000,
+                    "gen_ai.usage.cost.currency": "sat",
+                    "gen_ai.usage.cost.source": "exact",
+                }
+            )
+        if "cache_hit" in node.attributes:
+            attributes["pylon.cache_hit"] = bool(node.attributes["cache_hit"])
+    if node.type is NodeType.CANDIDATE:
+        attributes["dsrs.compiled_id"] = str(node.attributes.get("candidate_id", ""))
+        for metric, value in (node.attributes.get("metrics") or {}).items():
+            attributes[f"dsrs.metric.{metric}"] = float(value)
+    if include_content:
+        for key, value in (("pylon.inputs", node.inputs), ("pylon.outputs", node.outputs)):
+            if isinstance(value, str):
+                attributes[key] = value
+    return attributes
+
+
+def graph_to_spans(
+    graph: TraceGraph, manifest: Any = None, include_content: bool = False, service_name: str = "dspy-pylon"
+) -> list[ReadableSpan]:
+    """The spans of ``graph``: one per finished node, parent links and timestamps as recorded.
+
+    Each root starts its own trace. With ``manifest`` (a
+    :class:`~dspy_pylon.contract.manifest.CompiledModuleManifest`) roots carry its
+    ``dsrs.compiled_id`` and optimizer. Content (inputs, outputs) only with ``include_content``
+    and when the recorder kept it.
+    """
+    resource = Resource.create({"service.name": service_name})
+    roots: dict[str, str] = {}
+
+    def root_of(node: TraceNode) -> str:
+        seen = [node.id]
+        current = node
+        while current.parent_id is not None and current.parent_id in graph.nodes:
+            if current.parent_id in roots:
+                root = roots[current.parent_id]
+                break
+            current = graph.nodes[current.parent_id]
+            seen.append(current.id)
+        else:
+            root = current.id
+        for node_id in seen:
+            roots[node_id] = root
+        return root
+
+    spans = []
+    for node in graph:
+        if node.end_ns is None:
+            continue  # still running: spans are what ended
+        trace_id = _id(root_of(node), 128)
+        context = SpanContext(trace_id, _id(node.id, 64), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        parent = None
+        if node.parent_id is not None and node.parent_id in graph.nodes:
+            parent = SpanContext(trace_id, _id(node.parent_id, 64), is_remote=False)
+        attributes = _attributes(node, include_content)
+        if parent is None and manifest is not None:
+            attributes["dsrs.compiled_id"] = manifest.compiled_id
+            if manifest.optimizer:
+                attributes["dsrs.optimizer"] = manifest.optimizer
+        events: list[Event] = []
+        status = Status(StatusCode.OK)
+        if node.status is NodeStatus.ERROR:
+            status = Status(StatusCode.ERROR, f"{node.error_type}: {node.error}")
+            events.append(
+                Event(
+                    "exception",
+                    {"exception.type": node.error_type or "", "exception.message": node.error or ""},
+                    timestamp=node.end_ns,
+                )
+            )
+        spans.append(
+            ReadableSpan(
+                name=_name(node),
+                context=context,
+                parent=parent,
+                resource=resource,
+                attributes=attributes,
+                events=events,
+                kind=_KINDS.get(node.type, SpanKind.INTERNAL),
+                status=status,
+                start_time=node.start_ns,
+                end_time=max(node.end_ns, node.start_ns + 1),  # a zero-length span shows as none
+                instrumentation_scope=_SCOPE,
+            )
+        )
+    return spans
+
+
+def export(
+    graph: TraceGraph,
+    exporter: SpanExporter | None = None,
+    manifest: Any = None,
+    include_content: bool = False,
+) -> Sequence[ReadableSpan]:
+    """Export ``graph`` as spans to ``exporter`` (any OpenTelemetry SDK exporter), or, by default, over
+    OTLP/HTTP to ``OTEL_EXPORTER_OTLP_ENDPOINT`` through a batching processor. Returns the spans.
+
+    Raises :class:`~dspy_pylon.errors.ConfigError` when no exporter is given and no endpoint is set.
+    """
+    spans = graph_to_spans(graph, manifest, include_content)
+    if exporter is not None:
+        if exporter.export(spans) is not SpanExportResult.SUCCESS:
+            from dspy_pylon.plain_errors import PylonError
+
+            raise PylonError(f"the exporter {type(exporter).__name__} refused {len(spans)} spans")
+        return spans
+    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        from dspy_pylon.plain_errors import ConfigError
+
+        raise ConfigError("no exporter given and OTEL_EXPORTER_OTLP_ENDPOINT is not set")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    processor = BatchSpanProcessor(OTLPSpanExporter())
+    try:
+        for span in spans:
+            processor.on_end(span)
+        processor.force_flush()
+    finally:
+        processor.shutdown()  # type: ignore[no-untyped-call]
+    return spans
