@@ -12,9 +12,9 @@ import dspy_pylon as pylon
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _example() -> str:
+def _example(heading: str = "## Compiled programs") -> str:
     text = README.read_text()
-    section = text[text.index("## Compiled programs") :]
+    section = text[text.index(heading) :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match is not None
     return match.group(1)
@@ -31,3 +31,18 @@ def test_the_readme_compile_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
     assert manifest.signature is not None and manifest.scorecard is not None
     assert pylon.verify_compiled(tmp_path / "qa-v1").signer == pylon.load_identity().public_key_hex
     assert manifest.compatibility.privacy_modes_allowed == (pylon.PrivacyMode.NO_PII,)
+
+
+@pytest.mark.smollm2
+def test_the_readme_tracing_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(_example("## Tracing a run"), str(README), "exec"), namespace)
+    recorder = namespace["recorder"]
+    assert isinstance(recorder, pylon.TraceRecorder)
+    kinds = [node.type for node in recorder.graph]
+    assert kinds.count(pylon.NodeType.EVALUATE) == 1 and kinds.count(pylon.NodeType.LM) >= 3
+    lm_calls = [node for node in recorder.graph if node.type is pylon.NodeType.LM]
+    assert all(
+        node.usage and node.usage["prompt_tokens"] > 0 for node in lm_calls if not node.attributes.get("cache_hit")
+    )
+    assert "predictor question -> answer" in capsys.readouterr().out
