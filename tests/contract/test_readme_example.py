@@ -45,4 +45,4 @@ def test_the_readme_tracing_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     assert all(
         node.usage and node.usage["prompt_tokens"] > 0 for node in lm_calls if not node.attributes.get("cache_hit")
     )
-    assert "predictor question -> answer" in capsys.readouterr().out
+    assert "predictor question -> reasoning, answer" in capsys.readouterr().out
