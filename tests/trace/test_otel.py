@@ -163,7 +163,9 @@ def test_instrument_exports_every_finished_run_without_blocking_it() -> None:
         recorder.close()
         dspy.configure(callbacks=[])
     spans = exporter.get_finished_spans()
-    assert len(spans) == len(recorder.graph) and len({s.context.trace_id for s in spans}) == 2
+    # Each run: Two, ChainOfThought, and two predictors with their format, LM and parse nodes.
+    assert len(spans) == 2 * (2 + 2 * 4) and len({s.context.trace_id for s in spans}) == 2
+    assert len(recorder.graph) == 0  # exported runs are forgotten: a long-lived process does not grow
 
 
 def test_instrument_without_an_exporter_or_endpoint_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +173,21 @@ def test_instrument_without_an_exporter_or_endpoint_is_a_config_error(monkeypatc
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     with pytest.raises(pylon.ConfigError):
         pylon.trace.instrument()
+
+
+def test_candidate_spans_do_not_collide_with_their_compile() -> None:
+    recorder = TraceRecorder()
+    with dspy.context(lm=_dummy(), callbacks=[recorder]):
+        pylon.compile(
+            dspy.Predict("question -> answer"),
+            dspy.LabeledFewShot(k=1),
+            _examples(2),
+            metric=lambda e, p, t=None: True,
+            rollouts=1,
+            baseline=False,
+        )
+    spans = graph_to_spans(recorder.graph)
+    assert len({s.context.span_id for s in spans}) == len(spans)
+    [candidate] = [s for s in spans if s.attributes["dsrs.node_type"] == "candidate"]
+    [compile_span] = [s for s in spans if s.attributes["dsrs.node_type"] == "compile"]
+    assert candidate.parent is not None and candidate.parent.span_id == compile_span.context.span_id

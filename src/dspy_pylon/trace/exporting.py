@@ -16,7 +16,8 @@ class ExportingRecorder(TraceRecorder):
     """A :class:`TraceRecorder` that hands each finished run's spans to a batching processor.
 
     The processor's queue is bounded: when a sink falls behind, spans are dropped (the SDK logs
-    it), never the program slowed. :meth:`close` flushes and stops it (also at exit).
+    it), never the program slowed. An exported run is forgotten (``graph`` holds the runs still
+    going), so a long-lived process does not grow. :meth:`close` flushes and stops it (also at exit).
     """
 
     def __init__(self, exporter: SpanExporter, keep_content: bool = False, manifest: Any = None) -> None:
@@ -29,6 +30,7 @@ class ExportingRecorder(TraceRecorder):
         """Queue the finished run's spans for export."""
         for span in graph_to_spans(graph, manifest or self.manifest, include_content=self.keep_content):
             self.processor.on_end(span)
+        self.forget(graph)
 
     def flush(self, timeout_ms: int = 30_000) -> bool:
         """Send what is queued now; whether it all went."""

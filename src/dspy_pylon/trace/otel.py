@@ -29,13 +29,15 @@ _KINDS = {NodeType.LM: SpanKind.CLIENT}
 _OPERATIONS = {NodeType.PROGRAM: "invoke_agent", NodeType.TOOL: "execute_tool", NodeType.LM: "chat"}
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def _id(text: str, bits: int) -> int:
-    # DSPy's call ids are uuid4 hex; any other id (candidates) is hashed. Never zero (invalid in OTel).
-    try:
-        value = int(text[: bits // 4], 16) if len(text) >= bits // 4 else None
-    except ValueError:
-        value = None
-    if not value:
+    # A DSPy call id (uuid4: 32 hex digits) gives its own bits; any other id (a candidate's, which
+    # starts with its compile's call id) is hashed whole. Never zero: OTel reads zero as invalid.
+    if len(text) == 32 and set(text) <= _HEX:
+        value = int(text[: bits // 4], 16)
+    else:
         value = int.from_bytes(hashlib.sha256(text.encode()).digest()[: bits // 8], "big")
     return value or 1
 

@@ -85,6 +85,12 @@ class TraceRecorder(PylonCallback):
             self.on_trace_complete(self.subgraph(call_id))
         return node
 
+    def forget(self, graph: TraceGraph) -> None:
+        """Drop ``graph``'s nodes from what this recorder holds (after they were exported)."""
+        with self._lock:
+            for node_id in graph.nodes:
+                self.graph.nodes.pop(node_id, None)
+
     def subgraph(self, root_id: str) -> TraceGraph:
         """The nodes under ``root_id`` (itself included)."""
         with self._lock:
