@@ -28,6 +28,14 @@ class PylonCallback(BaseCallback):  # type: ignore[misc]  # dspy ships no types
     def on_trace_complete(self, graph: Any, manifest: Any = None) -> None:
         """A run's outermost call ended: ``graph`` is its :class:`~dspy_pylon.trace.graph.TraceGraph`."""
 
+    @staticmethod
+    def lm_call_info(call_id: str) -> Any:
+        """In ``on_lm_end``: a pylon LM call's tokens, exact cost (msats) and route
+        (:class:`~dspy_pylon.trace.lm_calls.LmCallInfo`), or ``None`` for another LM's call."""
+        from dspy_pylon.trace import lm_calls
+
+        return lm_calls.get(call_id)
+
 
 _HOOKS = tuple(name for name in dir(PylonCallback) if name.startswith("on_") and callable(getattr(PylonCallback, name)))
 

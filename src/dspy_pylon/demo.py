@@ -415,10 +415,12 @@ def run_demo(console: Console, backend: str = "embedded") -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     recorder = TraceRecorder()
     dspy.configure(callbacks=[*(dspy.settings.get("callbacks", None) or []), recorder])
-    run_local_demo(console, backend)
-    run_compile_demo(console, backend)
-    run_swarm_demo(console)
-    write_trace(console, recorder)
+    try:
+        run_local_demo(console, backend)
+        run_compile_demo(console, backend)
+        run_swarm_demo(console)
+    finally:  # what ran is traced even when a part failed
+        write_trace(console, recorder)
 
 
 def write_trace(console: Console, recorder: Any) -> Path:
@@ -427,9 +429,9 @@ def write_trace(console: Console, recorder: Any) -> Path:
     import json
 
     from dspy_pylon.trace.graph import NodeType
-    from dspy_pylon.trace.otel import export, graph_to_spans
+    from dspy_pylon.trace.otel import export, graph_to_spans, otlp_endpoint_set
 
-    graph = recorder.graph
+    graph = recorder.snapshot()
     directory = Path(tempfile.mkdtemp(prefix="pylon-demo-trace-"))
     (directory / "graph.json").write_text(graph.to_json())
     spans = graph_to_spans(graph)
@@ -438,9 +440,9 @@ def write_trace(console: Console, recorder: Any) -> Path:
     tokens = sum((n.usage or {}).get("prompt_tokens", 0) + (n.usage or {}).get("completion_tokens", 0) for n in calls)
     cost = sum((n.usage or {}).get("cost_msats", 0) for n in calls)
     where = ""
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if otlp_endpoint_set():
         export(graph)
-        where = f", exported to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']}"
+        where = ", exported over OTLP"
     console.print(
         f"[green]✓[/] trace: {len(graph)} nodes in {len(graph.roots())} runs, {len(calls)} LM calls, "
         f"{tokens} tokens, {cost} msats → {directory}/graph.json, spans.json ({len(spans)} spans){where}"

@@ -87,9 +87,10 @@ def test_a_failure_is_an_error_span_with_the_exception() -> None:
     with dspy.context(lm=_dummy(), callbacks=[recorder]), pytest.raises(ValueError):
         Broken()(question="q")
     [span] = _spans_of(recorder)
-    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.status_code is StatusCode.ERROR and span.attributes["error.type"] == "ValueError"
     [event] = span.events
     assert event.name == "exception" and event.attributes["exception.type"] == "ValueError"
+    assert "exception.message" not in event.attributes and "no answer" not in str(span.status.description)
 
 
 def test_content_is_exported_only_when_asked_for() -> None:

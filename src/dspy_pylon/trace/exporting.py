@@ -4,11 +4,12 @@ blocking the program (spans queue in the SDK's batching processor, sent from its
 from __future__ import annotations
 
 import atexit
+import contextlib
 from typing import Any
 
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from dspy_pylon.trace.otel import graph_to_spans
+from dspy_pylon.trace.otel import graph_to_spans, otlp_endpoint_set
 from dspy_pylon.trace.recorder import TraceRecorder
 
 
@@ -23,22 +24,33 @@ class ExportingRecorder(TraceRecorder):
     def __init__(self, exporter: SpanExporter, keep_content: bool = False, manifest: Any = None) -> None:
         super().__init__(keep_content=keep_content)
         self.manifest = manifest
-        self.processor = BatchSpanProcessor(exporter)
+        # A queue big enough for a large Evaluate's run at once (the default 2,048 dropped spans of a
+        # 600-example run); beyond it the SDK drops and logs, never blocking the program.
+        self.processor = BatchSpanProcessor(exporter, max_queue_size=1 << 16, max_export_batch_size=512)
         atexit.register(self.close)
 
     def on_trace_complete(self, graph: Any, manifest: Any = None) -> None:
         """Queue the finished run's spans for export."""
-        for span in graph_to_spans(graph, manifest or self.manifest, include_content=self.keep_content):
-            self.processor.on_end(span)
-        self.forget(graph)
+        try:
+            for span in graph_to_spans(graph, manifest or self.manifest, include_content=self.keep_content):
+                self.processor.on_end(span)
+        finally:
+            self.forget(graph)
 
     def flush(self, timeout_ms: int = 30_000) -> bool:
         """Send what is queued now; whether it all went."""
         return bool(self.processor.force_flush(timeout_ms))
 
     def close(self) -> None:
-        """Flush and stop exporting."""
+        """Flush, stop exporting, and leave DSPy's callbacks."""
+        import dspy
+
         self.processor.shutdown()  # type: ignore[no-untyped-call]
+        callbacks = list(dspy.settings.get("callbacks", None) or [])
+        if self in callbacks:
+            # DSPy lets only the thread that configured it configure it: elsewhere, it stays listed, closed.
+            with contextlib.suppress(RuntimeError):
+                dspy.configure(callbacks=[c for c in callbacks if c is not self])
 
 
 def instrument(
@@ -48,19 +60,27 @@ def instrument(
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` (:class:`~dspy_pylon.errors.ConfigError` when neither is given).
 
     Registers the recorder with DSPy (:func:`dspy_pylon.set_callback`) and returns it (its
-    ``graph`` holds everything recorded).
+    ``graph`` holds the runs still going: finished ones are exported and forgotten). A recorder
+    an earlier ``instrument()`` registered is closed first: runs are exported once.
     """
-    import os
-
     from dspy_pylon.callbacks import set_callback
     from dspy_pylon.plain_errors import ConfigError
 
     if exporter is None:
-        if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        if not otlp_endpoint_set():
             raise ConfigError("instrument() needs an exporter, or OTEL_EXPORTER_OTLP_ENDPOINT set")
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()
+    import dspy
+
+    for earlier in list(dspy.settings.get("callbacks", None) or []):
+        if isinstance(earlier, ExportingRecorder):
+            earlier.close()
     recorder = ExportingRecorder(exporter, keep_content=keep_content, manifest=manifest)
-    set_callback(recorder)
+    try:
+        set_callback(recorder)
+    except RuntimeError as exc:  # DSPy refuses configure() from another thread than its owner
+        recorder.processor.shutdown()  # type: ignore[no-untyped-call]
+        raise ConfigError(f"instrument() must run where DSPy was configured: {exc}") from None
     return recorder

@@ -124,7 +124,20 @@ class TraceGraph:
                 raise ManifestError(f"not a dspy-pylon trace graph (version {GRAPH_VERSION})")
             graph = cls()
             for data in document["nodes"]:
-                graph.add(TraceNode.from_json_dict(data))
+                node = TraceNode.from_json_dict(data)
+                if not isinstance(node.id, str) or not isinstance(node.start_ns, int):
+                    raise ManifestError(f"trace node {node.id!r} has no string id or integer start")
+                if node.end_ns is not None and not isinstance(node.end_ns, int):
+                    raise ManifestError(f"trace node {node.id!r} has a non-integer end")
+                graph.add(node)
+            for node in graph:  # no cycles: every chain of parents ends
+                seen = {node.id}
+                parent = node.parent_id
+                while parent is not None and parent in graph.nodes:
+                    if parent in seen:
+                        raise ManifestError(f"trace node {node.id!r} is its own ancestor")
+                    seen.add(parent)
+                    parent = graph.nodes[parent].parent_id
             return graph
         except ManifestError:
             raise

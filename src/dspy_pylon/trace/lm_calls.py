@@ -2,7 +2,8 @@
 
 ``PylonLM.update_history`` runs inside the LM call, where DSPy's ``ACTIVE_CALL_ID`` holds that
 call's id: it leaves the call's usage, cost and route here, and the recorder takes them at
-``on_lm_end``. Bounded: calls nobody records are forgotten, oldest first.
+``on_lm_end`` (any number of recorders, and any :class:`~dspy_pylon.callbacks.PylonCallback`
+through ``lm_call_info``). Bounded: the oldest calls are forgotten.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class LmCallInfo:
 
     prompt_tokens: int
     completion_tokens: int
-    cost_msats: int
+    cost_msats: int | None  # None: not known (an LM that is not pylon's reports no exact cost)
     cache_hit: bool
     route: dict[str, Any]
 
@@ -39,10 +40,11 @@ class LmCallInfo:
             if key in data
         }
         cost = entry.get("cost")
+        exact = (entry.get("cost_details") or {}).get("currency") == "msat"  # pylon's; litellm's is USD
         return cls(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
-            cost_msats=cost if isinstance(cost, int) and not isinstance(cost, bool) else 0,
+            cost_msats=cost if exact and isinstance(cost, int) and not isinstance(cost, bool) else None,
             cache_hit=not usage,
             route=route,
         )
@@ -62,7 +64,7 @@ def record(call_id: str | None, info: LmCallInfo) -> None:
             _calls.popitem(last=False)
 
 
-def take(call_id: str) -> LmCallInfo | None:
-    """The info left for ``call_id``, once."""
+def get(call_id: str) -> LmCallInfo | None:
+    """The info left for ``call_id`` (every recorder may read it; the oldest are forgotten)."""
     with _lock:
-        return _calls.pop(call_id, None)
+        return _calls.get(call_id)

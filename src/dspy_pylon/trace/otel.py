@@ -76,25 +76,34 @@ def _attributes(node: TraceNode, include_content: bool) -> dict[str, Any]:
             if route.get(key):
                 attributes[f"pylon.{key}"] = str(route[key])
         if node.usage is not None:
-            cost = node.usage.get("cost_msats", 0)
             attributes.update(
                 {
                     "gen_ai.usage.input_tokens": node.usage.get("prompt_tokens", 0),
                     "gen_ai.usage.output_tokens": node.usage.get("completion_tokens", 0),
                     "lm.tokens": node.usage.get("prompt_tokens", 0) + node.usage.get("completion_tokens", 0),
-                    "pylon.cost_msats": cost,
-                    "lm.cost_msats": cost,
-                    "gen_ai.usage.cost.amount": cost / 1000,
-                    "gen_ai.usage.cost.currency": "sat",
-                    "gen_ai.usage.cost.source": "exact",
                 }
             )
+            cost = node.usage.get("cost_msats")
+            if cost is not None:  # only an exact cost: an LM that is not pylon's reports none
+                attributes.update(
+                    {
+                        "pylon.cost_msats": cost,
+                        "lm.cost_msats": cost,
+                        # The proposed shape (semconv PR #443): an amount, a currency, where it came from.
+                        "gen_ai.usage.cost.amount": cost / 100_000_000_000,
+                        "gen_ai.usage.cost.currency": "BTC",
+                        "gen_ai.usage.cost.source": "provider" if route.get("venue") == "swarm" else "local",
+                    }
+                )
         if "cache_hit" in node.attributes:
             attributes["pylon.cache_hit"] = bool(node.attributes["cache_hit"])
     if node.type is NodeType.CANDIDATE:
         attributes["dsrs.compiled_id"] = str(node.attributes.get("candidate_id", ""))
         for metric, value in (node.attributes.get("metrics") or {}).items():
-            attributes[f"dsrs.metric.{metric}"] = float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                attributes[f"dsrs.metric.{metric}"] = float(value)
+        if node.attributes.get("compile_call_id") and node.parent_id is None:
+            attributes["dsrs.compile_call_id"] = str(node.attributes["compile_call_id"])
     if include_content:
         for key, value in (("pylon.inputs", node.inputs), ("pylon.outputs", node.outputs)):
             if isinstance(value, str):
@@ -119,6 +128,8 @@ def graph_to_spans(
         seen = [node.id]
         current = node
         while current.parent_id is not None and current.parent_id in graph.nodes:
+            if current.parent_id in seen:  # a cycle (a hand-made graph): the loop ends here
+                break
             if current.parent_id in roots:
                 root = roots[current.parent_id]
                 break
@@ -147,14 +158,13 @@ def graph_to_spans(
         events: list[Event] = []
         status = Status(StatusCode.OK)
         if node.status is NodeStatus.ERROR:
-            status = Status(StatusCode.ERROR, f"{node.error_type}: {node.error}")
-            events.append(
-                Event(
-                    "exception",
-                    {"exception.type": node.error_type or "", "exception.message": node.error or ""},
-                    timestamp=node.end_ns,
-                )
-            )
+            attributes["error.type"] = node.error_type or "error"
+            described = node.error_type if node.error is None else f"{node.error_type}: {node.error}"
+            status = Status(StatusCode.ERROR, described)
+            exception = {"exception.type": node.error_type or ""}
+            if node.error is not None:  # the message only where the recorder kept content
+                exception["exception.message"] = node.error
+            events.append(Event("exception", exception, timestamp=node.end_ns))
         spans.append(
             ReadableSpan(
                 name=_name(node),
@@ -180,29 +190,38 @@ def export(
     include_content: bool = False,
 ) -> Sequence[ReadableSpan]:
     """Export ``graph`` as spans to ``exporter`` (any OpenTelemetry SDK exporter), or, by default, over
-    OTLP/HTTP to ``OTEL_EXPORTER_OTLP_ENDPOINT`` through a batching processor. Returns the spans.
+    OTLP/HTTP to ``OTEL_EXPORTER_OTLP_ENDPOINT``, in checked batches; returns the spans. Blocks until
+    sent (for a live program, :func:`~dspy_pylon.trace.exporting.instrument` queues instead).
 
-    Raises :class:`~dspy_pylon.errors.ConfigError` when no exporter is given and no endpoint is set.
+    Raises :class:`~dspy_pylon.errors.ConfigError` when no exporter is given and no endpoint is set,
+    :class:`~dspy_pylon.errors.PylonError` when the exporter refuses a batch.
     """
+    from dspy_pylon.plain_errors import ConfigError, PylonError
+
     spans = graph_to_spans(graph, manifest, include_content)
-    if exporter is not None:
-        if exporter.export(spans) is not SpanExportResult.SUCCESS:
-            from dspy_pylon.plain_errors import PylonError
+    owned = exporter is None
+    if exporter is None:
+        if not otlp_endpoint_set():
+            raise ConfigError("no exporter given and OTEL_EXPORTER_OTLP_ENDPOINT is not set")
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            raise PylonError(f"the exporter {type(exporter).__name__} refused {len(spans)} spans")
-        return spans
-    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
-        from dspy_pylon.plain_errors import ConfigError
-
-        raise ConfigError("no exporter given and OTEL_EXPORTER_OTLP_ENDPOINT is not set")
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    processor = BatchSpanProcessor(OTLPSpanExporter())
+        exporter = OTLPSpanExporter()
     try:
-        for span in spans:
-            processor.on_end(span)
-        processor.force_flush()
+        # In batches, each checked: a queue in front would drop a large run's spans, silently.
+        for first in range(0, len(spans), EXPORT_BATCH):
+            batch = spans[first : first + EXPORT_BATCH]
+            if exporter.export(batch) is not SpanExportResult.SUCCESS:
+                raise PylonError(f"the exporter {type(exporter).__name__} refused {len(batch)} spans")
     finally:
-        processor.shutdown()  # type: ignore[no-untyped-call]
+        if owned:
+            exporter.shutdown()
     return spans
+
+
+#: Spans per exporter call.
+EXPORT_BATCH = 512
+
+
+def otlp_endpoint_set() -> bool:
+    """Whether the environment names an OTLP endpoint for traces."""
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))

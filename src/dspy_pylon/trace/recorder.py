@@ -48,7 +48,10 @@ class TraceRecorder(PylonCallback):
     # ─── the core ───
 
     def _value(self, value: Any) -> Any:
-        text = _text(value)
+        try:
+            text = _text(value)
+        except (TypeError, ValueError, RecursionError):  # mixed-type keys, a cycle: a node still
+            text = repr(value)
         return text if self.keep_content else {"sha256": hashlib.sha256(text.encode()).hexdigest()}
 
     def _start(self, call_id: str, kind: NodeType, name: str, inputs: Any, **attributes: Any) -> None:
@@ -63,27 +66,43 @@ class TraceRecorder(PylonCallback):
             attributes={k: v for k, v in attributes.items() if v is not None},
         )
         with self._lock:
+            if call_id in self.graph.nodes:  # the same call heard twice (registered globally and on it)
+                return
             if node.parent_id is None and kind is NodeType.MODULE:
                 node.type = NodeType.PROGRAM
             self.graph.add(node)
 
-    def _end(self, call_id: str, outputs: Any, exception: BaseException | None) -> TraceNode | None:
+    def _end(
+        self, call_id: str, outputs: Any, exception: BaseException | None, info: lm_calls.LmCallInfo | None = None
+    ) -> TraceNode | None:
         with self._lock:
             node = self.graph.nodes.get(call_id)
-            if node is None:
+            if node is None or node.end_ns is not None:  # unknown, or ended already (registered twice)
                 return None
             node.end_ns = time.time_ns()
             if exception is not None:
                 node.status = NodeStatus.ERROR
                 node.error_type = type(exception).__name__
-                node.error = str(exception)[:2000]
+                # A message can quote the prompt or the answer (a parse error does): content only when kept.
+                node.error = str(exception)[:2000] if self.keep_content else None
             else:
                 node.status = NodeStatus.OK
                 node.outputs = self._value(outputs)
+            if info is not None:
+                node.usage = {"prompt_tokens": info.prompt_tokens, "completion_tokens": info.completion_tokens}
+                if info.cost_msats is not None:
+                    node.usage["cost_msats"] = info.cost_msats
+                node.route = info.route or None
+                node.attributes["cache_hit"] = info.cache_hit
             finished_root = node.parent_id is None or node.parent_id not in self.graph.nodes
         if finished_root:
             self.on_trace_complete(self.subgraph(call_id))
         return node
+
+    def snapshot(self) -> TraceGraph:
+        """A copy of everything recorded so far, safe to read while calls go on."""
+        with self._lock:
+            return TraceGraph(dict(self.graph.nodes))
 
     def forget(self, graph: TraceGraph) -> None:
         """Drop ``graph``'s nodes from what this recorder holds (after they were exported)."""
@@ -127,19 +146,10 @@ class TraceRecorder(PylonCallback):
         """An LM call ended: its usage, exact cost and route join its node."""
         with self._lock:
             instance, seen = self._lm_started.pop(call_id, (None, 0))
-        info = lm_calls.take(call_id)
+        info = lm_calls.get(call_id)
         if info is None and instance is not None and exception is None:
             info = self._from_history(instance, seen)
-        node = self._end(call_id, outputs, exception)
-        if node is not None and info is not None:
-            with self._lock:
-                node.usage = {
-                    "prompt_tokens": info.prompt_tokens,
-                    "completion_tokens": info.completion_tokens,
-                    "cost_msats": info.cost_msats,
-                }
-                node.route = info.route or None
-                node.attributes["cache_hit"] = info.cache_hit
+        self._end(call_id, outputs, exception, info)  # usage joins before a finished run is handed on
 
     def _from_history(self, instance: Any, seen: int) -> lm_calls.LmCallInfo | None:
         # Another LM (not pylon's): its history entry is this call's only when exactly one was added
@@ -187,6 +197,8 @@ class TraceRecorder(PylonCallback):
 
     def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         """An optimizer's compile began."""
+        with self._lock:
+            self._last_compile.pop(threading.get_ident(), None)
         settings = {k: v for k, v in inputs.items() if k not in ("trainset", "valset", "student", "teacher")}
         self._start(call_id, NodeType.COMPILE, type(instance).__name__, settings)
 
@@ -201,19 +213,29 @@ class TraceRecorder(PylonCallback):
     ) -> None:
         """A candidate program: a finished node under the compile that produced it."""
         now = time.time_ns()
+        numbers = {k: float(v) for k, v in dict(metrics).items() if isinstance(v, (int, float))}
         with self._lock:
             parent = self._last_compile.get(threading.get_ident())
+            compile_node = self.graph.nodes.get(parent) if parent is not None else None
+            # Inside the compile's span while it is held; once its run was exported and forgotten, a run of its own.
+            at = compile_node.end_ns if compile_node is not None and compile_node.end_ns is not None else now
             node_id = f"{parent or 'candidate'}:{candidate_id}:{len(self.graph)}"
-            self.graph.add(
-                TraceNode(
-                    id=node_id,
-                    parent_id=parent,
-                    type=NodeType.CANDIDATE,
-                    name=candidate_id[:16],
-                    start_ns=now,
-                    end_ns=now,
-                    status=NodeStatus.OK,
-                    outputs=self._value(program_state),
-                    attributes={"candidate_id": candidate_id, "metrics": dict(metrics), "parent_candidate": parent_id},
-                )
+            node = TraceNode(
+                id=node_id,
+                parent_id=parent if compile_node is not None else None,
+                type=NodeType.CANDIDATE,
+                name=candidate_id[:16],
+                start_ns=at,
+                end_ns=at,
+                status=NodeStatus.OK,
+                outputs=self._value(program_state),
+                attributes={
+                    "candidate_id": candidate_id,
+                    "metrics": numbers,
+                    "parent_candidate": parent_id,
+                    "compile_call_id": parent,
+                },
             )
+            self.graph.add(node)
+        if node.parent_id is None:
+            self.on_trace_complete(self.subgraph(node.id))
