@@ -306,9 +306,11 @@ def relay(host: str, port: int | None) -> None:
 from dspy_pylon.cli_compile import compile_cmd  # noqa: E402 - registered on the group defined above
 from dspy_pylon.cli_manifest import manifest  # noqa: E402
 from dspy_pylon.cli_money import spend, wallet  # noqa: E402
+from dspy_pylon.cli_trace import trace  # noqa: E402
 
 main.add_command(compile_cmd)
 main.add_command(manifest)
+main.add_command(trace)
 main.add_command(spend)
 main.add_command(wallet)
 

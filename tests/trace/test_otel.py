@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
@@ -12,6 +15,7 @@ import dspy_pylon as pylon
 from dspy_pylon.trace.graph import TraceGraph
 from dspy_pylon.trace.otel import export, graph_to_spans
 from dspy_pylon.trace.recorder import TraceRecorder
+from tests.cli_run import run_pylon
 from tests.helpers import WholeAnswerAdapter
 from tests.trace.test_recorder import Two, _dummy, _examples
 
@@ -110,46 +114,72 @@ def test_export_without_an_exporter_needs_an_endpoint(monkeypatch: pytest.Monkey
         export(TraceGraph())
 
 
-def test_otlp_http_export_reaches_a_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real OTLP/HTTP exchange: the SDK's exporter posts protobuf to a receiver decoding it with
-    the OTLP protocol's own messages (opentelemetry-proto); Phoenix, a full backend, is next."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class OtlpReceiver:
+    """A real OTLP/HTTP exchange: the SDK's exporter posts protobuf to this receiver, which decodes it
+    with the OTLP protocol's own messages (opentelemetry-proto); Phoenix, a full backend, is next."""
 
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    received: list[ExportTraceServiceRequest] = []
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            received.append(request)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.end_headers()
+        received = self.received = []
 
-        def log_message(self, *args: object) -> None:
-            pass
+        class Receiver(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append(request)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-        recorder = TraceRecorder()
-        with dspy.context(lm=_dummy(), callbacks=[recorder]):
-            Two()(question="q2")
-        spans = export(recorder.graph)
-    finally:
-        server.shutdown()
-    got = [span for request in received for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list:
+        return [s for r in self.received for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    running = OtlpReceiver()
+    yield running
+    running.server.shutdown()
+
+
+def test_otlp_http_export_reaches_a_receiver(receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    recorder = TraceRecorder()
+    with dspy.context(lm=_dummy(), callbacks=[recorder]):
+        Two()(question="q2")
+    spans = export(recorder.graph)
+    got = receiver.spans()
     assert len(got) == len(spans) == len(recorder.graph)
     ids = {span.span_id for span in got}
     assert all(not span.parent_span_id or span.parent_span_id in ids for span in got)
     lm = [span for span in got if span.name == "chat dummy"]
     assert len(lm) == 2 and all(span.kind == span.SPAN_KIND_CLIENT for span in lm)
+
+
+def test_pylon_trace_export_resends_a_saved_graph(receiver: OtlpReceiver, tmp_path: Path) -> None:
+    recorder = TraceRecorder()
+    with dspy.context(lm=_dummy(), callbacks=[recorder]):
+        Two()(question="q3")
+    saved = tmp_path / "graph.json"
+    saved.write_text(recorder.graph.to_json())
+    result = run_pylon("trace", "export", str(saved), "--otlp", receiver.url)
+    assert result.returncode == 0, result.stderr
+    assert f"exported {len(recorder.graph)} spans from 1 run(s)" in result.stdout
+    assert len(receiver.spans()) == len(recorder.graph)
+    (tmp_path / "bad.json").write_text("{")
+    bad = run_pylon("trace", "export", str(tmp_path / "bad.json"), "--otlp", receiver.url)
+    assert bad.returncode == 1 and "ManifestError" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_instrument_exports_every_finished_run_without_blocking_it() -> None:
