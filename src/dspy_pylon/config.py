@@ -51,6 +51,10 @@ def _check_reputation(value: object) -> None:
         raise ConfigError(f"min_reputation must be a number from 0 to 1 (or None), got {value!r}")
 
 
+def _encrypts(providers: tuple[str, ...], min_reputation: float | None) -> bool:
+    return len(providers) == 1 or (not providers and min_reputation is not None)
+
+
 def _check_flags(**flags: object) -> None:
     for name, value in flags.items():
         if not isinstance(value, bool):
@@ -130,7 +134,7 @@ class Swarm:
     def encrypts(self) -> bool:
         """Whether every job goes to one provider, encrypted to it (one named, or the best
         known under ``min_reputation``), rather than in the clear."""
-        return len(self.providers) == 1 or (not self.providers and self.min_reputation is not None)
+        return _encrypts(self.providers, self.min_reputation)
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class Hybrid:
     @property
     def encrypts(self) -> bool:
         """As :attr:`Swarm.encrypts`, for the swarm fallback."""
-        return len(self.providers) == 1 or (not self.providers and self.min_reputation is not None)
+        return _encrypts(self.providers, self.min_reputation)
 
 
 Venue: TypeAlias = Local | Swarm | Hybrid

@@ -195,18 +195,16 @@ class PylonRuntime:
         return runtime
 
     def provider_reputations(self, providers: tuple[str, ...]) -> dict[str, float]:
-        """The reputation (0..1, 0.5 when unknown) of each provider (npub or hex), by hex key,
+        """The reputation (0..1, 0.5 when unknown) of each provider (hex, as a venue holds them),
         from this runtime's reputation store (``reputation.sqlite`` in the home unless given)."""
-        from dspy_pylon.nip06 import public_key_from_npub
         from dspy_pylon.swarm.reputation import Reputation
 
-        keys = [public_key_from_npub(p) if p.startswith("npub1") else p.lower() for p in providers]
         store = self.edges.reputation
         opened = store is None
         if store is None:
             store = Reputation(self.edges.home_dir() / "reputation.sqlite")
         try:
-            return {key: store.score(key) for key in keys}
+            return {key: store.score(key) for key in providers}
         finally:
             if opened:
                 store.close()

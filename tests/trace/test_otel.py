@@ -17,7 +17,7 @@ from dspy_pylon.trace.otel import export, graph_to_spans
 from dspy_pylon.trace.recorder import TraceRecorder
 from tests.cli_run import run_pylon
 from tests.helpers import WholeAnswerAdapter
-from tests.trace.test_recorder import Two, _dummy, _examples
+from tests.trace.test_recorder import Two, _dummy, _examples, compile_small
 
 
 def _spans_of(recorder: TraceRecorder, **kwargs: object) -> list:
@@ -209,14 +209,7 @@ def test_instrument_without_an_exporter_or_endpoint_is_a_config_error(monkeypatc
 def test_candidate_spans_do_not_collide_with_their_compile() -> None:
     recorder = TraceRecorder()
     with dspy.context(lm=_dummy(), callbacks=[recorder]):
-        pylon.compile(
-            dspy.Predict("question -> answer"),
-            dspy.LabeledFewShot(k=1),
-            _examples(2),
-            metric=lambda e, p, t=None: True,
-            rollouts=1,
-            baseline=False,
-        )
+        compile_small()
     spans = graph_to_spans(recorder.graph)
     assert len({s.context.span_id for s in spans}) == len(spans)
     [candidate] = [s for s in spans if s.attributes["dsrs.node_type"] == "candidate"]

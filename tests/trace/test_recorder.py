@@ -42,6 +42,18 @@ def _examples(n: int) -> list[dspy.Example]:
     return [dspy.Example(question=f"q{i}", answer=str(i)).with_inputs("question") for i in range(n)]
 
 
+def compile_small(k: int = 1, examples: int = 2) -> tuple[Any, Any]:
+    """``pylon.compile`` at its smallest: LabeledFewShot, one unscored-before rollout, any LM configured."""
+    return pylon.compile(
+        dspy.Predict("question -> answer"),
+        dspy.LabeledFewShot(k=k),
+        _examples(examples),
+        metric=lambda e, p, t=None: True,
+        rollouts=1,
+        baseline=False,
+    )
+
+
 def _assert_closed(graph: TraceGraph) -> None:
     for node in graph:
         assert node.parent_id is None or node.parent_id in graph.nodes, node
@@ -231,16 +243,8 @@ def test_set_and_get_callback() -> None:
 
 def test_a_compile_and_its_candidates_are_nodes() -> None:
     recorder = TraceRecorder()
-    examples = _examples(4)
     with dspy.context(lm=_dummy(), callbacks=[recorder]):
-        _, manifest = pylon.compile(
-            dspy.Predict("question -> answer"),
-            dspy.LabeledFewShot(k=2),
-            examples,
-            metric=lambda e, p, t=None: True,
-            rollouts=1,
-            baseline=False,
-        )
+        _, manifest = compile_small(k=2, examples=4)
     graph = recorder.graph
     [compile_node] = [n for n in graph if n.type is NodeType.COMPILE]
     assert compile_node.name == "LabeledFewShot" and compile_node.status is NodeStatus.OK

@@ -16,7 +16,7 @@ from dspy_pylon.trace.graph import NodeType, TraceGraph
 from dspy_pylon.trace.otel import export, graph_to_spans
 from dspy_pylon.trace.recorder import TraceRecorder
 from tests.helpers import WholeAnswerAdapter
-from tests.trace.test_recorder import _dummy, _examples
+from tests.trace.test_recorder import _dummy, compile_small
 
 
 def _evaluate(n: int, lm: Any, callbacks: list[Any] | None = None, threads: int = 8) -> None:
@@ -73,14 +73,7 @@ def test_candidates_reported_after_their_compile_was_exported_are_exported_too()
     recorder = pylon.trace.instrument(exporter)
     try:
         with dspy.context(lm=_dummy()):
-            _, manifest = pylon.compile(
-                dspy.Predict("question -> answer"),
-                dspy.LabeledFewShot(k=1),
-                _examples(2),
-                metric=lambda e, p, t=None: True,
-                rollouts=1,
-                baseline=False,
-            )
+            _, manifest = compile_small()
         assert recorder.flush()
     finally:
         recorder.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +21,6 @@ from dspy_pylon.contract.loading import build_manifest
 from dspy_pylon.contract.manifest import Compatibility, CompiledModuleManifest, ModelRef
 from dspy_pylon.contract.scoring import Metric, metric_name, score_program
 from dspy_pylon.plain_errors import ConfigError, ManifestError
-
-log = logging.getLogger(__name__)
 
 #: ``on_optimizer_candidate(candidate_id, metrics, parent_id, program_state)``.
 CandidateHook = Callable[[str, Mapping[str, float], str | None, Mapping[str, JsonValue]], None]
@@ -81,12 +78,13 @@ def compile(
     after = score_program(
         compiled, scoring, metric, rollouts=rollouts, truth_metric=truth_metric, num_threads=num_threads
     )
-    hooks = _candidate_hooks(on_optimizer_candidate)
-    if hooks:
+    registered = _registered_callbacks()
+    if on_optimizer_candidate is not None or registered.callbacks:
 
         def every(*args: Any) -> None:
-            for hook in hooks:
-                hook(*args)
+            if on_optimizer_candidate is not None:
+                on_optimizer_candidate(*args)
+            registered.on_optimizer_candidate(*args)  # a failing callback is logged and skipped
 
         report_candidates(compiled, metric_name(metric), after.median_score, every)
     manifest = build_manifest(
@@ -104,28 +102,14 @@ def compile(
     return compiled, manifest
 
 
-def _candidate_hooks(given: CandidateHook | None) -> list[CandidateHook]:
-    """``given`` and every registered pylon callback's ``on_optimizer_candidate`` (a failing
-    callback is logged and skipped, as DSPy treats its own callbacks)."""
+def _registered_callbacks() -> Any:
+    """The pylon callbacks registered with DSPy, as one :class:`~dspy_pylon.callbacks.CompositeCallback`."""
     import dspy
 
-    from dspy_pylon.callbacks import PylonCallback
+    from dspy_pylon.callbacks import CompositeCallback, PylonCallback
 
-    hooks: list[CandidateHook] = [given] if given is not None else []
-    for callback in dspy.settings.get("callbacks", None) or []:
-        if isinstance(callback, PylonCallback):
-            hooks.append(_guarded(callback.on_optimizer_candidate))
-    return hooks
-
-
-def _guarded(hook: CandidateHook) -> CandidateHook:
-    def call(*args: Any) -> None:
-        try:
-            hook(*args)
-        except Exception:
-            log.exception("a callback failed in on_optimizer_candidate; compiling goes on")
-
-    return call
+    callbacks = dspy.settings.get("callbacks", None) or []
+    return CompositeCallback(c for c in callbacks if isinstance(c, PylonCallback))
 
 
 def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:

@@ -20,7 +20,7 @@ import pydantic
 
 from dspy_pylon.contract.artifact import ARTIFACT_VERSION, compiled_id, structure
 from dspy_pylon.contract.hashing import sha256_hex
-from dspy_pylon.contract.manifest import CompiledModuleManifest, parse_manifest
+from dspy_pylon.contract.manifest import CompiledModuleManifest, load_json, manifest_from_data
 from dspy_pylon.contract.signing import signer_keys, verify_signature
 from dspy_pylon.durable import fsync_dir, write_atomic
 from dspy_pylon.plain_errors import (
@@ -126,16 +126,6 @@ def parse_program(data: bytes, where: str = PROGRAM_FILE) -> dict[str, Any]:
     return artifact
 
 
-def load_json(data: bytes, where: str) -> Any:
-    """JSON bytes, or a :class:`ManifestError` (not JSON, truncated, nested beyond what Python parses)."""
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{where} is not valid JSON (truncated or corrupted?): {exc}") from None
-    except RecursionError:
-        raise ManifestError(f"{where} is nested too deeply to be a compiled program") from None
-
-
 def write_files(directory: Path, program: bytes, manifest: bytes) -> None:
     """Write both files into ``directory`` (created if needed), each atomically, readable by all
     (an artifact is meant to be shared; it holds no secret)."""
@@ -201,7 +191,8 @@ def verify_compiled(
     """
     directory = Path(directory)
     manifest_bytes = _read(directory / MANIFEST_FILE)
-    manifest = parse_manifest(manifest_bytes, str(directory / MANIFEST_FILE))
+    raw_manifest = load_json(manifest_bytes, str(directory / MANIFEST_FILE))
+    manifest = manifest_from_data(raw_manifest, str(directory / MANIFEST_FILE))
     program_bytes = _read(directory / PROGRAM_FILE)
     digest = sha256_hex(program_bytes)
     if digest != manifest.program_sha256:
@@ -233,7 +224,7 @@ def verify_compiled(
     signer = None
     if manifest.signature is not None:
         # Over the manifest as read: re-serialising through the model could reformat a value.
-        signer = verify_signature(load_json(manifest_bytes, str(directory / MANIFEST_FILE)), manifest.signature)
+        signer = verify_signature(raw_manifest, manifest.signature)
         if trusted and signer not in trusted:
             raise SignatureError(
                 f"the manifest is signed by {signer}, which is not one of the trusted signers",

@@ -145,14 +145,23 @@ def manifest_json_schema() -> dict[str, Any]:
     return schema
 
 
-def parse_manifest(data: bytes, where: str = "manifest.json") -> CompiledModuleManifest:
-    """Read a manifest from its JSON bytes; anything wrong is a :class:`ManifestError`."""
+def load_json(data: bytes, where: str) -> Any:
+    """JSON bytes, or a :class:`ManifestError` (not JSON, truncated, nested beyond what Python parses)."""
     try:
-        raw = json.loads(data)
+        return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{where} is not valid JSON (truncated or corrupted?): {exc}") from None
     except RecursionError:
-        raise ManifestError(f"{where} is nested too deeply to be a manifest") from None
+        raise ManifestError(f"{where} is nested too deeply to be a compiled program") from None
+
+
+def parse_manifest(data: bytes, where: str = "manifest.json") -> CompiledModuleManifest:
+    """Read a manifest from its JSON bytes; anything wrong is a :class:`ManifestError`."""
+    return manifest_from_data(load_json(data, where), where)
+
+
+def manifest_from_data(raw: Any, where: str = "manifest.json") -> CompiledModuleManifest:
+    """A manifest from its parsed JSON; anything wrong is a :class:`ManifestError`."""
     if not isinstance(raw, dict):
         raise ManifestError(f"{where} holds a JSON {type(raw).__name__}, not an object")
     version = raw.get("schema_version")
