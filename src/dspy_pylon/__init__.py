@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from dspy import lm15
 
-    from dspy_pylon.callbacks import CompositeCallback, PylonCallback, get_callback, set_callback
+    from dspy_pylon.callbacks import CompositeCallback, PylonCallback, QueuedCallback, get_callback, set_callback
     from dspy_pylon.config import BACKENDS, Hybrid, Local, ModelSpec, PylonConfig, Swarm, parse_model_string
     from dspy_pylon.contract.compatibility import Requirement, Unmet
     from dspy_pylon.contract.compiling import compile as compile  # re-exported, not in __all__
@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     from dspy_pylon.swarm.discovery import ProviderRecord, discover
     from dspy_pylon.swarm.reputation import ProviderStats, Reputation
     from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
+    from dspy_pylon.trace.otel import TraceContract
     from dspy_pylon.trace.recorder import TraceRecorder
     from dspy_pylon.usage import Budget, LmUsage, Reservation
 
@@ -199,6 +200,8 @@ _EXPORTS: dict[str, str] = {
     "NodeStatus": "dspy_pylon.trace.graph",
     "NodeType": "dspy_pylon.trace.graph",
     "PylonCallback": "dspy_pylon.callbacks",
+    "QueuedCallback": "dspy_pylon.callbacks",
+    "TraceContract": "dspy_pylon.trace.otel",
     "TraceGraph": "dspy_pylon.trace.graph",
     "TraceNode": "dspy_pylon.trace.graph",
     "TraceRecorder": "dspy_pylon.trace.recorder",
@@ -302,6 +305,7 @@ __all__ = [
     "PylonEngine",
     "PylonError",
     "PylonLM",
+    "QueuedCallback",
     "RelayUnavailable",
     "Reputation",
     "Requirement",
@@ -316,6 +320,7 @@ __all__ = [
     "StoreError",
     "Swarm",
     "SwarmTimeout",
+    "TraceContract",
     "TraceGraph",
     "TraceNode",
     "TraceRecorder",

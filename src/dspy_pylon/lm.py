@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import dspy
 from dspy import lm15
+from dspy.utils.callback import ACTIVE_CALL_ID
 
 from dspy_pylon import carrier
 from dspy_pylon.config import Hybrid, Local, PylonConfig, Swarm, config_from_dict, config_to_dict, parse_model_string
@@ -24,7 +25,8 @@ from dspy_pylon.errors import ConfigError
 from dspy_pylon.pay.billing import Approver
 from dspy_pylon.route import Route
 from dspy_pylon.runtime import Edges, PylonRuntime, key_source, wallet_source
-from dspy_pylon.usage import LmUsage, cost_of
+from dspy_pylon.trace import lm_calls
+from dspy_pylon.usage import LmUsage
 
 if TYPE_CHECKING:
     from dspy_pylon.nostr.relay_client import RelayClient
@@ -71,6 +73,32 @@ class _DeclaresCapabilities:
         return self.runtime.capabilities().params
 
 
+def _reported(response: lm15.Response) -> lm15.Response:
+    # Inside a traced call ACTIVE_CALL_ID is the LM call's id: its usage, cost and route reach the
+    # trace recorder from here, once per response (n > 1 makes several), history kept or not.
+    call_id = ACTIVE_CALL_ID.get()
+    if call_id is not None:
+        lm_calls.add(call_id, lm_calls.LmCallInfo.from_response(response))
+    return response
+
+
+def _reported_stream(call_id: str | None, events: Iterator[lm15.StreamEvent]) -> Iterator[lm15.StreamEvent]:
+    # The call id is taken when the stream is made (inside the call): DSPy may read it elsewhere.
+    for event in events:
+        if call_id is not None and isinstance(event, lm15.StreamEndEvent):
+            lm_calls.add(call_id, lm_calls.LmCallInfo.from_response(event))
+        yield event
+
+
+async def _areported_stream(
+    call_id: str | None, events: AsyncIterator[lm15.StreamEvent]
+) -> AsyncIterator[lm15.StreamEvent]:
+    async for event in events:
+        if call_id is not None and isinstance(event, lm15.StreamEndEvent):
+            lm_calls.add(call_id, lm_calls.LmCallInfo.from_response(event))
+        yield event
+
+
 class PylonEngine(_DeclaresCapabilities):
     """DSPy sync engine: one attempt per call; DSPy owns retries, cache and history.
 
@@ -84,11 +112,12 @@ class PylonEngine(_DeclaresCapabilities):
 
     def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
-        return self.runtime.complete(request, carrier.options_of(request), self.privacy)
+        return _reported(self.runtime.complete(request, carrier.options_of(request), self.privacy))
 
     def stream(self, request: lm15.Request) -> Iterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.stream(request, carrier.options_of(request), self.privacy)
+        events = self.runtime.stream(request, carrier.options_of(request), self.privacy)
+        return _reported_stream(ACTIVE_CALL_ID.get(), events)
 
     def close(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -108,11 +137,13 @@ class AsyncPylonEngine(_DeclaresCapabilities):
 
     async def complete(self, request: lm15.Request) -> lm15.Response:
         """Run one call."""
-        return await self.runtime.acomplete(request, carrier.options_of(request), self.privacy)
+        return _reported(await self.runtime.acomplete(request, carrier.options_of(request), self.privacy))
 
     def stream(self, request: lm15.Request) -> AsyncIterator[lm15.StreamEvent]:
         """Run one call, streaming."""
-        return self.runtime.astream(request, carrier.options_of(request), self.privacy)
+        return _areported_stream(
+            ACTIVE_CALL_ID.get(), self.runtime.astream(request, carrier.options_of(request), self.privacy)
+        )
 
     async def aclose(self) -> None:
         """Nothing to do: the runtime is shared with copies and outlives one LM."""
@@ -135,6 +166,9 @@ class PylonLM(dspy.LM):
     (shared, left open), ``http_transport`` (every request to local servers) and ``wallet``
     (instead of ``nwc_uri``). Constructing an LM does no I/O.
     """
+
+    #: Its engines report every response to the trace (a traced call they did not see was a cache hit).
+    reports_calls = True
 
     def __init__(
         self,
@@ -369,17 +403,12 @@ class PylonLM(dspy.LM):
         ``provider_data``: it cost nothing now, and is recorded as 0.
         """
         response = entry.get("response")
+        responses = response if isinstance(response, (tuple, list)) else (response,)  # n > 1: a tuple
         cache_hit = not entry.get("usage")
-        cost = 0 if cache_hit else cost_of(getattr(response, "provider_data", None))
-        entry["cost"] = cost
+        entry["cost"] = 0 if cache_hit else lm_calls.total_cost(responses)
         entry["cost_details"] = {"kind": "exact", "currency": "msat", "cache_hit": cache_hit}
-        if dspy.settings.get("callbacks") or self.callbacks:
-            # Inside the call, ACTIVE_CALL_ID is this call's id: the trace recorder takes it at on_lm_end.
-            from dspy.utils.callback import ACTIVE_CALL_ID
-
-            from dspy_pylon.trace import lm_calls
-
-            lm_calls.record(ACTIVE_CALL_ID.get(), lm_calls.LmCallInfo.from_entry(entry))
+        # The engine reported a completed call itself; a cache hit did not reach it.
+        lm_calls.record_if_unseen(ACTIVE_CALL_ID.get(), lm_calls.LmCallInfo.from_entry(entry))
         super().update_history(entry)
 
     def dump_state(self) -> dict[str, Any]:

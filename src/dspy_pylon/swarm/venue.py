@@ -46,7 +46,8 @@ def response_from_outcome(outcome: JobOutcome, requested_model: str | None, form
         "base_url": outcome.relay,
         "model": model,
         "provider": result.provider,
-        "job_id": outcome.job_id,
+        "job_id": outcome.job_id,  # the request event's id
+        "result_id": result.id,  # the result event's id, signed by the provider
         "relay": outcome.relay,
         "latency_ms": round(outcome.latency_ms, 3),
         "cost_msats": outcome.cost_msats,

@@ -12,6 +12,7 @@ from typing import Any
 _LAZY = {
     "export": "dspy_pylon.trace.otel",
     "graph_to_spans": "dspy_pylon.trace.otel",
+    "TraceContract": "dspy_pylon.trace.otel",
     "instrument": "dspy_pylon.trace.exporting",
     "ExportingRecorder": "dspy_pylon.trace.exporting",
     "TraceRecorder": "dspy_pylon.trace.recorder",

@@ -42,6 +42,50 @@ def _id(text: str, bits: int) -> int:
     return value or 1
 
 
+def provider_name(model: str, route: dict[str, Any]) -> str:
+    """``gen_ai.provider.name``: the backend a pylon call took (``llamacpp``, ``ollama``, ``nip90``),
+    else the provider prefix of a LiteLLM-style model string (``openai/gpt-4o`` -> ``openai``)."""
+    backend = route.get("backend") or route.get("venue")
+    if backend:
+        return str(backend)
+    prefix, slash, _ = model.partition("/")
+    return prefix if slash and prefix else "dspy"
+
+
+def _job_span(node: TraceNode, trace_id: int, parent: SpanContext, resource: Resource) -> ReadableSpan:
+    # A swarm call is a message sent: its NIP-90 job request (a PRODUCER span, messaging
+    # conventions) under the LM call's CLIENT span, linking both Nostr events of the job.
+    route = node.route or {}
+    attributes: dict[str, Any] = {
+        "dsrs.node_type": "swarm_job",
+        "messaging.system": "nostr",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": str(route.get("relay") or ""),
+        "messaging.message.id": str(route["job_id"]),
+        "pylon.job_id": str(route["job_id"]),
+    }
+    if route.get("result_id"):
+        attributes["pylon.result_id"] = str(route["result_id"])
+    if route.get("provider"):
+        attributes["pylon.provider"] = str(route["provider"])
+    context = SpanContext(
+        trace_id, _id(f"{node.id}:job", 64), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
+    return ReadableSpan(
+        name="publish nip90 job",
+        context=context,
+        parent=parent,
+        resource=resource,
+        attributes=attributes,
+        kind=SpanKind.PRODUCER,
+        status=Status(StatusCode.OK if node.status is NodeStatus.OK else StatusCode.ERROR),
+        start_time=node.start_ns,
+        end_time=max(node.end_ns or node.start_ns, node.start_ns + 1),
+        instrumentation_scope=_SCOPE,
+    )
+
+
 def _name(node: TraceNode) -> str:
     operation = _OPERATIONS.get(node.type)
     if operation is not None:
@@ -65,14 +109,14 @@ def _attributes(node: TraceNode, include_content: bool) -> dict[str, Any]:
         attributes.update(
             {
                 "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": str(route.get("backend") or route.get("venue") or "dspy"),
+                "gen_ai.provider.name": provider_name(node.name, route),
                 "gen_ai.request.model": node.name,
                 "lm.model": node.name,
             }
         )
         if route.get("model"):
             attributes["gen_ai.response.model"] = str(route["model"])
-        for key in ("venue", "backend", "provider", "job_id", "relay", "encryption"):
+        for key in ("venue", "backend", "provider", "job_id", "result_id", "relay", "encryption"):
             if route.get(key):
                 attributes[f"pylon.{key}"] = str(route[key])
         if node.usage is not None:
@@ -180,6 +224,8 @@ def graph_to_spans(
                 instrumentation_scope=_SCOPE,
             )
         )
+        if node.type is NodeType.LM and (node.route or {}).get("job_id"):
+            spans.append(_job_span(node, trace_id, context, resource))
     return spans
 
 
@@ -225,3 +271,11 @@ EXPORT_BATCH = 512
 def otlp_endpoint_set() -> bool:
     """Whether the environment names an OTLP endpoint for traces."""
     return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+class TraceContract:
+    """The trace half of the compiler contract: a run's graph as OpenTelemetry spans, and
+    their export (:func:`graph_to_spans` and :func:`export` under one name)."""
+
+    graph_to_spans = staticmethod(graph_to_spans)
+    export = staticmethod(export)

@@ -3,26 +3,73 @@
 A node's parent is DSPy's ``ACTIVE_CALL_ID`` at its start (DSPy sets it to the *caller's* id
 while start hooks run, and its ``Evaluate``/``Parallel`` threads and asyncio tasks carry it), so
 the graph is right under threads without OpenTelemetry's context. Inputs and outputs are kept as
-SHA-256 digests unless ``keep_content=True``. Thread-safe.
+SHA-256 digests unless ``keep_content=True``; anything named like a credential (``api_key``, a
+token, a password) is left out either way. Times come from one monotonic clock anchored to the
+wall clock once, so a node never ends before it starts when the system clock steps. Thread-safe.
+
+The recorder registered first with DSPy tells every other registered
+:class:`~dspy_pylon.callbacks.PylonCallback` what it records: ``on_trace_node_start`` and
+``on_trace_node_end`` for each node (a live view), ``on_trace_complete`` for each finished run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
+import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import dspy
 from dspy.utils import callback as dspy_callback
 
-from dspy_pylon.callbacks import PylonCallback
+from dspy_pylon.callbacks import PylonCallback, records_traces
 from dspy_pylon.trace import lm_calls
 from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
 
+log = logging.getLogger(__name__)
+
+_WALL_NS = time.time_ns()
+_MONOTONIC_NS = time.perf_counter_ns()
+
+
+def now_ns() -> int:
+    """Nanoseconds since the epoch, from a monotonic clock (anchored to the wall clock at import)."""
+    return _WALL_NS + (time.perf_counter_ns() - _MONOTONIC_NS)
+
+
+# Keys that hold a credential: ``api_key``, ``access_token``, ``password``... (not ``max_tokens``).
+_CREDENTIAL = re.compile(
+    r"api_?key|secret|passw|credential|authori[sz]ation|cookie|bearer|mnemonic|nwc|(^|_)(key|token|auth)$",
+    re.IGNORECASE,
+)
+
+
+def without_credentials(value: Any, depth: int = 0) -> Any:
+    """``value`` with every mapping entry whose key names a credential left out (nested too)."""
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: without_credentials(v, depth + 1)
+            for k, v in value.items()
+            if not (isinstance(k, str) and _CREDENTIAL.search(k))
+        }
+    if isinstance(value, (list, tuple)):
+        return [without_credentials(item, depth + 1) for item in value]
+    return value
+
 
 def _text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return json.dumps(without_credentials(value), sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _copy(node: TraceNode) -> TraceNode:
+    return dataclasses.replace(node, attributes=dict(node.attributes))
 
 
 def signature_label(signature: Any) -> str:
@@ -37,6 +84,8 @@ def signature_label(signature: Any) -> str:
 
 class TraceRecorder(PylonCallback):
     """Records every module, predictor, adapter, LM, tool, evaluation and compile call as a node."""
+
+    records_traces = True
 
     def __init__(self, keep_content: bool = False) -> None:
         self.keep_content = keep_content
@@ -61,7 +110,7 @@ class TraceRecorder(PylonCallback):
             parent_id=parent,
             type=kind,
             name=name,
-            start_ns=time.time_ns(),
+            start_ns=now_ns(),
             inputs=self._value(inputs),
             attributes={k: v for k, v in attributes.items() if v is not None},
         )
@@ -71,6 +120,7 @@ class TraceRecorder(PylonCallback):
             if node.parent_id is None and kind is NodeType.MODULE:
                 node.type = NodeType.PROGRAM
             self.graph.add(node)
+        self._tell("on_trace_node_start", node)
 
     def _end(
         self, call_id: str, outputs: Any, exception: BaseException | None, info: lm_calls.LmCallInfo | None = None
@@ -79,7 +129,7 @@ class TraceRecorder(PylonCallback):
             node = self.graph.nodes.get(call_id)
             if node is None or node.end_ns is not None:  # unknown, or ended already (registered twice)
                 return None
-            node.end_ns = time.time_ns()
+            node.end_ns = max(now_ns(), node.start_ns)
             if exception is not None:
                 node.status = NodeStatus.ERROR
                 node.error_type = type(exception).__name__
@@ -95,9 +145,46 @@ class TraceRecorder(PylonCallback):
                 node.route = info.route or None
                 node.attributes["cache_hit"] = info.cache_hit
             finished_root = node.parent_id is None or node.parent_id not in self.graph.nodes
+        self._tell("on_trace_node_end", node)
         if finished_root:
-            self.on_trace_complete(self.subgraph(call_id))
+            self._complete(self.subgraph(call_id))
         return node
+
+    # ─── telling other callbacks ───
+
+    def _listeners(self, hook: str) -> list[Callable[..., Any]]:
+        listeners = []
+        if getattr(type(self), hook) is not getattr(PylonCallback, hook):  # a subclass listens itself
+            listeners.append(getattr(self, hook))
+        registered = dspy.settings.get("callbacks", None) or ()
+        lead = next((c for c in registered if records_traces(c)), self)
+        if lead is not self:  # the first registered recorder speaks for all (no run told twice)
+            return listeners
+        for callback in registered:
+            if records_traces(callback) or not isinstance(callback, PylonCallback):
+                continue
+            if getattr(type(callback), hook, None) is getattr(PylonCallback, hook):
+                continue  # it does not listen
+            listeners.append(getattr(callback, hook))
+        return listeners
+
+    def _tell(self, hook: str, node: TraceNode) -> None:
+        listeners = self._listeners(hook)
+        if listeners:
+            with self._lock:
+                copy = _copy(node)
+            for listener in listeners:
+                self._call(listener, copy)
+
+    def _complete(self, graph: TraceGraph) -> None:
+        for listener in self._listeners("on_trace_complete"):
+            self._call(listener, graph)
+
+    def _call(self, listener: Callable[..., Any], *args: Any) -> None:
+        try:
+            listener(*args)
+        except Exception:  # a listener never breaks the run
+            log.exception("trace listener %s failed", listener)
 
     def snapshot(self) -> TraceGraph:
         """A copy of everything recorded so far, safe to read while calls go on."""
@@ -148,7 +235,9 @@ class TraceRecorder(PylonCallback):
             instance, seen = self._lm_started.pop(call_id, (None, 0))
         info = lm_calls.get(call_id)
         if info is None and instance is not None and exception is None:
-            info = self._from_history(instance, seen)
+            # A pylon LM's engine reports each response it returns: a call it did not see was a cache hit.
+            reports = getattr(instance, "reports_calls", False)
+            info = lm_calls.LmCallInfo.cache_hit_info() if reports else self._from_history(instance, seen)
         self._end(call_id, outputs, exception, info)  # usage joins before a finished run is handed on
 
     def _from_history(self, instance: Any, seen: int) -> lm_calls.LmCallInfo | None:
@@ -212,7 +301,7 @@ class TraceRecorder(PylonCallback):
         self, candidate_id: str, metrics: Any, parent_id: str | None, program_state: Any
     ) -> None:
         """A candidate program: a finished node under the compile that produced it."""
-        now = time.time_ns()
+        now = now_ns()
         numbers = {k: float(v) for k, v in dict(metrics).items() if isinstance(v, (int, float))}
         with self._lock:
             parent = self._last_compile.get(threading.get_ident())
@@ -237,5 +326,7 @@ class TraceRecorder(PylonCallback):
                 },
             )
             self.graph.add(node)
+        self._tell("on_trace_node_start", node)
+        self._tell("on_trace_node_end", node)
         if node.parent_id is None:
-            self.on_trace_complete(self.subgraph(node.id))
+            self._complete(self.subgraph(node.id))
