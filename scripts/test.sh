@@ -5,6 +5,7 @@ export PYLON_EXTRAS="dev,embedded"
 source "$(dirname "$0")/_env.sh"
 bash scripts/install_relay.sh
 bash scripts/install_dvm.sh
+bash scripts/install_phoenix.sh
 echo "== ruff check"; .venv/bin/ruff check .
 echo "== ruff format --check"; .venv/bin/ruff format --check .
 echo "== mypy src"; .venv/bin/mypy src

@@ -215,3 +215,15 @@ def test_candidate_spans_do_not_collide_with_their_compile() -> None:
     [candidate] = [s for s in spans if s.attributes["dsrs.node_type"] == "candidate"]
     [compile_span] = [s for s in spans if s.attributes["dsrs.node_type"] == "compile"]
     assert candidate.parent is not None and candidate.parent.span_id == compile_span.context.span_id
+
+
+def test_without_content_every_span_carries_the_digests_of_what_it_saw() -> None:
+    recorder = TraceRecorder()
+    with dspy.context(lm=DummyLM([{"answer": "secret answer"}]), callbacks=[recorder]):
+        dspy.Predict("question -> answer")(question="a private question")
+    spans = _spans_of(recorder)
+    assert not any("private" in str(s.attributes) or "secret" in str(s.attributes) for s in spans)
+    by_type = {s.attributes["dsrs.node_type"]: s for s in spans}
+    node = next(n for n in recorder.graph if n.type.value == "predictor")
+    assert by_type["predictor"].attributes["pylon.inputs.sha256"] == node.inputs["sha256"]
+    assert by_type["predictor"].attributes["pylon.outputs.sha256"] == node.outputs["sha256"]

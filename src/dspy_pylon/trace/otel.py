@@ -30,6 +30,8 @@ _OPERATIONS = {NodeType.PROGRAM: "invoke_agent", NodeType.TOOL: "execute_tool", 
 
 
 _HEX = frozenset("0123456789abcdef")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_OK = Status(StatusCode.OK)
 
 
 def _id(text: str, bits: int) -> int:
@@ -95,8 +97,22 @@ def _name(node: TraceNode) -> str:
     return node.name if node.type is NodeType.MODULE else f"{node.type.value} {node.name}"
 
 
+# OpenInference's span kinds, which Phoenix and Arize show spans by (GenAI CLIENT spans it reads as LLM).
+_OPENINFERENCE_KINDS = {
+    NodeType.PROGRAM: "AGENT",
+    NodeType.MODULE: "CHAIN",
+    NodeType.PREDICTOR: "CHAIN",
+    NodeType.LM: "LLM",
+    NodeType.TOOL: "TOOL",
+    NodeType.EVALUATE: "EVALUATOR",
+}
+
+
 def _attributes(node: TraceNode, include_content: bool) -> dict[str, Any]:
     attributes: dict[str, Any] = {"dsrs.node_type": node.type.value}
+    kind = _OPENINFERENCE_KINDS.get(node.type)
+    if kind is not None:
+        attributes["openinference.span.kind"] = kind
     if node.type is NodeType.PREDICTOR:
         attributes["dsrs.signature_name"] = node.name
     if node.type is NodeType.TOOL:
@@ -148,10 +164,11 @@ def _attributes(node: TraceNode, include_content: bool) -> dict[str, Any]:
                 attributes[f"dsrs.metric.{metric}"] = float(value)
         if node.attributes.get("compile_call_id") and node.parent_id is None:
             attributes["dsrs.compile_call_id"] = str(node.attributes["compile_call_id"])
-    if include_content:
-        for key, value in (("pylon.inputs", node.inputs), ("pylon.outputs", node.outputs)):
-            if isinstance(value, str):
-                attributes[key] = value
+    for key, value in (("pylon.inputs", node.inputs), ("pylon.outputs", node.outputs)):
+        if isinstance(value, dict) and isinstance(value.get("sha256"), str):
+            attributes[f"{key}.sha256"] = value["sha256"]  # what was hashed can be checked, never read
+        elif include_content and isinstance(value, str):
+            attributes[key] = value
     return attributes
 
 
@@ -185,22 +202,34 @@ def graph_to_spans(
             roots[node_id] = root
         return root
 
+    trace_ids: dict[str, int] = {}
+    span_ids: dict[str, int] = {}
+
+    def span_id(node_id: str) -> int:
+        value = span_ids.get(node_id)
+        if value is None:
+            value = span_ids[node_id] = _id(node_id, 64)
+        return value
+
     spans = []
     for node in graph:
         if node.end_ns is None:
             continue  # still running: spans are what ended
-        trace_id = _id(root_of(node), 128)
-        context = SpanContext(trace_id, _id(node.id, 64), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        root = root_of(node)
+        trace_id = trace_ids.get(root)
+        if trace_id is None:
+            trace_id = trace_ids[root] = _id(root, 128)
+        context = SpanContext(trace_id, span_id(node.id), is_remote=False, trace_flags=_SAMPLED)
         parent = None
         if node.parent_id is not None and node.parent_id in graph.nodes:
-            parent = SpanContext(trace_id, _id(node.parent_id, 64), is_remote=False)
+            parent = SpanContext(trace_id, span_id(node.parent_id), is_remote=False)
         attributes = _attributes(node, include_content)
         if parent is None and manifest is not None:
             attributes["dsrs.compiled_id"] = manifest.compiled_id
             if manifest.optimizer:
                 attributes["dsrs.optimizer"] = manifest.optimizer
         events: list[Event] = []
-        status = Status(StatusCode.OK)
+        status = _OK
         if node.status is NodeStatus.ERROR:
             attributes["error.type"] = node.error_type or "error"
             described = node.error_type if node.error is None else f"{node.error_type}: {node.error}"

@@ -15,6 +15,7 @@ The recorder registered first with DSPy tells every other registered
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -49,29 +50,54 @@ _CREDENTIAL = re.compile(
 )
 
 
-def without_credentials(value: Any, depth: int = 0) -> Any:
-    """``value`` with every mapping entry whose key names a credential left out (nested too)."""
-    if depth > 8:
+def without_credentials(value: Any) -> Any:
+    """``value`` without the entries whose key names a credential: the call's arguments and the
+    mappings among them (an LM call's ``kwargs``), where DSPy calls carry credentials. Deeper
+    data (messages, demos) is content, left as it is: walking it would cost every call."""
+    if not isinstance(value, dict):
         return value
-    if isinstance(value, dict):
-        return {
-            k: without_credentials(v, depth + 1)
-            for k, v in value.items()
-            if not (isinstance(k, str) and _CREDENTIAL.search(k))
-        }
-    if isinstance(value, (list, tuple)):
-        return [without_credentials(item, depth + 1) for item in value]
-    return value
+    kept = {}
+    for key, item in value.items():
+        if isinstance(key, str) and _CREDENTIAL.search(key):
+            continue
+        if isinstance(item, dict):
+            item = {k: v for k, v in item.items() if not (isinstance(k, str) and _CREDENTIAL.search(k))}
+        kept[key] = item
+    return kept
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_text(value: type) -> str:
+    # A signature class is written as its fields and instructions: str() of one renders every
+    # pydantic field, and even ``signature`` is rendered anew on each read (the costliest part
+    # of a node, before this cache).
+    signature = getattr(value, "signature", None)
+    if isinstance(signature, str):
+        return f"{signature}\n{getattr(value, 'instructions', '')}"
+    return f"{value.__module__}.{value.__qualname__}"
+
+
+def _plain(value: Any) -> Any:
+    # json's fallback for what it cannot write.
+    if isinstance(value, type):
+        return _class_text(value)
+    return str(value)
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, default=_plain
+)  # made once: json.dumps makes one a call
 
 
 def _text(value: Any) -> str:
-    return json.dumps(without_credentials(value), sort_keys=True, ensure_ascii=False, default=str)
+    return _ENCODER.encode(without_credentials(value))
 
 
 def _copy(node: TraceNode) -> TraceNode:
     return dataclasses.replace(node, attributes=dict(node.attributes))
 
 
+@functools.lru_cache(maxsize=4096)  # DSPy renders ``signature`` anew on every read (7 µs a call)
 def signature_label(signature: Any) -> str:
     """How a predictor is named: its signature class, or ``question -> answer`` for a string one
     (never DSPy's ``StringSignature``)."""
@@ -93,6 +119,7 @@ class TraceRecorder(PylonCallback):
         self._lock = threading.Lock()
         self._lm_started: dict[str, tuple[Any, int]] = {}
         self._last_compile: dict[int, str] = {}  # per thread: candidates are reported after compile
+        self._audiences: dict[str, tuple[tuple[Any, ...], list[Callable[..., Any]]]] = {}
 
     # ─── the core ───
 
@@ -153,10 +180,18 @@ class TraceRecorder(PylonCallback):
     # ─── telling other callbacks ───
 
     def _listeners(self, hook: str) -> list[Callable[..., Any]]:
+        registered = tuple(dspy.settings.get("callbacks", None) or ())
+        cached = self._audiences.get(hook)
+        if cached is not None and cached[0] == registered:  # the same callbacks as last time
+            return cached[1]
+        listeners = self._find_listeners(hook, registered)
+        self._audiences[hook] = (registered, listeners)
+        return listeners
+
+    def _find_listeners(self, hook: str, registered: tuple[Any, ...]) -> list[Callable[..., Any]]:
         listeners = []
         if getattr(type(self), hook) is not getattr(PylonCallback, hook):  # a subclass listens itself
             listeners.append(getattr(self, hook))
-        registered = dspy.settings.get("callbacks", None) or ()
         lead = next((c for c in registered if records_traces(c)), self)
         if lead is not self:  # the first registered recorder speaks for all (no run told twice)
             return listeners
