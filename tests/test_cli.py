@@ -58,6 +58,9 @@ def test_demo_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "embedded llama.cpp at http://127.0.0.1:" in out
+    assert re.search(r"live HUD at http://127\.0\.0\.1:\d+/ — open it", out)
+    hud = re.search(r"HUD: (\d+) events shown, 0 dropped", out)
+    assert hud is not None and int(hud.group(1)) > 200  # the whole run, compile included
     assert out.count("local/embedded") == 5
     assert "structured output (JSONAdapter, schema enforced by embedded): country=" in out
     assert (

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         UnsupportedRequest,
         WalletError,
     )
+    from dspy_pylon.hud.callback import HudCallback
     from dspy_pylon.identity import (
         Identity,
         generate_mnemonic,
@@ -197,6 +198,7 @@ _EXPORTS: dict[str, str] = {
     "Unmet": "dspy_pylon.contract.compatibility",
     "Verified": "dspy_pylon.contract.files",
     "CompositeCallback": "dspy_pylon.callbacks",
+    "HudCallback": "dspy_pylon.hud.callback",
     "NodeStatus": "dspy_pylon.trace.graph",
     "NodeType": "dspy_pylon.trace.graph",
     "PylonCallback": "dspy_pylon.callbacks",
@@ -227,8 +229,8 @@ def pay(job_id: str, lm: PylonLM | None = None, timeout: float | None = None) ->
 
 
 def __getattr__(name: str) -> Any:
-    if name == "trace":  # the subpackage: pylon.trace.instrument(), pylon.trace.export(...)
-        return importlib.import_module("dspy_pylon.trace")
+    if name in ("trace", "hud"):  # subpackages: pylon.trace.instrument(), pylon.hud.open()
+        return importlib.import_module(f"dspy_pylon.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dspy_pylon' has no attribute {name!r}")
@@ -265,6 +267,7 @@ __all__ = [
     "ContextTooLong",
     "EmbeddedLlama",
     "EmbeddedUnavailable",
+    "HudCallback",
     "Hybrid",
     "Identity",
     "IdentityError",

@@ -43,12 +43,13 @@ def main(verbose: bool) -> None:
     type=click.Choice(["embedded", *(b for b in BACKENDS if b != "embedded")]),
     help="Local backend for the demo (embedded starts llama.cpp with the bundled model).",
 )
-def demo(backend: str) -> None:
+@click.option("--keep-hud", is_flag=True, help="Keep the live HUD page up after the run, until Ctrl-C.")
+def demo(backend: str, keep_hud: bool) -> None:
     """Run a small DSPy program on pylon:local, pylon:swarm and pylon:hybrid; show each call's route and cost."""
     from dspy_pylon.demo import run_demo
 
     try:
-        run_demo(console, backend=backend)
+        run_demo(console, backend=backend, keep_hud=keep_hud)
     except PylonError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -304,11 +305,13 @@ def relay(host: str, port: int | None) -> None:
 
 
 from dspy_pylon.cli_compile import compile_cmd  # noqa: E402 - registered on the group defined above
+from dspy_pylon.cli_hud import hud  # noqa: E402
 from dspy_pylon.cli_manifest import manifest  # noqa: E402
 from dspy_pylon.cli_money import spend, wallet  # noqa: E402
 from dspy_pylon.cli_trace import trace  # noqa: E402
 
 main.add_command(compile_cmd)
+main.add_command(hud)
 main.add_command(manifest)
 main.add_command(trace)
 main.add_command(spend)

@@ -20,7 +20,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -406,13 +406,17 @@ def spend_table(ledger_path: Path) -> Table:
     return table
 
 
-def run_demo(console: Console, backend: str = "embedded") -> None:
-    """The whole demo: local, compile, then swarm and hybrid, all of it traced."""
+def run_demo(console: Console, backend: str = "embedded", keep_hud: bool = False) -> None:
+    """The whole demo: local, compile, then swarm and hybrid, all of it traced and shown live on
+    the HUD (its URL printed first; with ``keep_hud`` it stays up after the run until Ctrl-C)."""
     import dspy
 
+    from dspy_pylon import hud as pylon_hud
     from dspy_pylon.trace.recorder import TraceRecorder
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    hud = pylon_hud.open(announce=None)
+    console.print(f"[green]✓[/] live HUD at {hud.url} — open it to watch the run (the call tree, spend, candidates)")
     recorder = TraceRecorder()
     dspy.configure(callbacks=[*(dspy.settings.get("callbacks", None) or []), recorder])
     try:
@@ -421,6 +425,20 @@ def run_demo(console: Console, backend: str = "embedded") -> None:
         run_swarm_demo(console)
     finally:  # what ran is traced even when a part failed
         write_trace(console, recorder)
+        console.print(f"[green]✓[/] HUD: {hud.server.log.last_id} events shown, {hud.callback.dropped} dropped")
+        try:
+            if keep_hud:
+                console.print(f"the HUD stays at {hud.url} — Ctrl-C to stop")
+                _wait_for_interrupt()
+        finally:
+            hud.close()
+
+
+def _wait_for_interrupt() -> None:
+    import threading
+
+    with suppress(KeyboardInterrupt):
+        threading.Event().wait()
 
 
 def write_trace(console: Console, recorder: Any) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import dspy
 import pytest
 
 import dspy_pylon as pylon
@@ -46,3 +47,15 @@ def test_the_readme_tracing_example_runs(capsys: pytest.CaptureFixture[str]) -> 
         node.usage and node.usage["prompt_tokens"] > 0 for node in lm_calls if not node.attributes.get("cache_hit")
     )
     assert "predictor question -> reasoning, answer" in capsys.readouterr().out
+
+
+@pytest.mark.smollm2
+def test_the_readme_hud_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(_example("## The live HUD"), str(README), "exec"), namespace)
+    hud = namespace["hud"]
+    assert isinstance(hud, pylon.hud.Hud)
+    assert re.search(r"pylon HUD: http://127\.0\.0\.1:\d+/", capsys.readouterr().err)
+    kinds = [e.kind for e in hud.server.log.since(0)[0]]
+    assert kinds.count(pylon.hud.EventKind.NODE_END) >= 4 and pylon.hud.EventKind.RUN_COMPLETE in kinds
+    assert hud.callback not in (dspy.settings.get("callbacks") or [])  # closed: no longer recording

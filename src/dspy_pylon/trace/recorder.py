@@ -205,11 +205,18 @@ class TraceRecorder(PylonCallback):
 
     def _tell(self, hook: str, node: TraceNode) -> None:
         listeners = self._listeners(hook)
-        if listeners:
-            with self._lock:
-                copy = _copy(node)
-            for listener in listeners:
-                self._call(listener, copy)
+        if not listeners:
+            return
+        own = getattr(self, hook)
+        copy: TraceNode | None = None
+        for listener in listeners:
+            if listener == own:  # a subclass hearing its own recording reads the node as it is
+                self._call(listener, node)
+                continue
+            if copy is None:  # others get a copy, as it was now
+                with self._lock:
+                    copy = _copy(node)
+            self._call(listener, copy)
 
     def _complete(self, graph: TraceGraph) -> None:
         for listener in self._listeners("on_trace_complete"):
