@@ -91,6 +91,8 @@ if TYPE_CHECKING:
     from dspy_pylon.swarm.discovery import ProviderRecord, discover
     from dspy_pylon.swarm.reputation import ProviderStats, Reputation
     from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
+    from dspy_pylon.trace.nostr_bridge import NostrBridge, PublishedTrace, TraceVerification
+    from dspy_pylon.trace.nostr_callback import NostrCallback
     from dspy_pylon.trace.otel import TraceContract
     from dspy_pylon.trace.recorder import TraceRecorder
     from dspy_pylon.usage import Budget, LmUsage, Reservation
@@ -201,6 +203,10 @@ _EXPORTS: dict[str, str] = {
     "HudCallback": "dspy_pylon.hud.callback",
     "NodeStatus": "dspy_pylon.trace.graph",
     "NodeType": "dspy_pylon.trace.graph",
+    "NostrBridge": "dspy_pylon.trace.nostr_bridge",
+    "NostrCallback": "dspy_pylon.trace.nostr_callback",
+    "PublishedTrace": "dspy_pylon.trace.nostr_bridge",
+    "TraceVerification": "dspy_pylon.trace.nostr_bridge",
     "PylonCallback": "dspy_pylon.callbacks",
     "QueuedCallback": "dspy_pylon.callbacks",
     "TraceContract": "dspy_pylon.trace.otel",
@@ -293,6 +299,8 @@ __all__ = [
     "NoLocalBackend",
     "NodeStatus",
     "NodeType",
+    "NostrBridge",
+    "NostrCallback",
     "NwcWallet",
     "PaymentFailed",
     "PaymentRefused",
@@ -303,6 +311,7 @@ __all__ = [
     "PrivacyViolation",
     "ProviderRecord",
     "ProviderStats",
+    "PublishedTrace",
     "PylonCallback",
     "PylonConfig",
     "PylonEngine",
@@ -327,6 +336,7 @@ __all__ = [
     "TraceGraph",
     "TraceNode",
     "TraceRecorder",
+    "TraceVerification",
     "UnknownModel",
     "Unmet",
     "UnsupportedRequest",

@@ -1,4 +1,5 @@
-"""The ``pylon trace`` commands: re-export a saved trace graph as OpenTelemetry spans.
+"""The ``pylon trace`` commands: re-export a saved trace graph as OpenTelemetry spans; fetch and
+verify a trace published as receipts on Nostr.
 
 Registered on the ``pylon`` group by :mod:`dspy_pylon.cli`; OpenTelemetry loads only when it runs.
 """
@@ -43,3 +44,92 @@ def trace_export(graph_file: Path, endpoint: str | None, content: bool) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot read {graph_file}: {exc.strerror or exc}") from exc
     click.echo(f"exported {len(spans)} spans from {len(graph.roots())} run(s) in {graph_file}")
+
+
+def _tree_lines(graph: object) -> list[str]:
+    from dspy_pylon.trace.graph import TraceGraph
+
+    assert isinstance(graph, TraceGraph)
+    lines: list[str] = []
+
+    def walk(node_id: str, depth: int) -> None:
+        node = graph.nodes[node_id]
+        line = f"{'  ' * depth}{node.type.value} {node.name}"
+        if node.duration_ns is not None:
+            line += f"  {node.duration_ns / 1e6:.1f} ms"
+        if node.usage:
+            tokens = node.usage.get("prompt_tokens", 0) + node.usage.get("completion_tokens", 0)
+            line += f"  {tokens} tokens"
+            if "cost_msats" in node.usage:
+                line += f"  {node.usage['cost_msats']} msats"
+        if node.route and node.route.get("provider"):
+            line += f"  provider {str(node.route['provider'])[:12]}…"
+        if node.status.value == "error":
+            line += f"  ✗ {node.error_type}"
+        lines.append(line)
+        for child in graph.children(node_id):
+            walk(child.id, depth + 1)
+
+    for root in graph.roots():
+        walk(root.id, 0)
+    return lines
+
+
+@trace.command("fetch")
+@click.argument("event_id")
+@click.option("--relay", "relays", multiple=True, required=True, help="A relay to read from (repeatable).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the graph as JSON.")
+def trace_fetch(event_id: str, relays: tuple[str, ...], out: Path | None) -> None:
+    """Rebuild a trace published as receipts from its summary EVENT_ID, and print it."""
+    from dspy_pylon.trace.nostr_bridge import NostrBridge
+
+    bridge = NostrBridge(relays)
+    try:
+        fetched = bridge.fetch_trace(event_id)
+    except PylonError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        bridge.close()
+    for line in _tree_lines(fetched.graph):
+        click.echo(line)
+    totals = fetched.summary.totals
+    click.echo(
+        f"{len(fetched.graph)} nodes from {len(fetched.receipts)} receipts and {len(fetched.structures)} structure "
+        f"parts; {totals.get('lm_calls', 0)} LM calls, {fetched.summary.cost_msats} msats; "
+        f"published by {fetched.summary.event.pubkey[:16]}…"
+    )
+    if out is not None:
+        try:
+            out.write_text(fetched.graph.to_json())
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
+        click.echo(f"graph written to {out}")
+
+
+@trace.command("verify")
+@click.argument("event_id")
+@click.option("--relay", "relays", multiple=True, required=True, help="A relay to read from (repeatable).")
+def trace_verify(event_id: str, relays: tuple[str, ...]) -> None:
+    """Check a published trace: signatures, the job results its receipts link to, the costs.
+
+    Exits 0 when every check holds, 1 when one does not.
+    """
+    from dspy_pylon.trace.nostr_bridge import NostrBridge
+
+    bridge = NostrBridge(relays)
+    try:
+        verification = bridge.verify_trace(event_id)
+    except PylonError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        bridge.close()
+    click.echo(
+        f"trace {verification.summary_id[:16]}… by {verification.author[:16]}…: {verification.receipts} receipts, "
+        f"{verification.jobs_checked} swarm jobs checked, {verification.cost_msats} msats"
+    )
+    if verification.ok:
+        click.echo("verified: every event signed by its author, every job result by its provider, the costs add up")
+        return
+    for problem in verification.problems:
+        click.echo(f"✗ {problem}", err=True)
+    raise SystemExit(1)
