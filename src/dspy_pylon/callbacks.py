@@ -130,19 +130,16 @@ class QueuedCallback(PylonCallback):
         return self._composite.failures
 
     def _put(self, hook: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._closed:
-            with self._lock:
+        with self._lock:  # against close(): nothing is queued behind its end marker
+            if self._closed:
                 self.dropped += 1
-            return
-        if self._worker is None:
-            with self._lock:  # the thread starts with the first hook: constructing does no I/O
-                if self._worker is None:
-                    self._worker = threading.Thread(target=self._drain, name="pylon-callback-queue", daemon=True)
-                    self._worker.start()
-        try:
-            self._queue.put_nowait((hook, ACTIVE_CALL_ID.get(), args, kwargs))
-        except queue.Full:
-            with self._lock:
+                return
+            if self._worker is None:  # the thread starts with the first hook: constructing does no I/O
+                self._worker = threading.Thread(target=self._drain, name="pylon-callback-queue", daemon=True)
+                self._worker.start()
+            try:
+                self._queue.put_nowait((hook, ACTIVE_CALL_ID.get(), args, kwargs))
+            except queue.Full:
                 self.dropped += 1
 
     def _drain(self) -> None:
@@ -171,14 +168,17 @@ class QueuedCallback(PylonCallback):
 
     def close(self, timeout: float = 30.0) -> None:
         """Let the sink hear what is queued, then stop its thread; later hooks are dropped."""
+        deadline = time.monotonic() + timeout
         self.flush(timeout)
-        self._closed = True
-        if self._worker is not None:
+        with self._lock:
+            self._closed = True
+            worker = self._worker
+        if worker is not None:
             try:
-                self._queue.put(None, timeout=timeout)
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
             except queue.Full:
-                return
-            self._worker.join(timeout)
+                return  # the sink is stuck: its daemon thread is left to the process's end
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> QueuedCallback:
         return self

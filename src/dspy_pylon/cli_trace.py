@@ -46,41 +46,13 @@ def trace_export(graph_file: Path, endpoint: str | None, content: bool) -> None:
     click.echo(f"exported {len(spans)} spans from {len(graph.roots())} run(s) in {graph_file}")
 
 
-def _tree_lines(graph: object) -> list[str]:
-    from dspy_pylon.trace.graph import TraceGraph
-
-    assert isinstance(graph, TraceGraph)
-    lines: list[str] = []
-
-    def walk(node_id: str, depth: int) -> None:
-        node = graph.nodes[node_id]
-        line = f"{'  ' * depth}{node.type.value} {node.name}"
-        if node.duration_ns is not None:
-            line += f"  {node.duration_ns / 1e6:.1f} ms"
-        if node.usage:
-            tokens = node.usage.get("prompt_tokens", 0) + node.usage.get("completion_tokens", 0)
-            line += f"  {tokens} tokens"
-            if "cost_msats" in node.usage:
-                line += f"  {node.usage['cost_msats']} msats"
-        if node.route and node.route.get("provider"):
-            line += f"  provider {str(node.route['provider'])[:12]}…"
-        if node.status.value == "error":
-            line += f"  ✗ {node.error_type}"
-        lines.append(line)
-        for child in graph.children(node_id):
-            walk(child.id, depth + 1)
-
-    for root in graph.roots():
-        walk(root.id, 0)
-    return lines
-
-
 @trace.command("fetch")
 @click.argument("event_id")
 @click.option("--relay", "relays", multiple=True, required=True, help="A relay to read from (repeatable).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the graph as JSON.")
 def trace_fetch(event_id: str, relays: tuple[str, ...], out: Path | None) -> None:
     """Rebuild a trace published as receipts from its summary EVENT_ID, and print it."""
+    from dspy_pylon.trace.graph import tree_lines
     from dspy_pylon.trace.nostr_bridge import NostrBridge
 
     bridge = NostrBridge(relays)
@@ -90,7 +62,7 @@ def trace_fetch(event_id: str, relays: tuple[str, ...], out: Path | None) -> Non
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     finally:
         bridge.close()
-    for line in _tree_lines(fetched.graph):
+    for line in tree_lines(fetched.graph):
         click.echo(line)
     totals = fetched.summary.totals
     click.echo(

@@ -289,13 +289,16 @@ def run_compile_demo(console: Console, backend: str = "embedded", rollouts: int 
 
 
 def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> tuple[list[CallRow], list[CallRow]]:
-    """The paid swarm part (``pylon:swarm``), then hybrid with the local server stopped; the spend."""
+    """The paid swarm part (``pylon:swarm``, its calls published as signed receipts and rebuilt
+    from the relay), then hybrid with the local server stopped; the spend."""
+    import dspy
     import nostr_sdk
 
     import dspy_pylon as pylon
     from dspy_pylon.local.embedded import shared_embedded
     from dspy_pylon.pay.dev_wallet import DEV_WALLET_LABEL
     from dspy_pylon.testing import LocalSwarm
+    from dspy_pylon.trace.recorder import TraceRecorder
 
     with tempfile.TemporaryDirectory(prefix="pylon-demo-") as tmp:
         started = time.perf_counter()
@@ -324,8 +327,11 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
                 )
 
             swarm_lm = paying_lm(pylon.Swarm(relays=(swarm.url,), bid_msats=BID_MSATS, auto_pay=True))
-            with _quiet_dspy():
+            swarm_part = TraceRecorder()  # the paid calls, published as receipts below
+            with _quiet_dspy(), dspy.context(callbacks=[*(dspy.settings.get("callbacks", None) or []), swarm_part]):
                 swarm_rows = run_program(console, "pylon:swarm", swarm_lm, questions)
+            _show_receipts(console, swarm_part, swarm.url, customer)
+            with _quiet_dspy():
                 run_structured(console, swarm_lm, "the provider's llama.cpp, sent in a pylon.chat.v2 job")
             _show_private_job(console, paying_lm, swarm.url, swarm.nodes[0].pubkey)
             console.print(f"budget left: {swarm_lm.remaining_budget_msats()} msats")
@@ -350,6 +356,37 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
         finally:
             swarm.close()
     return swarm_rows, hybrid_rows
+
+
+def _show_receipts(console: Console, recorder: Any, relay: str, secret_key: str) -> None:
+    """Publish the recorded runs as signed receipts, rebuild the trace from the relay, verify it."""
+    from dspy_pylon.trace.graph import tree_lines
+    from dspy_pylon.trace.nostr_bridge import NostrBridge
+
+    publisher = NostrBridge([relay], secret_key)
+    reader = NostrBridge([relay])
+    try:
+        published = publisher.publish_trace(recorder.graph)
+        fetched = reader.fetch_trace(published.summary_id)
+        verification = reader.verify_trace(published.summary_id)
+    finally:
+        publisher.close()
+        reader.close()
+    same = "identical to the recorded one" if fetched.graph.to_json() == recorder.graph.to_json() else "DIFFERENT"
+    console.print(
+        f"[green]✓[/] receipts: {len(published.event_ids)} signed kind-3590 events (one per LM call, "
+        f"{len(published.structure_ids)} structure, the summary {published.summary_id[:16]}…) on {relay}"
+    )
+    console.print(f"  rebuilt from the relay ({len(fetched.graph)} nodes, {same}):", markup=False)
+    for line in tree_lines(fetched.graph):
+        console.print(f"    {line}", markup=False, highlight=False)
+    if verification.ok:
+        console.print(
+            f"[green]✓[/] verified: {verification.jobs_checked} job results signed by the provider each receipt "
+            f"names, costs add up to {verification.cost_msats} msats"
+        )
+    else:
+        console.print(f"[red]✗[/] receipts do not verify: {'; '.join(verification.problems)}")
 
 
 def _show_private_job(console: Console, paying_lm: Any, relay: str, provider: str) -> None:

@@ -63,7 +63,12 @@ def test_a_paid_swarm_run_shows_route_cost_and_the_budget(
     assert lm_end["route"]["venue"] == "swarm" and len(lm_end["route"]["job_id"]) == 64
     assert lm_end["usage"]["cost_msats"] == 3_000
     budgets = [d for k, d in events if k is EventKind.BUDGET]
-    assert budgets[-1] == {"model": "pylon:swarm", "spent_msats": 6_000, "limit_msats": 20_000}
+    assert {k: v for k, v in budgets[-1].items() if k != "key"} == {
+        "model": "pylon:swarm",
+        "spent_msats": 6_000,
+        "limit_msats": 20_000,
+    }
+    assert budgets[-1]["key"].startswith("pylon:swarm#")  # one LM's budget, told apart from another's
 
 
 def test_candidates_of_a_compile_reach_the_chart_and_the_lineage() -> None:
@@ -160,3 +165,36 @@ def test_no_secret_reaches_the_stream_or_the_page(
     secret_key = keys.secret_key()
     for secret in (mnemonic, " ".join(mnemonic.split()[:3]), secret_key.to_hex(), secret_key.to_bech32(), nwc_secret):
         assert secret not in text, secret
+
+
+def test_a_hud_that_is_down_costs_an_attempt_per_back_off_not_a_busy_loop() -> None:
+    from dspy_pylon.hud import callback as hud_callback
+
+    hud = pylon.HudCallback(f"http://127.0.0.1:{free_port()}/")
+    sender = hud._sender
+    assert sender is not None
+    with dspy.context(lm=_dummy(), adapter=WholeAnswerAdapter(), callbacks=[hud]):
+        dspy.Predict("question -> answer")(question="q1")
+    assert not hud.flush(5)  # nothing reached it, and flush says so
+    failures, began = sender.failures, time.process_time()
+    with dspy.context(lm=_dummy(), adapter=WholeAnswerAdapter(), callbacks=[hud]):
+        for i in range(20):
+            dspy.Predict("question -> answer")(question=f"q{i}")
+            time.sleep(0.05)
+    time.sleep(0.5)
+    assert sender.failures - failures <= 1.5 / hud_callback.SEND_EVERY_SECONDS  # backing off, not spinning
+    assert time.process_time() - began < 1.0
+    hud.close(timeout=1)
+
+
+def test_a_candidate_reported_after_its_compile_stays_under_it_and_is_no_run() -> None:
+    log = EventLog()
+    with dspy.context(lm=_dummy(), adapter=WholeAnswerAdapter(), callbacks=[pylon.HudCallback(log=log)]):
+        compile_small()
+    events = _kinds(log)
+    compiles = [d for k, d in events if k is EventKind.NODE_END and d["type"] == "compile"]
+    candidates = [d for k, d in events if k is EventKind.NODE_START and d["type"] == "candidate"]
+    assert candidates and all(c["parent_id"] == compiles[0]["node_id"] for c in candidates)
+    roots = [d for k, d in events if k is EventKind.NODE_START and d["parent_id"] is None]
+    runs = [k for k, _ in events].count(EventKind.RUN_COMPLETE)
+    assert [r["type"] for r in roots] == ["compile", "evaluate"] and runs == 2  # the candidate is no run

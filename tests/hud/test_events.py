@@ -57,4 +57,9 @@ def test_a_node_event_carries_display_data_and_nothing_else() -> None:
 def test_candidates_and_budgets() -> None:
     event = candidate_event("cid", {"val_accuracy": 0.75, "flag": True, "note": "x"}, "parent", 5)
     assert event == {"candidate_id": "cid", "parent_id": "parent", "metrics": {"val_accuracy": 0.75}, "at_ns": 5}
-    assert budget_event("pylon:swarm", 3000, None) == {"model": "pylon:swarm", "spent_msats": 3000, "limit_msats": None}
+    assert budget_event("pylon:swarm", 3000, None) == {
+        "model": "pylon:swarm",
+        "key": "pylon:swarm",
+        "spent_msats": 3000,
+        "limit_msats": None,
+    }

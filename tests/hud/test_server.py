@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import dspy
 import httpx
 import pytest
+from dspy.utils.dummies import DummyLM
 
 import dspy_pylon as pylon
 from dspy_pylon.hud.events import EventKind
@@ -97,8 +99,13 @@ def test_ingest_takes_batches_and_refuses_what_it_cannot_read(server: HudServer)
         (EventKind.RUN_COMPLETE, {"nodes": 1}),
         (EventKind.DROPPED, {"count": 4}),
     ]
-    for bad in (b"not json", b'{"events": [{"kind": "nonsense", "data": {}}]}', b'{"nothing": 1}'):
-        assert httpx.post(ingest, content=bad, timeout=10).status_code == 400
+    as_json = {"Content-Type": "application/json"}
+    deep = b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for bad in (b"not json", b'{"events": [{"kind": "nonsense", "data": {}}]}', b'{"nothing": 1}', deep):
+        assert httpx.post(ingest, content=bad, headers=as_json, timeout=10).status_code == 400
+    # A web page may POST text/plain anywhere without asking first: it is refused unread.
+    plain = {"Content-Type": "text/plain"}
+    assert httpx.post(ingest, content=json.dumps(batch), headers=plain, timeout=10).status_code == 415
     assert server.log.last_id == 2  # nothing half-taken
 
 
@@ -129,11 +136,12 @@ def test_pylon_hud_serves_until_interrupted_and_a_callback_elsewhere_streams_to_
         assert match is not None and int(match.group(2)) == port, line
         url = match.group(1)
         assert httpx.get(url, timeout=10).status_code == 200
-        hud = pylon.HudCallback(url)
-        hud.on_trace_complete(pylon.TraceGraph())  # one event, from "another process"
+        hud = pylon.HudCallback(url)  # from "another process": this one
+        with dspy.context(lm=DummyLM([{"answer": "a"}]), callbacks=[hud]):
+            dspy.Predict("question -> answer")(question="q")
         assert hud.flush(10)
         events = read_events(f"http://127.0.0.1:{port}/events?token=s3cret", 1)
-        assert events[0]["data"] == {"id": 1, "kind": "run_complete", "data": {"nodes": 0}}
+        assert events[0]["data"]["kind"] == "node_start"  # type: ignore[index]
         hud.close()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
@@ -141,3 +149,40 @@ def test_pylon_hud_serves_until_interrupted_and_a_callback_elsewhere_streams_to_
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_a_page_that_saw_an_earlier_server_is_told_to_start_over(server: HudServer) -> None:
+    server.log.append(EventKind.RUN_COMPLETE, {"nodes": 1})
+    events = read_events(f"{server.base_url}/events", 2, headers={"Last-Event-ID": "500"})
+    assert events[0]["event"] == "reset"
+    assert events[1]["sse_id"] == 1  # everything this server has, from the start
+
+
+def test_requests_naming_another_host_are_refused(server: HudServer) -> None:
+    # DNS rebinding: a site whose name now points at 127.0.0.1 sends its own name as Host.
+    rebinding = httpx.get(f"{server.base_url}/events", headers={"Host": "evil.example:8765"}, timeout=10)
+    assert rebinding.status_code == 400
+    assert httpx.get(f"http://localhost:{server.port}/", timeout=10).status_code == 200
+
+
+def test_a_token_with_any_characters_makes_a_url_that_works() -> None:
+    with HudServer(token="a&b c+d#e/f") as odd:
+        assert "a%26b%20c%2Bd%23e%2Ff" in odd.url
+        assert httpx.get(odd.url, timeout=10).status_code == 200
+        hud = pylon.HudCallback(odd.url)
+        with dspy.context(lm=DummyLM([{"answer": "a"}]), callbacks=[hud]):
+            dspy.Predict("question -> answer")(question="q")
+        assert hud.flush(10)
+        hud.close()
+        assert odd.log.last_id > 0
+
+
+def test_events_are_strict_json_even_with_nan_scores() -> None:
+    import math
+
+    from dspy_pylon.hud.events import HudEvent, candidate_event
+
+    event = candidate_event("c", {"score": math.nan, "val": math.inf, "ok": 0.5}, None, 1)
+    assert event["metrics"] == {"ok": 0.5}
+    odd = HudEvent(1, EventKind.BUDGET, {"spent_msats": math.nan, "nested": [math.inf]})
+    assert json.loads(odd.json)["data"] == {"spent_msats": None, "nested": [None]}

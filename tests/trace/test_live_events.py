@@ -251,3 +251,50 @@ def test_the_provider_name_comes_from_the_route_or_the_model_prefix() -> None:
     assert pylon.TraceContract.graph_to_spans is graph_to_spans
     [lm_span] = [s for s in graph_to_spans(recorder.graph) if s.attributes["dsrs.node_type"] == "lm"]
     assert lm_span.attributes["gen_ai.provider.name"] == "dspy"
+
+
+def test_nested_headers_dashed_names_and_url_passwords_never_reach_the_trace() -> None:
+    from dspy_pylon.trace.recorder import without_credentials
+
+    cleaned = without_credentials(
+        {
+            "kwargs": {
+                "extra_headers": {"Authorization": "Bearer SECRET", "x-api-key": "SECRET", "Accept": "json"},
+                "api_base": "https://user:SECRET@host/v1",
+                "nsec": "SECRET",
+                "seed_phrase": "SECRET",
+                "max_tokens": 5,
+            },
+            "passphrase": "SECRET",
+        }
+    )
+    assert "SECRET" not in str(cleaned)
+    assert cleaned == {"kwargs": {"extra_headers": {"Accept": "json"}, "api_base": "https://host/v1", "max_tokens": 5}}
+
+
+def test_a_closed_queue_drops_late_hooks_and_never_blocks_a_flush() -> None:
+    sink = SlowSink(0.0)
+    queued = pylon.QueuedCallback(sink)
+    queued.on_lm_start(call_id="a", instance=None, inputs={})
+    queued.close(timeout=5)
+    queued.on_lm_start(call_id="late", instance=None, inputs={})
+    began = time.perf_counter()
+    assert queued.flush(timeout=5) and time.perf_counter() - began < 1
+    assert [c for c, _ in sink.heard] == ["a"] and queued.dropped == 1
+
+
+def test_a_cache_hit_links_to_no_job_and_makes_no_job_span() -> None:
+    from dspy_pylon.trace.graph import TraceGraph
+
+    info = lm_calls.LmCallInfo.from_entry(
+        {
+            "usage": {},
+            "cost": 0,
+            "cost_details": {"currency": "msat"},
+            "response": type("R", (), {"provider_data": {"pylon": {"venue": "swarm", "job_id": "a" * 64}}})(),
+        }
+    )
+    assert info.cache_hit and "job_id" not in info.route and info.route["venue"] == "swarm"
+    node = TraceNode("c" * 32, None, NodeType.LM, "pylon:swarm", 1, 2, NodeStatus.OK, route={"job_id": "a" * 64})
+    node.attributes["cache_hit"] = True
+    assert [s.name for s in graph_to_spans(TraceGraph({node.id: node}))] == ["chat pylon:swarm"]

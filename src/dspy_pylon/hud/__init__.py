@@ -57,6 +57,11 @@ def open(
     callback = HudCallback(log=server.log, keep_content=keep_content)
     try:
         set_callback(callback)
+    except RuntimeError as exc:  # DSPy lets only the thread that configured it configure it
+        server.close()
+        from dspy_pylon.plain_errors import ConfigError
+
+        raise ConfigError(f"pylon.hud.open() must run where DSPy was configured: {exc}") from None
     except BaseException:
         server.close()
         raise

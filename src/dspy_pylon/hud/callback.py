@@ -10,6 +10,8 @@ Each finished run is forgotten once told, so a long-lived process does not grow.
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import threading
 import time
@@ -20,6 +22,7 @@ from typing import Any
 
 from dspy_pylon.hud.events import EventKind, EventLog, budget_event, candidate_event, node_event
 from dspy_pylon.plain_errors import ConfigError
+from dspy_pylon.trace.graph import NodeType
 from dspy_pylon.trace.recorder import TraceRecorder, now_ns
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,13 @@ SEND_EVERY_SECONDS = 0.1
 
 
 class _Sender:
-    """Posts queued events to a HUD's ``/ingest`` from a daemon thread (started with the first event)."""
+    """Posts queued events to a HUD's ``/ingest`` from a daemon thread (started with the first event).
+
+    A HUD that is down costs one attempt per back-off period (0.1 s doubling to 5 s), never a
+    busy loop; what could not be sent is dropped and its count sent with the next batch that goes.
+    """
+
+    MAX_BACKOFF_SECONDS = 5.0
 
     def __init__(self, url: str, max_queue: int, timeout: float = 5.0) -> None:
         parsed = urllib.parse.urlsplit(url)
@@ -43,12 +52,13 @@ class _Sender:
         self.queue: deque[dict[str, Any]] = deque()
         self.max_queue = max_queue
         self.dropped = 0
+        self.failures = 0
         self._unsent_dropped = 0
+        self._sending = 0  # events taken from the queue and not yet answered for
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.failures = 0
 
     def put(self, kind: EventKind, data: Mapping[str, Any]) -> None:
         with self._lock:
@@ -64,32 +74,49 @@ class _Sender:
     def _take(self) -> tuple[list[dict[str, Any]], int]:
         with self._lock:
             batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
-            dropped, self._unsent_dropped = self._unsent_dropped, 0
+            dropped = self._unsent_dropped if batch else 0  # a lone count waits for real events
+            self._unsent_dropped -= dropped
+            self._sending = len(batch)
             return batch, dropped
+
+    def _failed(self, batch: list[dict[str, Any]], dropped: int, exc: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            self.dropped += len(batch)
+            self._unsent_dropped += len(batch) + dropped
+            first = self.failures == 1
+        if first:  # once: the run goes on without its HUD
+            log.warning("the HUD at %s is not taking events (%s); they are dropped", self.endpoint, exc)
 
     def _run(self) -> None:
         import httpx
 
+        backoff = SEND_EVERY_SECONDS
         with httpx.Client(timeout=self.timeout) as client:
             while True:
                 batch, dropped = self._take()
-                if batch or dropped:
+                if batch:
                     try:
+                        body = json.dumps({"events": batch, "dropped": dropped}, allow_nan=False, default=str)
                         response = client.post(
-                            self.endpoint, json={"events": batch, "dropped": dropped}, headers=self.headers
+                            self.endpoint,
+                            content=body,
+                            headers={**self.headers, "Content-Type": "application/json"},
                         )
                         response.raise_for_status()
-                    except httpx.HTTPError as exc:
+                        backoff = SEND_EVERY_SECONDS
+                    except Exception as exc:  # whatever it was, the sender goes on (and the run)
+                        self._failed(batch, dropped, exc)
                         with self._lock:
-                            self.failures += 1
-                            self.dropped += len(batch)
-                            self._unsent_dropped += len(batch) + dropped
-                            first = self.failures == 1
-                        if first:  # once: the run goes on without its HUD
-                            log.warning("the HUD at %s is not taking events (%s); they are dropped", self.endpoint, exc)
+                            self._sending = 0
                         if self._closed:
                             return
-                        self._wake.wait(SEND_EVERY_SECONDS)  # not a busy loop against a HUD that is down
+                        self._wake.wait(backoff)
+                        self._wake.clear()
+                        backoff = min(backoff * 2, self.MAX_BACKOFF_SECONDS)
+                        continue
+                    with self._lock:
+                        self._sending = 0
                     continue
                 if self._closed:
                     return
@@ -97,11 +124,13 @@ class _Sender:
                 self._wake.clear()
 
     def flush(self, timeout: float) -> bool:
+        """Wait until everything queued was sent or dropped; whether it was all sent."""
         deadline = time.monotonic() + timeout
+        failures = self.failures
         while True:
             with self._lock:
-                if not self.queue:
-                    return True
+                if not self.queue and not self._sending:
+                    return self.failures == failures and not self._unsent_dropped
             self._wake.set()
             if time.monotonic() > deadline:
                 return False
@@ -138,6 +167,9 @@ class HudCallback(TraceRecorder):
         self.log = log
         self._sender = _Sender(url, max_queue) if url is not None else None
         self._lms: dict[str, Any] = {}
+        self._closed = False
+        if self._sender is not None:
+            atexit.register(self.flush, 10.0)  # a script's last events reach the HUD before it exits
 
     @property
     def dropped(self) -> int:
@@ -145,6 +177,8 @@ class HudCallback(TraceRecorder):
         return self._sender.dropped if self._sender is not None else 0
 
     def _emit(self, kind: EventKind, data: Mapping[str, Any]) -> None:
+        if self._closed:
+            return
         if self.log is not None:
             self.log.append(kind, data)
         elif self._sender is not None:
@@ -159,9 +193,11 @@ class HudCallback(TraceRecorder):
         self._emit(EventKind.NODE_END, node_event(node, ended=True))
 
     def on_trace_complete(self, graph: Any, manifest: Any = None) -> None:
-        """A run ended: say so, and forget it (the page keeps it)."""
+        """A run ended: say so, and forget it (the page keeps it). A candidate reported after its
+        compile ended is no run of its own (the page shows it under the compile)."""
         self.forget(graph)
-        self._emit(EventKind.RUN_COMPLETE, {"nodes": len(graph)})
+        if any(node.type is not NodeType.CANDIDATE for node in graph):
+            self._emit(EventKind.RUN_COMPLETE, {"nodes": len(graph)})
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         """Record the call, and remember its LM to report its spend when it ends."""
@@ -178,7 +214,9 @@ class HudCallback(TraceRecorder):
         if instance is not None:
             budget_sats = getattr(getattr(instance, "config", None), "budget_sats", 0) or 0
             limit = budget_sats * 1000 if budget_sats > 0 else None
-            self._emit(EventKind.BUDGET, budget_event(instance.model, instance.total_spent_msats(), limit))
+            # Keyed by the LM's runtime: its copies share one budget, two LMs of one name do not.
+            key = f"{instance.model}#{id(getattr(instance, 'runtime', instance)):x}"
+            self._emit(EventKind.BUDGET, budget_event(instance.model, instance.total_spent_msats(), limit, key))
 
     def on_optimizer_candidate(
         self, candidate_id: str, metrics: Any, parent_id: str | None, program_state: Any
@@ -199,6 +237,7 @@ class HudCallback(TraceRecorder):
 
         if self._sender is not None:
             self._sender.close(timeout)
+        self._closed = True  # even if DSPy keeps it registered (another thread owns its configuration)
         callbacks = list(dspy.settings.get("callbacks", None) or [])
         if self in callbacks:
             with contextlib.suppress(RuntimeError):  # another thread owns DSPy's configuration

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import math
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -50,7 +51,21 @@ class HudEvent:
     @functools.cached_property
     def json(self) -> str:
         """:meth:`to_json_dict` as text, made once however many pages read it."""
-        return json.dumps(self.to_json_dict(), separators=(",", ":"), default=str)
+        # Strict JSON (a page's JSON.parse refuses NaN): a non-finite number is written as null.
+        try:
+            return json.dumps(self.to_json_dict(), separators=(",", ":"), default=str, allow_nan=False)
+        except ValueError:
+            return json.dumps(_strict(self.to_json_dict()), separators=(",", ":"), default=str)
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _content(value: Any) -> Any:
@@ -73,6 +88,10 @@ def node_event(node: Any, *, ended: bool) -> dict[str, Any]:
         "status": str(node.status),
         "inputs": _content(node.inputs),
     }
+    if data["parent_id"] is None and node.type == "candidate":
+        # Reported after its compile ended (and was forgotten): still the compile's child on the page.
+        compile_id = (node.attributes or {}).get("compile_call_id")
+        data["parent_id"] = None if compile_id is None else str(compile_id)
     if ended:
         data["end_ns"] = None if node.end_ns is None else int(node.end_ns)
         data["outputs"] = _content(node.outputs)
@@ -87,15 +106,19 @@ def node_event(node: Any, *, ended: bool) -> dict[str, Any]:
     return data
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def candidate_event(candidate_id: str, metrics: Mapping[str, Any], parent_id: str | None, at_ns: int) -> dict[str, Any]:
-    """An optimizer candidate: its id, numeric scores (train and validation apart), its parent's id."""
-    scores = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """An optimizer candidate: its id, finite numeric scores (train and validation apart), its parent's id."""
+    scores = {str(k): float(v) for k, v in metrics.items() if _finite(v)}
     return {"candidate_id": str(candidate_id), "parent_id": parent_id, "metrics": scores, "at_ns": int(at_ns)}
 
 
-def budget_event(model: str, spent_msats: int, limit_msats: int | None) -> dict[str, Any]:
-    """An LM's spend against its budget (``limit_msats`` None: unlimited)."""
-    return {"model": str(model), "spent_msats": int(spent_msats), "limit_msats": limit_msats}
+def budget_event(model: str, spent_msats: int, limit_msats: int | None, key: str | None = None) -> dict[str, Any]:
+    """An LM's spend against its budget (``limit_msats`` None: unlimited); ``key`` tells LMs of one name apart."""
+    return {"model": str(model), "key": key or str(model), "spent_msats": int(spent_msats), "limit_msats": limit_msats}
 
 
 class EventLog:
@@ -124,6 +147,7 @@ class EventLog:
     def since(self, last_seen: int, limit: int = 5_000) -> tuple[list[HudEvent], int]:
         """Events after id ``last_seen`` (at most ``limit``), and how many after it were already
         forgotten (the page shows them as missed)."""
+        last_seen = max(0, last_seen)
         with self._lock:
             if not self._events:
                 return [], 0

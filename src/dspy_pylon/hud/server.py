@@ -22,7 +22,8 @@ import ipaddress
 import json
 import secrets
 import threading
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -50,8 +51,9 @@ def page_html() -> str:
     return resources.files("dspy_pylon.hud").joinpath("page.html").read_text(encoding="utf-8")
 
 
-def make_app(log: EventLog, token: str | None = None) -> Any:
-    """The Starlette application serving ``log``; ``token`` (when set) guards every route."""
+def make_app(log: EventLog, token: str | None = None, allowed_hosts: Sequence[str] | None = None) -> Any:
+    """The Starlette application serving ``log``; ``token`` (when set) guards every route, and
+    ``allowed_hosts`` (when set) are the only ``Host`` headers it answers."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -90,6 +92,9 @@ def make_app(log: EventLog, token: str | None = None) -> Any:
             nonlocal last
             idle = 0.0
             yield "retry: 1000\n\n"
+            if last > log.last_id:  # the page saw a server before this one: it starts over
+                last = 0
+                yield "event: reset\ndata: {}\n\n"
             while True:
                 batch, missed = log.since(last)
                 if not batch and not missed:
@@ -112,15 +117,23 @@ def make_app(log: EventLog, token: str | None = None) -> Any:
     async def ingest(request: Request) -> Response:
         if not allowed(request):
             return refused()
-        body = await request.body()
-        if len(body) > MAX_INGEST_BYTES:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # A web page can POST text/plain anywhere without asking: only JSON is taken.
+            return PlainTextResponse("send application/json", status_code=415)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_INGEST_BYTES:
             return PlainTextResponse("batch too large", status_code=413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_INGEST_BYTES:
+                return PlainTextResponse("batch too large", status_code=413)
         try:
             document = json.loads(body)
             items = document["events"]
             dropped = int(document.get("dropped", 0))
             parsed = [(EventKind(item["kind"]), dict(item["data"])) for item in items]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             return PlainTextResponse("expected {'events': [{'kind': ..., 'data': {...}}], 'dropped': n}", 400)
         for kind, data in parsed:
             log.append(kind, data)
@@ -128,12 +141,21 @@ def make_app(log: EventLog, token: str | None = None) -> Any:
             log.append(EventKind.DROPPED, {"count": dropped})
         return JSONResponse({"accepted": len(parsed), "last_id": log.last_id})
 
+    middleware = []
+    if allowed_hosts is not None:
+        from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        # A page served to 127.0.0.1 answers only requests that name it: a site that rebinds its
+        # own name to 127.0.0.1 (DNS rebinding) cannot read the stream.
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
     return Starlette(
         routes=[
             Route("/", page),
             Route("/events", events),
             Route("/ingest", ingest, methods=["POST"]),
-        ]
+        ],
+        middleware=middleware,
     )
 
 
@@ -165,7 +187,7 @@ class HudServer:
     @property
     def url(self) -> str:
         """The page's URL, with the token when one is needed."""
-        return self.base_url + "/" + (f"?token={self.token}" if self.token else "")
+        return self.base_url + "/" + (f"?token={urllib.parse.quote(self.token, safe='')}" if self.token else "")
 
     def start(self, timeout: float = 15.0) -> HudServer:
         """Serve until :meth:`close`; returns once it listens."""
@@ -173,8 +195,10 @@ class HudServer:
 
         if self._thread is not None:
             return self
+        # IPv4 loopback and localhost: Starlette's host check cannot read a bracketed IPv6 host.
+        hosts = ("127.0.0.1", "localhost") if is_loopback(self.host) and ":" not in self.host else None
         config = uvicorn.Config(
-            make_app(self.log, self.token),
+            make_app(self.log, self.token, hosts),
             host=self.host,
             port=self.port,
             log_level="critical",  # a port in use is reported below, as a ConfigError

@@ -143,3 +143,34 @@ class TraceGraph:
             raise
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise ManifestError(f"not a valid trace graph: {exc!r}") from None
+
+
+def tree_lines(graph: TraceGraph) -> list[str]:
+    """The graph as indented lines, one per node: type, name, duration, tokens, cost, provider."""
+    lines: list[str] = []
+
+    def walk(node: TraceNode, depth: int) -> None:
+        line = f"{'  ' * depth}{node.type.value} {node.name}"
+        if node.duration_ns is not None:
+            line += f"  {node.duration_ns / 1e6:.1f} ms"
+        if node.usage:
+            tokens = node.usage.get("prompt_tokens", 0) + node.usage.get("completion_tokens", 0)
+            line += f"  {tokens} tokens"
+            if "cost_msats" in node.usage:
+                line += f"  {node.usage['cost_msats']} msats"
+        if node.route and node.route.get("provider"):
+            line += f"  provider {str(node.route['provider'])[:12]}…"
+        if node.status is NodeStatus.ERROR:
+            line += f"  ✗ {node.error_type}"
+        lines.append(line)
+        if depth < 200:  # a hand-made graph this deep is not drawn further
+            for child in children.get(node.id, ()):
+                walk(child, depth + 1)
+
+    children: dict[str, list[TraceNode]] = {}
+    for node in graph:
+        if node.parent_id is not None and node.parent_id in graph.nodes:
+            children.setdefault(node.parent_id, []).append(node)
+    for root in graph.roots():
+        walk(root, 0)
+    return lines

@@ -66,12 +66,15 @@ class LmCallInfo:
         response = entry.get("response")
         first = response[0] if isinstance(response, (tuple, list)) and response else response
         exact = (entry.get("cost_details") or {}).get("currency") == "msat"  # pylon's; litellm's is USD
+        route = _route(getattr(first, "provider_data", None))
+        if not usage:  # a cache hit: no job ran now, so it links to none (the cached one was another call's)
+            route = {k: v for k, v in route.items() if k not in ("job_id", "result_id", "relay")}
         return cls(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cost_msats=_exact(entry.get("cost")) if exact else None,
             cache_hit=not usage,
-            route=_route(getattr(first, "provider_data", None)),
+            route=route,
         )
 
     @classmethod

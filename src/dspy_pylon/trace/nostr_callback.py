@@ -3,6 +3,7 @@ the program goes — off the program's threads, in a bounded queue, never blocki
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -50,6 +51,7 @@ class NostrCallback(TraceRecorder):
         self._queue: queue.Queue[TraceGraph | None] = queue.Queue(max_runs)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        atexit.register(self.flush, 30.0)  # runs queued when the program ends still go out
 
     def on_trace_complete(self, graph: Any, manifest: Any = None) -> None:
         """Queue the finished run for publishing (never waits)."""
@@ -61,7 +63,8 @@ class NostrCallback(TraceRecorder):
         try:
             self._queue.put_nowait(graph)
         except queue.Full:
-            self.dropped += 1
+            with self._start_lock:
+                self.dropped += 1
 
     def _publish_all(self) -> None:
         from dspy_pylon.errors import PylonError

@@ -253,7 +253,7 @@ def graph_to_spans(
                 instrumentation_scope=_SCOPE,
             )
         )
-        if node.type is NodeType.LM and (node.route or {}).get("job_id"):
+        if node.type is NodeType.LM and (node.route or {}).get("job_id") and not node.attributes.get("cache_hit"):
             spans.append(_job_span(node, trace_id, context, resource))
     return spans
 

@@ -43,27 +43,41 @@ def now_ns() -> int:
     return _WALL_NS + (time.perf_counter_ns() - _MONOTONIC_NS)
 
 
-# Keys that hold a credential: ``api_key``, ``access_token``, ``password``... (not ``max_tokens``).
+# Keys that hold a credential: ``api_key``, ``x-api-key``, ``access_token``, ``password``, ``nsec``...
+# (not ``max_tokens``). Dashes count as underscores.
 _CREDENTIAL = re.compile(
-    r"api_?key|secret|passw|credential|authori[sz]ation|cookie|bearer|mnemonic|nwc|(^|_)(key|token|auth)$",
+    r"api_?key|secret|passw|passphrase|credential|authori[sz]ation|cookie|bearer|mnemonic|nwc|nsec|seed"
+    r"|(^|_)(key|token|auth)$",
     re.IGNORECASE,
 )
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
+def _is_credential(key: Any) -> bool:
+    return isinstance(key, str) and _CREDENTIAL.search(key.replace("-", "_")) is not None
+
+
+def _mapping_without_credentials(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
+    kept = {}
+    for key, item in value.items():
+        if _is_credential(key):
+            continue
+        if isinstance(item, dict) and depth < 4:
+            item = _mapping_without_credentials(item, depth + 1)
+        elif isinstance(item, str) and "@" in item and "://" in item:
+            item = _USERINFO.sub(r"\1", item)  # https://user:pw@host -> https://host
+        kept[key] = item
+    return kept
 
 
 def without_credentials(value: Any) -> Any:
-    """``value`` without the entries whose key names a credential: the call's arguments and the
-    mappings among them (an LM call's ``kwargs``), where DSPy calls carry credentials. Deeper
-    data (messages, demos) is content, left as it is: walking it would cost every call."""
+    """``value`` without the entries whose key names a credential, and without the user:password
+    of URLs: in the call's arguments and the mappings among them (an LM call's ``kwargs``, its
+    ``extra_headers``), where DSPy calls carry credentials. Lists (messages, demos) are content,
+    left as they are: walking them would cost every call."""
     if not isinstance(value, dict):
         return value
-    kept = {}
-    for key, item in value.items():
-        if isinstance(key, str) and _CREDENTIAL.search(key):
-            continue
-        if isinstance(item, dict):
-            item = {k: v for k, v in item.items() if not (isinstance(k, str) and _CREDENTIAL.search(k))}
-        kept[key] = item
-    return kept
+    return _mapping_without_credentials(value, 0)
 
 
 @functools.lru_cache(maxsize=4096)
