@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import dspy
 import pytest
@@ -59,3 +60,19 @@ def test_the_readme_hud_example_runs(capsys: pytest.CaptureFixture[str]) -> None
     kinds = [e.kind for e in hud.server.log.since(0)[0]]
     assert kinds.count(pylon.hud.EventKind.NODE_END) >= 4 and pylon.hud.EventKind.RUN_COMPLETE in kinds
     assert hud.callback not in (dspy.settings.get("callbacks") or [])  # closed: no longer recording
+
+
+@pytest.mark.smollm2
+def test_the_readme_receipts_example_runs(embedded_relay: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code = _example("## Receipts on Nostr").replace("ws://127.0.0.1:7777", embedded_relay.url)
+    namespace: dict[str, object] = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    summary_id, ok = capsys.readouterr().out.split()[-2:]
+    assert len(summary_id) == 64 and ok == "True"
+    reader = pylon.NostrBridge([embedded_relay.url])
+    try:
+        recorder = namespace["recorder"]
+        assert isinstance(recorder, pylon.TraceRecorder)
+        assert reader.fetch_trace(summary_id).graph.to_json() == recorder.graph.to_json()
+    finally:
+        reader.close()
