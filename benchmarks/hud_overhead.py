@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     import dspy_pylon as pylon
 
     program, lm = build(args.calls, args.latency_ms / 1000)
-    hud = pylon.hud.open(announce=None)
+    hud = pylon.hud.open(announce=False)
     dspy.configure(callbacks=[])  # registered only for its own runs
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, f"{hud.server.base_url}/events"], stdout=subprocess.PIPE, text=True

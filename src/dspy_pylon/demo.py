@@ -452,7 +452,7 @@ def run_demo(console: Console, backend: str = "embedded", keep_hud: bool = False
     from dspy_pylon.trace.recorder import TraceRecorder
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    hud = pylon_hud.open(announce=None)
+    hud = pylon_hud.open(announce=False)
     console.print(f"[green]✓[/] live HUD at {hud.url} — open it to watch the run (the call tree, spend, candidates)")
     recorder = TraceRecorder()
     dspy.configure(callbacks=[*(dspy.settings.get("callbacks", None) or []), recorder])

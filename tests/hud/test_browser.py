@@ -56,7 +56,7 @@ def test_the_page_follows_a_real_run_and_catches_up_after_a_reload(
     page.on("pageerror", lambda error: errors.append(str(error)))
     with (
         LocalSwarm(tmp_path, providers=1, price_msats=PRICE_MSATS, backend_url=tiny_server.url) as swarm,
-        pylon.hud.open(announce=None) as hud,
+        pylon.hud.open(announce=False) as hud,
     ):
         page.goto(hud.url)
         page.wait_for_selector("#status[data-state=live]", timeout=15_000)

@@ -133,7 +133,7 @@ def test_the_url_must_be_a_hud_url_and_one_target_given() -> None:
 
 
 def test_pylon_hud_open_records_every_run_until_closed() -> None:
-    with pylon.hud.open(announce=None) as hud:
+    with pylon.hud.open(announce=False) as hud:
         assert urllib.parse.urlsplit(hud.url).hostname == "127.0.0.1"
         with dspy.context(lm=DummyLM([{"answer": "a"}] * 4), adapter=WholeAnswerAdapter()):
             dspy.Predict("question -> answer")(question="q")

@@ -47,10 +47,11 @@ def open(
     *,
     token: str | None = None,
     keep_content: bool = False,
-    announce: TextIO | None = sys.stderr,
+    announce: TextIO | bool = True,
 ) -> Hud:
     """Serve the HUD here and record every DSPy run into it from now on; prints its URL to
-    ``announce`` (``None``: silent) and returns the :class:`Hud` (``hud.url``, ``hud.close()``)."""
+    ``announce`` (``True``: standard error, as it is when called; ``False``: silent; or a
+    stream) and returns the :class:`Hud` (``hud.url``, ``hud.close()``)."""
     from dspy_pylon.callbacks import set_callback
 
     server = HudServer(host, port, token=token).start()
@@ -65,8 +66,8 @@ def open(
     except BaseException:
         server.close()
         raise
-    if announce is not None:
-        print(f"pylon HUD: {server.url}", file=announce, flush=True)
+    if announce is not False:
+        print(f"pylon HUD: {server.url}", file=sys.stderr if announce is True else announce, flush=True)
     return Hud(server, callback)
 
 
