@@ -98,9 +98,8 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-_ENCODER = json.JSONEncoder(
-    sort_keys=True, ensure_ascii=False, default=_plain
-)  # made once: json.dumps makes one a call
+# Made once: json.dumps with any option makes a new encoder on every call.
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=_plain)
 
 
 def _text(value: Any) -> str:
