@@ -77,7 +77,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "relay at ws://127.0.0.1:" in out and "serving kind 5050" in out
     # The swarm part published as receipts, rebuilt from the relay and verified.
     assert re.search(
-        r"receipts: 7 signed kind-3590 events \(one per LM call, 1 structure, the summary [0-9a-f]{16}…\)", out
+        r"receipts: 8 signed kind-3590 events \(one per LM call, 1 structure, 1 index, the summary [0-9a-f]{16}…\)", out
     )
     assert re.search(r"rebuilt from the relay \(\d+ nodes, identical to the recorded one\)", out)
     assert out.count("provider ") >= 5 and "verified: 5 job results signed by the provider" in out

@@ -375,7 +375,8 @@ def _show_receipts(console: Console, recorder: Any, relay: str, secret_key: str)
     same = "identical to the recorded one" if fetched.graph.to_json() == recorder.graph.to_json() else "DIFFERENT"
     console.print(
         f"[green]✓[/] receipts: {len(published.event_ids)} signed kind-3590 events (one per LM call, "
-        f"{len(published.structure_ids)} structure, the summary {published.summary_id[:16]}…) on {relay}"
+        f"{len(published.structure_ids)} structure, {len(published.index_ids)} index, the summary "
+        f"{published.summary_id[:16]}…) on {relay}"
     )
     console.print(f"  rebuilt from the relay ({len(fetched.graph)} nodes, {same}):", markup=False)
     for line in tree_lines(fetched.graph):

@@ -127,11 +127,15 @@ def publish_raw(bridge: NostrBridge, event: Any) -> str:
 def test_a_summary_pointing_at_events_that_are_not_there_is_refused(relay_url: str) -> None:
     keys = nostr_sdk.Keys.generate()
     bridge = NostrBridge([relay_url], keys)
-    content = '{"format":"dspy-pylon/trace-receipt","version":1,"order":["x"],"totals":{}}'
-    tags = [["t", "pylon-trace"], ["receipt", "summary"], ["e", "a" * 64, "", "receipt"], ["cost_msats", "0"]]
+    content = '{"format":"dspy-pylon/trace-receipt","version":1,"nodes":1,"roots":[],"totals":{}}'
+    tags = [["t", "pylon-trace"], ["receipt", "summary"], ["e", "a" * 64, "", "index"], ["cost_msats", "0"]]
     summary_id = publish_raw(bridge, sign(receipts.KIND, content, tags, keys))
     with pytest.raises(pylon.MalformedEvent, match="not on the relays"):
         bridge.fetch_trace(summary_id)
+    bad_tags = [["t", "pylon-trace"], ["receipt", "summary"], ["e", "not-an-id", "", "index"], ["cost_msats", "0"]]
+    bad_id = publish_raw(bridge, sign(receipts.KIND, content, bad_tags, keys))
+    with pytest.raises(pylon.MalformedEvent, match="is not an event id"):
+        bridge.fetch_trace(bad_id)
     bridge.close()
 
 

@@ -102,10 +102,16 @@ class NostrCallback(TraceRecorder):
 
         import dspy
 
+        atexit.unregister(self.flush)
         self.flush(timeout)
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=timeout)
+            thread.join(timeout)
+            if thread.is_alive():  # still publishing: its client stays open to the end of the process
+                log.warning("trace receipts still publishing after %.0f s; left to finish", timeout)
+                return
             self._thread = None
         self.bridge.close()
         callbacks = list(dspy.settings.get("callbacks", None) or [])

@@ -16,8 +16,13 @@ its own kind. Every event carries ``["t", "pylon-trace"]`` and ``["receipt", ROL
   relay), ``p`` (the provider), ``compiled_id``, ``cost_msats``.
 * ``structure`` — the other nodes (modules, predictors, adapters...), in parts small enough for
   any relay, so the whole graph can be rebuilt.
-* ``summary`` — published last: the node order, the totals (cost, tokens, LM calls) and an
-  ``e`` tag for every receipt (``receipt``) and structure part (``structure``).
+* ``index`` — the node order and an ``e`` tag for every receipt (``receipt``), in parts of a
+  few hundred (a relay refuses events over 64 KiB, and nostr-sdk drops ones with 2,000 tags).
+* ``summary`` — published last: the totals (cost, tokens, LM calls), the roots, and an ``e`` tag
+  for every index part (``index``) and structure part (``structure``).
+
+Everything is checked before anything is published: an event too large for relays is refused
+with the node that makes it so, rather than failing half-way with receipts already out.
 """
 
 from __future__ import annotations
@@ -37,8 +42,14 @@ VERSION = 1
 TOPIC = "pylon-trace"
 #: Nodes that get a receipt of their own: where compute (and money) was spent.
 RECEIPTABLE = frozenset({NodeType.LM, NodeType.TOOL, NodeType.SANDBOX})
-#: A structure part's content stays under this (the embedded relay refuses events over 64 KiB).
-MAX_PART_BYTES = 40_000
+#: What any event may take, as signed JSON (the embedded relay refuses events over 64 KiB).
+MAX_EVENT_BYTES = 60_000
+#: A structure part's content, before JSON escapes it into the event.
+MAX_PART_BYTES = 24_000
+#: Receipts (and node ids of the order) per index part: ~100 bytes a tag, and far under 2,000 tags.
+INDEX_CHUNK = 300
+#: Index and structure parts a summary may list.
+MAX_SUMMARY_LINKS = 1_500
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,19 @@ def _common(role: str, compiled_id: str | None) -> list[tuple[str, ...]]:
     return tags
 
 
+def _event_bytes(content: str, tags: Sequence[Sequence[str]]) -> int:
+    # The signed event's JSON: content and tags escaped as they will be, plus id, key and signature.
+    return len(json.dumps(content).encode()) + len(json.dumps([list(t) for t in tags]).encode()) + 400
+
+
 def _cost(node: TraceNode) -> int:
-    cost = (node.usage or {}).get("cost_msats")
+    usage = node.usage if isinstance(node.usage, dict) else {}
+    cost = usage.get("cost_msats")
     return cost if isinstance(cost, int) and not isinstance(cost, bool) else 0
+
+
+def _route(node: TraceNode) -> dict[str, Any]:
+    return node.route if isinstance(node.route, dict) else {}
 
 
 def node_receipt(node: TraceNode, compiled_id: str | None, receipted: set[str]) -> PlannedEvent:
@@ -76,7 +97,7 @@ def node_receipt(node: TraceNode, compiled_id: str | None, receipted: set[str]) 
     tags.append(("node", node.id))
     if node.parent_id is not None:
         tags.append(("parent", node.parent_id))
-    route = node.route or {}
+    route = _route(node)
     relay = str(route.get("relay") or "")
     if route.get("job_id"):
         tags.append(("e", str(route["job_id"]), relay, "job-request"))
@@ -86,20 +107,31 @@ def node_receipt(node: TraceNode, compiled_id: str | None, receipted: set[str]) 
         tags.append(("p", str(route["provider"])))
     tags.append(("cost_msats", str(_cost(node))))
     links = ((node.parent_id, "parent"),) if node.parent_id in receipted else ()
-    return PlannedEvent("node", _content({"node": node.to_json_dict()}), tuple(tags), node.id, links)
+    content = _content({"node": node.to_json_dict()})
+    size = _event_bytes(content, tags) + 100 * len(links)
+    if size > MAX_EVENT_BYTES:
+        raise MalformedEvent(
+            f"trace node {node.id!r} ({node.type.value} {node.name}) makes a {size}-byte receipt, over what "
+            f"relays take ({MAX_EVENT_BYTES}): record it without keep_content=True (digests only)"
+        )
+    return PlannedEvent("node", content, tuple(tags), node.id, links)
 
 
 def structure_parts(nodes: Sequence[TraceNode], compiled_id: str | None) -> list[PlannedEvent]:
-    """The non-receipted nodes in parts of at most ``MAX_PART_BYTES`` of content each."""
+    """The non-receipted nodes, in parts each small enough for any relay."""
     parts: list[PlannedEvent] = []
     batch: list[dict[str, Any]] = []
     size = 0
     tags = tuple(_common("structure", compiled_id))
     for node in nodes:
         data = node.to_json_dict()
-        length = len(json.dumps(data, ensure_ascii=False, default=str).encode())
+        # As escaped inside the event's JSON: quotes and backslashes in kept text count twice.
+        length = len(json.dumps(json.dumps(data, ensure_ascii=False, default=str)).encode())
         if length > MAX_PART_BYTES:
-            raise MalformedEvent(f"trace node {node.id!r} is too large for a receipt ({length} bytes)")
+            raise MalformedEvent(
+                f"trace node {node.id!r} ({node.type.value} {node.name}) is {length} bytes, over what a "
+                f"receipt may hold ({MAX_PART_BYTES}): record it without keep_content=True (digests only)"
+            )
         if batch and size + length > MAX_PART_BYTES:
             parts.append(PlannedEvent("structure", _content({"nodes": batch}), tags))
             batch, size = [], 0
@@ -110,9 +142,21 @@ def structure_parts(nodes: Sequence[TraceNode], compiled_id: str | None) -> list
     return parts
 
 
+def index_parts(order: Sequence[str], receipt_ids: Sequence[str], compiled_id: str | None) -> list[PlannedEvent]:
+    """The node order and the receipts' ids, a few hundred of each per part."""
+    count = max(1, -(-len(order) // INDEX_CHUNK), -(-len(receipt_ids) // INDEX_CHUNK))
+    parts = []
+    for i in range(count):
+        chunk = slice(i * INDEX_CHUNK, (i + 1) * INDEX_CHUNK)
+        tags = _common("index", compiled_id)
+        tags.extend(("e", event_id, "", "receipt") for event_id in receipt_ids[chunk])
+        parts.append(PlannedEvent("index", _content({"order": list(order[chunk])}), tuple(tags)))
+    return parts
+
+
 @dataclass(frozen=True)
 class Totals:
-    """What a trace's LM calls add up to."""
+    """What a trace adds up to: LM calls and their tokens, and the cost of every receiptable node."""
 
     lm_calls: int
     prompt_tokens: int
@@ -121,51 +165,56 @@ class Totals:
 
     @classmethod
     def of(cls, nodes: Iterable[TraceNode]) -> Totals:
-        """The totals of ``nodes``' LM calls."""
+        """The totals of ``nodes``."""
+        nodes = list(nodes)
         calls = [n for n in nodes if n.type is NodeType.LM]
+
+        def tokens(node: TraceNode, key: str) -> int:
+            value = (node.usage if isinstance(node.usage, dict) else {}).get(key, 0)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
         return cls(
             lm_calls=len(calls),
-            prompt_tokens=sum(int((n.usage or {}).get("prompt_tokens", 0)) for n in calls),
-            completion_tokens=sum(int((n.usage or {}).get("completion_tokens", 0)) for n in calls),
-            cost_msats=sum(_cost(n) for n in calls),
+            prompt_tokens=sum(tokens(n, "prompt_tokens") for n in calls),
+            completion_tokens=sum(tokens(n, "completion_tokens") for n in calls),
+            cost_msats=sum(_cost(n) for n in nodes if n.type in RECEIPTABLE),
         )
+
+    def to_json_dict(self) -> dict[str, int]:
+        """Plain JSON."""
+        return {
+            "lm_calls": self.lm_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_msats": self.cost_msats,
+        }
 
 
 def summary(
-    graph: TraceGraph,
-    receipt_ids: Sequence[tuple[str, str]],
-    structure_ids: Sequence[str],
-    compiled_id: str | None,
-    relay_hint: str = "",
+    graph: TraceGraph, index_ids: Sequence[str], structure_ids: Sequence[str], compiled_id: str | None
 ) -> PlannedEvent:
-    """The summary: node order, totals, and an ``e`` tag for each receipt and structure part
-    (``receipt_ids``: ``(node id, event id)`` in publishing order)."""
+    """The summary: totals, roots, and an ``e`` tag for each index and structure part."""
+    if len(index_ids) + len(structure_ids) > MAX_SUMMARY_LINKS:
+        raise MalformedEvent(f"a trace of {len(graph)} nodes is too large to publish as receipts")
     totals = Totals.of(graph)
     tags = _common("summary", compiled_id)
-    tags.extend(("e", event_id, relay_hint, "receipt") for _, event_id in receipt_ids)
-    tags.extend(("e", event_id, relay_hint, "structure") for event_id in structure_ids)
+    tags.extend(("e", event_id, "", "index") for event_id in index_ids)
+    tags.extend(("e", event_id, "", "structure") for event_id in structure_ids)
     tags.append(("cost_msats", str(totals.cost_msats)))
-    content = _content(
-        {
-            "order": list(graph.nodes),
-            "roots": [n.id for n in graph.roots()],
-            "totals": {
-                "lm_calls": totals.lm_calls,
-                "prompt_tokens": totals.prompt_tokens,
-                "completion_tokens": totals.completion_tokens,
-                "cost_msats": totals.cost_msats,
-            },
-        }
-    )
+    roots = [n.id for n in graph.roots()][:500]
+    content = _content({"nodes": len(graph), "roots": roots, "totals": totals.to_json_dict()})
     return PlannedEvent("summary", content, tuple(tags))
 
 
 def plan(graph: TraceGraph, compiled_id: str | None = None) -> tuple[list[PlannedEvent], list[PlannedEvent]]:
-    """The receipts (in start order, parents first) and structure parts for ``graph``; the
-    summary follows once their ids are known (:func:`summary`). Only finished nodes are published."""
+    """The receipts (in start order, parents first) and structure parts for ``graph``, every one
+    checked to fit; the index parts and the summary follow once their ids are known. Only a
+    finished run is published."""
     unfinished = [n.id for n in graph if n.end_ns is None]
     if unfinished:
         raise MalformedEvent(f"{len(unfinished)} trace nodes are still running; publish a finished run")
+    if len(graph) > INDEX_CHUNK * MAX_SUMMARY_LINKS // 2:
+        raise MalformedEvent(f"a trace of {len(graph)} nodes is too large to publish as receipts")
     receipts: list[PlannedEvent] = []
     receipted: set[str] = set()
     others: list[TraceNode] = []
@@ -193,13 +242,27 @@ def _document(event: RawEvent, role: str) -> dict[str, Any]:
     return document
 
 
+def _int_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items()
+    )
+
+
 def _node(data: Any, where: str) -> TraceNode:
     try:
         node = TraceNode.from_json_dict(data)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise MalformedEvent(f"{where} holds no valid trace node: {exc!r}") from None
-    if not isinstance(node.id, str) or not isinstance(node.start_ns, int):
-        raise MalformedEvent(f"{where} holds a node without a string id or an integer start")
+    if not isinstance(node.id, str) or not isinstance(node.start_ns, int) or not isinstance(node.name, str):
+        raise MalformedEvent(f"{where} holds a node without a string id and name or an integer start")
+    if node.parent_id is not None and not isinstance(node.parent_id, str):
+        raise MalformedEvent(f"{where} holds a node whose parent is no id")
+    if node.end_ns is not None and not isinstance(node.end_ns, int):
+        raise MalformedEvent(f"{where} holds a node with a non-integer end")
+    if node.usage is not None and not _int_map(node.usage):
+        raise MalformedEvent(f"{where} holds a node whose usage is not whole numbers")
+    if (node.route is not None and not isinstance(node.route, dict)) or not isinstance(node.attributes, dict):
+        raise MalformedEvent(f"{where} holds a node whose route or attributes are no mapping")
     return node
 
 
@@ -208,76 +271,85 @@ class Summary:
     """A parsed summary event."""
 
     event: RawEvent
-    order: tuple[str, ...]
-    receipt_ids: tuple[str, ...]
+    index_ids: tuple[str, ...]
     structure_ids: tuple[str, ...]
     totals: Mapping[str, int]
     compiled_id: str | None
-    cost_msats: int = 0
+    cost_msats: int
+    nodes: int
 
 
 def parse_summary(event: RawEvent) -> Summary:
     """A summary event's content and links; :class:`MalformedEvent` when it is none."""
     document = _document(event, "summary")
-    order = document.get("order")
     totals = document.get("totals")
-    if not isinstance(order, list) or not all(isinstance(i, str) for i in order) or not isinstance(totals, dict):
-        raise MalformedEvent(f"trace summary {event.id[:12]} has no node order or totals")
+    nodes = document.get("nodes")
+    if not isinstance(totals, dict) or not _int_map(totals) or not isinstance(nodes, int):
+        raise MalformedEvent(f"trace summary {event.id[:12]} has no node count or totals")
     links = [tag for tag in event.tags_named("e") if len(tag) >= 4]
     try:
-        cost = int(event.value("cost_msats") or 0)
+        cost = int(event.value("cost_msats") or "")
     except ValueError:
-        raise MalformedEvent(f"trace summary {event.id[:12]} has a non-integer cost") from None
+        raise MalformedEvent(f"trace summary {event.id[:12]} has no integer cost") from None
     return Summary(
         event=event,
-        order=tuple(order),
-        receipt_ids=tuple(tag[1] for tag in links if tag[3] == "receipt"),
+        index_ids=tuple(tag[1] for tag in links if tag[3] == "index"),
         structure_ids=tuple(tag[1] for tag in links if tag[3] == "structure"),
-        totals={k: int(v) for k, v in totals.items() if isinstance(v, int)},
+        totals=dict(totals),
         compiled_id=event.value("compiled_id"),
         cost_msats=cost,
+        nodes=nodes,
     )
 
 
+def parse_index(event: RawEvent) -> tuple[list[str], list[str]]:
+    """An index part's slice of the node order and its receipts' event ids."""
+    order = _document(event, "index").get("order")
+    if not isinstance(order, list) or not all(isinstance(i, str) for i in order):
+        raise MalformedEvent(f"index part {event.id[:12]} has no node order")
+    receipt_ids = [tag[1] for tag in event.tags_named("e") if len(tag) >= 4 and tag[3] == "receipt"]
+    return order, receipt_ids
+
+
 def parse_receipt(event: RawEvent) -> TraceNode:
-    """The node a receipt records; its ``node`` tag must name it."""
+    """The node a receipt records; its ``node`` tag must name it, and it must be receiptable."""
     node = _node(_document(event, "node").get("node"), f"receipt {event.id[:12]}")
     if event.value("node") != node.id:
         raise MalformedEvent(f"receipt {event.id[:12]} tags another node than it holds")
+    if node.type not in RECEIPTABLE:
+        raise MalformedEvent(f"receipt {event.id[:12]} holds a {node.type.value} node, which gets no receipt")
     return node
 
 
 def parse_structure(event: RawEvent) -> list[TraceNode]:
-    """The nodes a structure part holds."""
+    """The nodes a structure part holds (never a receiptable one: those have receipts)."""
     nodes = _document(event, "structure").get("nodes")
     if not isinstance(nodes, list):
         raise MalformedEvent(f"structure part {event.id[:12]} holds no node list")
-    return [_node(data, f"structure part {event.id[:12]}") for data in nodes]
+    parsed = [_node(data, f"structure part {event.id[:12]}") for data in nodes]
+    hidden = [n for n in parsed if n.type in RECEIPTABLE]
+    if hidden:
+        raise MalformedEvent(f"structure part {event.id[:12]} holds a {hidden[0].type.value} node without a receipt")
+    return parsed
 
 
-def rebuild(summary: Summary, receipts: Sequence[RawEvent], structures: Sequence[RawEvent]) -> TraceGraph:
-    """The graph the events record, in the order the summary gives; every node the summary
-    names must be there exactly once (:class:`MalformedEvent` otherwise)."""
+def rebuild(order: Sequence[str], receipts: Sequence[RawEvent], structures: Sequence[RawEvent]) -> TraceGraph:
+    """The graph the events record, in ``order`` (the index parts'); every node named there must
+    be there exactly once (:class:`MalformedEvent` otherwise)."""
     found: dict[str, TraceNode] = {}
-    for event in receipts:
-        node = parse_receipt(event)
+    for node in [parse_receipt(e) for e in receipts] + [n for e in structures for n in parse_structure(e)]:
         if node.id in found:
             raise MalformedEvent(f"trace node {node.id!r} is recorded twice")
         found[node.id] = node
-    for event in structures:
-        for node in parse_structure(event):
-            if node.id in found:
-                raise MalformedEvent(f"trace node {node.id!r} is recorded twice")
-            found[node.id] = node
-    missing = [node_id for node_id in summary.order if node_id not in found]
-    extra = set(found) - set(summary.order)
-    if missing or extra:
-        raise MalformedEvent(f"the trace's events do not match its summary: {len(missing)} missing, {len(extra)} extra")
+    missing = [node_id for node_id in order if node_id not in found]
+    extra = set(found) - set(order)
+    if missing or extra or len(order) != len(set(order)):
+        raise MalformedEvent(f"the trace's events do not match its index: {len(missing)} missing, {len(extra)} extra")
     # Through the graph's own reader: the same checks (types, no cycles) as a saved graph.
     document = {
         "format": "dspy-pylon/trace-graph",
         "schema_version": 1,
-        "nodes": [found[node_id].to_json_dict() for node_id in summary.order],
+        "nodes": [found[node_id].to_json_dict() for node_id in order],
     }
     from dspy_pylon.plain_errors import ManifestError
 
@@ -287,61 +359,93 @@ def rebuild(summary: Summary, receipts: Sequence[RawEvent], structures: Sequence
         raise MalformedEvent(f"the trace's events make no valid graph: {exc}") from None
 
 
+def recover_requests(jobs: dict[str, RawEvent]) -> None:
+    """Add to ``jobs`` the request each result carries (NIP-90's ``request`` tag) when its own
+    signature checks out: a customer deletes its request once answered (NIP-09, so other
+    providers stop), and the result still holds it. A forged one is left out."""
+    import nostr_sdk
+
+    from dspy_pylon.nostr.events import from_sdk
+
+    for result in list(jobs.values()):
+        text = result.value("request")
+        if text is None or not 6000 <= result.kind < 7000:
+            continue
+        try:
+            request = from_sdk(nostr_sdk.Event.from_json(text))
+        except Exception:  # not an event, or its signature fails (nostr-sdk raises its own errors)
+            continue
+        jobs.setdefault(request.id, request)
+
+
 def _links(event: RawEvent) -> dict[str, str]:
     return {tag[3]: tag[1] for tag in event.tags_named("e") if len(tag) >= 4}
 
 
 def verify(
     summary: Summary,
+    graph: TraceGraph,
     receipt_events: Sequence[RawEvent],
-    structure_events: Sequence[RawEvent],
+    other_events: Sequence[RawEvent],
     jobs: Mapping[str, RawEvent],
-) -> list[str]:
-    """What does not hold in a fetched trace (empty: it verifies). Signatures were checked as the
-    events arrived; here: one author for all, each swarm call's job result signed by the provider
-    its receipt names and answering its request (kinds 5000-5999 and +1000), each receipt's cost
-    tag matching its node, and the receipts' costs adding up to the summary's."""
+) -> tuple[list[str], int]:
+    """What does not hold in a fetched trace (empty: it verifies), and how many swarm jobs were
+    checked. Signatures were checked as the events arrived; here: one author for all; each
+    receipt's tags the same as its node (job ids, provider, cost); every paid or routed node
+    linked to a job, no job claimed twice; each job result signed by the provider its receipt
+    names, answering its request (kinds 5000-5999 and +1000), for no less than the cost claimed
+    when its amount is public; and the graph's totals the summary's."""
     problems: list[str] = []
     author = summary.event.pubkey
-    for event in (*receipt_events, *structure_events):
+    for event in (*receipt_events, *other_events):
         if event.pubkey != author:
             problems.append(f"event {event.id[:12]} is signed by {event.pubkey[:12]}, the summary by {author[:12]}")
-    total = 0
-    lm_calls = 0
+    claimed: set[str] = set()
+    checked = 0
     for event in receipt_events:
         node = parse_receipt(event)
-        cost = _cost(node)
-        total += cost
-        lm_calls += node.type is NodeType.LM
+        cost, route = _cost(node), _route(node)
+        where = f"receipt {event.id[:12]} ({node.type.value} {node.name})"
         if event.value("cost_msats") != str(cost):
-            problems.append(f"receipt {event.id[:12]} tags a cost of {event.value('cost_msats')}, its node {cost}")
+            problems.append(f"{where} tags a cost of {event.value('cost_msats')}, its node {cost}")
         links = _links(event)
-        request_id, result_id = links.get("job-request"), links.get("job-result")
-        if request_id is None and result_id is None:
+        request_id, result_id, provider = links.get("job-request"), links.get("job-result"), event.value("p")
+        wanted = (route.get("job_id"), route.get("result_id"), route.get("provider"))
+        if (request_id, result_id, provider) != tuple(None if v is None else str(v) for v in wanted):
+            problems.append(f"{where}: its tags link another job or provider than its node names")
+        if not (cost > 0 or any(wanted)):
+            continue  # nothing paid, nothing sent: a local call
+        if not (request_id and result_id and provider):
+            problems.append(f"{where}: a paid or swarm call without its job request, result and provider")
             continue
-        request = jobs.get(request_id or "")
-        result = jobs.get(result_id or "")
+        for job in (request_id, result_id):
+            if job in claimed:
+                problems.append(f"{where}: job event {job[:12]} is claimed by another receipt too")
+            claimed.add(job)
+        request, result = jobs.get(request_id), jobs.get(result_id)
         if request is None:
-            problems.append(f"receipt {event.id[:12]}: job request {str(request_id)[:12]} is not on the relays")
+            problems.append(f"{where}: job request {request_id[:12]} is not on the relays")
         if result is None:
-            problems.append(f"receipt {event.id[:12]}: job result {str(result_id)[:12]} is not on the relays")
+            problems.append(f"{where}: job result {result_id[:12]} is not on the relays")
         if request is None or result is None:
             continue
-        provider = event.value("p")
-        if provider is None or result.pubkey != provider:
+        checked += 1
+        if result.pubkey != provider:
             problems.append(
-                f"receipt {event.id[:12]}: the job result is signed by {result.pubkey[:12]}, "
-                f"the receipt names provider {str(provider)[:12]}"
+                f"{where}: the job result is signed by {result.pubkey[:12]}, the receipt names provider {provider[:12]}"
             )
         if not 5000 <= request.kind < 6000 or result.kind != request.kind + 1000:
-            problems.append(f"receipt {event.id[:12]}: kinds {request.kind}/{result.kind} are no NIP-90 job and result")
+            problems.append(f"{where}: kinds {request.kind}/{result.kind} are no NIP-90 job and result")
         if not any(len(tag) > 1 and tag[1] == request.id for tag in result.tags_named("e")):
-            problems.append(f"receipt {event.id[:12]}: the job result does not answer the job request")
-    if total != summary.cost_msats or summary.totals.get("cost_msats") != summary.cost_msats:
+            problems.append(f"{where}: the job result does not answer the job request")
+        amount = result.value("amount")
+        if amount is not None and amount.isdigit() and cost > int(amount):
+            problems.append(f"{where}: claims {cost} msats, the provider's result asked {amount}")
+    totals = Totals.of(graph).to_json_dict()
+    if dict(summary.totals) != totals or summary.cost_msats != totals["cost_msats"]:
         problems.append(
-            f"the receipts' costs add up to {total} msats, the summary says {summary.cost_msats} "
-            f"(tag) and {summary.totals.get('cost_msats')} (content)"
+            f"the graph adds up to {totals}, the summary says {dict(summary.totals)} (cost tag {summary.cost_msats})"
         )
-    if summary.totals.get("lm_calls") != lm_calls:
-        problems.append(f"{lm_calls} LM call receipts, the summary counts {summary.totals.get('lm_calls')}")
-    return problems
+    if summary.nodes != len(graph):
+        problems.append(f"the graph has {len(graph)} nodes, the summary says {summary.nodes}")
+    return problems, checked
