@@ -179,3 +179,17 @@ def test_unreachable_relays_are_a_clear_error_and_never_break_a_run(relay_url: s
         NostrBridge("ws://one-string-not-a-list")
     with pytest.raises(pylon.ConfigError):
         NostrBridge([relay_url]).publish_trace(recorder.graph)  # no keys to sign with
+
+
+def test_a_paid_call_sampling_n_twice_costs_both_jobs_in_history_and_trace(
+    local_swarm: LocalSwarm, start_provider: Callable[..., RunningProvider], swarm_lm: Callable[..., pylon.PylonLM]
+) -> None:
+    start_provider(price_msats=PRICE_MSATS, wallet=local_swarm.wallet("provider"))
+    lm = swarm_lm(nwc_uri=local_swarm.account("payer", 100_000), bid_msats=3_000, auto_pay=True, max_tokens=4)
+    recorder = TraceRecorder()
+    with dspy.context(callbacks=[recorder]):
+        outputs = lm("two answers please", n=2)
+    assert len(outputs) == 2
+    assert lm.history[-1]["cost"] == 2 * PRICE_MSATS == lm.total_spent_msats()
+    [node] = [n for n in recorder.graph if n.type is NodeType.LM]
+    assert node.usage is not None and node.usage["cost_msats"] == 2 * PRICE_MSATS
