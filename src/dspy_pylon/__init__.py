@@ -87,6 +87,7 @@ if TYPE_CHECKING:
     from dspy_pylon.pay.ledger import LedgerEntry, SpendLedger, SpendRow
     from dspy_pylon.pay.nwc import InvoiceStatus, MadeInvoice, NwcWallet, PaymentResult, load_nwc_uri, save_nwc_uri
     from dspy_pylon.plain_errors import IntegrityProblem, SignatureProblem
+    from dspy_pylon.refine import Refine, RefineAttempt, RefineFailed, RefineResult
     from dspy_pylon.route import Route
     from dspy_pylon.swarm.discovery import ProviderRecord, discover
     from dspy_pylon.swarm.reputation import ProviderStats, Reputation
@@ -201,6 +202,10 @@ _EXPORTS: dict[str, str] = {
     "Verified": "dspy_pylon.contract.files",
     "CompositeCallback": "dspy_pylon.callbacks",
     "HudCallback": "dspy_pylon.hud.callback",
+    "Refine": "dspy_pylon.refine",
+    "RefineAttempt": "dspy_pylon.refine",
+    "RefineFailed": "dspy_pylon.refine",
+    "RefineResult": "dspy_pylon.refine",
     "NodeStatus": "dspy_pylon.trace.graph",
     "NodeType": "dspy_pylon.trace.graph",
     "NostrBridge": "dspy_pylon.trace.nostr_bridge",
@@ -318,6 +323,10 @@ __all__ = [
     "PylonError",
     "PylonLM",
     "QueuedCallback",
+    "Refine",
+    "RefineAttempt",
+    "RefineFailed",
+    "RefineResult",
     "RelayUnavailable",
     "Reputation",
     "Requirement",

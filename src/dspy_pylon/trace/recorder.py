@@ -29,7 +29,7 @@ import dspy
 from dspy.utils import callback as dspy_callback
 
 from dspy_pylon.callbacks import PylonCallback, records_traces
-from dspy_pylon.trace import lm_calls
+from dspy_pylon.trace import lm_calls, notes
 from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,9 @@ class TraceRecorder(PylonCallback):
                     node.usage["cost_msats"] = info.cost_msats
                 node.route = info.route or None
                 node.attributes["cache_hit"] = info.cache_hit
+            told = notes.get(call_id)
+            if told:
+                node.attributes.update(told)
             finished_root = node.parent_id is None or node.parent_id not in self.graph.nodes
         self._tell("on_trace_node_end", node)
         if finished_root:
@@ -271,8 +274,12 @@ class TraceRecorder(PylonCallback):
 
         if isinstance(instance, dspy.Predict):
             self._start(call_id, NodeType.PREDICTOR, signature_label(instance.signature), inputs)
-        else:
-            self._start(call_id, NodeType.MODULE, type(instance).__name__, inputs)
+            return
+        # An operator (pylon.Refine, the sandbox) says what node it is, and a module may name its call.
+        kind = getattr(instance, "trace_node_type", None)
+        node_type = NodeType(kind) if isinstance(kind, str) and kind in NodeType._value2member_map_ else NodeType.MODULE
+        name = getattr(instance, "trace_name", None)
+        self._start(call_id, node_type, name if isinstance(name, str) else type(instance).__name__, inputs)
 
     def on_module_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         """A module or predictor call ended."""
