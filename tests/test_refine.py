@@ -221,3 +221,45 @@ def test_the_trace_shows_a_refine_operator_with_one_child_per_attempt() -> None:
     attempts = recorder.graph.children(operator.id)
     assert [a.name for a in attempts] == ["attempt 1 · primary pylon:local", "attempt 2 · fallback pylon:swarm"]
     assert [a.attributes.get("score") for a in attempts] == [0.0, 1.0]
+
+
+def test_best_of_n_runs_its_attempts_at_once() -> None:
+    import threading
+    import time
+
+    class Slow(dspy.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = qa()
+
+        def forward(self, question: str) -> Any:
+            time.sleep(0.2)
+            return self.inner(question=question)
+
+    lm = SharedDummyLM(answers("a", "b", "c", "d"), "primary")
+    seen: set[int] = set()
+
+    def reward(inputs: dict[str, Any], prediction: Any) -> float:
+        seen.add(threading.get_ident())
+        return {"a": 1.0, "b": 4.0, "c": 2.0, "d": 3.0}[prediction.answer]
+
+    recorder = TraceRecorder()
+    began = time.perf_counter()
+    with dspy.context(lm=lm, callbacks=[recorder]):
+        result = pylon.Refine(Slow(), max_retries=4, reward_fn=reward, best_of_n=True).run(question="q")
+    assert time.perf_counter() - began < 0.6  # four 0.2 s attempts, not one after another
+    assert len(seen) == 4 and result.prediction.answer == "b" and len(result.attempts) == 4
+    [operator] = [n for n in recorder.graph if n.type is NodeType.REFINE]
+    assert len(recorder.graph.children(operator.id)) == 4  # each thread's attempt under the operator
+
+
+def test_a_refine_compiles_with_pylon_compile_and_its_predictor_is_found() -> None:
+    lm = DummyLM({f"q{i}": {"answer": f"a{i}"} for i in range(4)})
+    refine = pylon.Refine(qa(), max_retries=2, reward_fn=lambda i, p: 1.0)
+    examples = [dspy.Example(question=f"q{i}", answer=f"a{i}").with_inputs("question") for i in range(4)]
+    with dspy.context(lm=lm):
+        compiled, manifest = pylon.compile(
+            refine, dspy.LabeledFewShot(k=2), examples, metric=lambda e, p, t=None: e.answer == p.answer, rollouts=1
+        )
+    assert isinstance(compiled, pylon.Refine) and len(compiled.module.demos) == 2
+    assert manifest.scorecard is not None and manifest.scorecard.median_score == 1.0

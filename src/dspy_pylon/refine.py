@@ -10,9 +10,11 @@ and no state changed on the instance (it is safe to share across threads and to 
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import math
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from dspy_pylon.errors import ConfigError, PylonError
 from dspy_pylon.trace.notes import annotate
 
 Reward = Callable[[dict[str, Any], Any], Any]
+#: Attempts run at once by best_of_n.
+MAX_PARALLEL = 8
 OnFailure = Literal["raise", "best"]
 
 
@@ -170,7 +174,8 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
     float, ``(score, feedback)`` or ``dspy.Prediction(score=..., feedback=...)``; with
     ``hints=True`` the feedback — or, when the reward gives none, advice from a short step run
     on the attempt's own LM — goes into the next attempt as a ``hint_`` input. ``best_of_n=True``
-    runs every attempt and returns the best. ``max_cost_msats`` stops further attempts once those
+    runs every attempt and returns the best (all at once on up to 8 threads, unless hints or a
+    cost cap need them one after another). ``max_cost_msats`` stops further attempts once those
     made cost that much. When nothing reaches the threshold: :class:`RefineFailed` with every
     attempt (``on_failure="raise"``), or the best prediction (``on_failure="best"``).
 
@@ -329,7 +334,33 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             prediction,
         )
 
+    def _one(self, index: int, lm: Any, fallback: bool, inputs: dict[str, Any]) -> RefineAttempt:
+        attempt, _ = self._prepare(index, lm, fallback, inputs)
+        meter, prediction, error = _Meter(), None, None
+        try:
+            with self._attempt_context(meter, None):
+                prediction = attempt(**inputs)
+        except ConfigError:
+            raise
+        except Exception as exc:  # the module or the reward raised: recorded with the others
+            error = exc
+        return self._attempted(index, lm, fallback, meter, attempt, prediction, error)
+
+    def _all_at_once(self, inputs: dict[str, Any]) -> RefineResult:
+        # best_of_n without hints or a cost cap: every attempt at once, each thread in a copy of
+        # this one's context (DSPy's settings, the trace's parent call).
+        lanes = self._lanes()
+        with ThreadPoolExecutor(max_workers=min(len(lanes), MAX_PARALLEL)) as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, self._one, index, lm, fallback, inputs)
+                for index, (lm, fallback) in enumerate(lanes, 1)
+            ]
+            attempts = [future.result() for future in futures]
+        return self._finish(attempts, None)
+
     def _refine(self, inputs: dict[str, Any]) -> RefineResult:
+        if self.best_of_n and not self.hints and self.max_cost_msats is None:
+            return self._all_at_once(inputs)
         attempts: list[RefineAttempt] = []
         hint: str | None = None
         for index, (lm, fallback) in enumerate(self._lanes(), 1):
