@@ -87,7 +87,7 @@ def test_demo_runs_end_to_end() -> None:
         r"trace: (\d+) nodes in \d+ runs, (\d+) LM calls, (\d+) tokens, (\d+) msats → (\S+)/graph.json", out
     )
     assert trace is not None, out[-2000:]
-    assert int(trace.group(2)) >= 40 and int(trace.group(3)) > 0 and int(trace.group(4)) == 18000
+    assert int(trace.group(2)) >= 40 and int(trace.group(3)) > 0 and int(trace.group(4)) == 19500
     assert out.count("swarm/nip90") == 10  # the swarm part and the hybrid part
     assert out.count("local failed: NoLocalBackend") == 5
     assert out.count("5 calls") == 3
@@ -97,6 +97,11 @@ def test_demo_runs_end_to_end() -> None:
     assert "development wallet — no real money" in out
     assert "BudgetExceeded: a bid of 2000 msats does not fit in the" in out
     assert "private job to provider" in out and "(nip44, the scheme its announcement names), 1500 msats" in out
-    # Ten question jobs, the structured one and the private one.
-    assert "spend ledger — 12 jobs, 18000 msats paid" in out
-    assert "customer 82000 msats" in out and "provider 18000 msats" in out
+    # Refine: the local model's deterministic answer falls short, the paid swarm gets one attempt.
+    assert "pylon.Refine — local first, the paid swarm as fallback" in out
+    assert re.search(r"1\s+primary pylon:local\s+0\.0\s+0 msats", out)
+    assert re.search(r"2\s+fallback pylon:swarm\s+[01]\.0\s+1500 msats", out)
+    assert re.search(r"Refine: 2 attempts, .*1500 msats", out)
+    # Ten question jobs, the structured one, the private one and the Refine's fallback attempt.
+    assert "spend ledger — 13 jobs, 19500 msats paid" in out
+    assert "customer 80500 msats" in out and "provider 19500 msats" in out

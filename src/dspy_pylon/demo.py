@@ -338,6 +338,7 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             one_sat = swarm.lm(bid_msats=BID_MSATS, budget_sats=1, private_key=customer, cache=False, num_retries=0)
             _show_budget_refusal(console, one_sat)
 
+            _show_refine(console, pylon.LM("pylon:local", max_tokens=16, temperature=0.0, cache=False), swarm_lm)
             local = shared_embedded()
             local.stop()
             console.print(f"[yellow]■[/] local llama.cpp at {local.url} stopped: pylon:hybrid must fall back")
@@ -388,6 +389,48 @@ def _show_receipts(console: Console, recorder: Any, relay: str, secret_key: str)
         )
     else:
         console.print(f"[red]✗[/] receipts do not verify: {'; '.join(verification.problems)}")
+
+
+def _show_refine(console: Console, local_lm: Any, fallback_lm: Any) -> None:
+    """pylon.Refine with the local model first and the paid swarm as its fallback: each attempt's
+    route, score and cost."""
+    import dspy
+
+    import dspy_pylon as pylon
+
+    def reward(inputs: dict[str, Any], prediction: Any) -> tuple[float, str | None]:
+        answer = str(prediction.answer).strip().rstrip(".")
+        return (1.0, None) if answer == "4" else (0.0, f"{answer[:24]!r} is not the digit 4")
+
+    refine = pylon.Refine(
+        dspy.Predict("question -> answer"),
+        max_retries=1,
+        reward_fn=reward,
+        threshold=1.0,
+        fallback=fallback_lm,
+        on_failure="best",
+    )
+    with _quiet_dspy(), dspy.context(lm=local_lm, adapter=_forgiving_adapter()):
+        result = refine.run(question="What is 2 + 2? Reply with the digit only.")
+    table = Table(title="pylon.Refine — local first, the paid swarm as fallback", box=box.SIMPLE_HEAD)
+    for column in ("attempt", "route", "score", "cost", "feedback / error"):
+        table.add_column(column)
+    for attempt in result.attempts:
+        said = attempt.feedback or (f"{attempt.error_type}: {attempt.error}" if attempt.error_type else "")
+        table.add_row(
+            str(attempt.index),
+            f"{'fallback' if attempt.fallback else 'primary'} {attempt.lm}",
+            "-" if attempt.score is None else f"{attempt.score:.1f}",
+            f"{attempt.cost_msats} msats",
+            said,
+        )
+    console.print(table)
+    verdict = "reached the threshold" if result.met_threshold else "did not reach the threshold (best kept)"
+    who = "the fallback" if result.used_fallback else "the primary"
+    console.print(
+        f"Refine: {len(result.attempts)} attempts, {verdict}, {who} answered "
+        f"{str(result.prediction.answer)[:40]!r}, {result.cost_msats} msats"
+    )
 
 
 def _show_private_job(console: Console, paying_lm: Any, relay: str, provider: str) -> None:

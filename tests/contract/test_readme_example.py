@@ -76,3 +76,16 @@ def test_the_readme_receipts_example_runs(embedded_relay: Any, capsys: pytest.Ca
         assert reader.fetch_trace(summary_id).graph.to_json() == recorder.graph.to_json()
     finally:
         reader.close()
+
+
+@pytest.mark.smollm2
+def test_the_readme_refine_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(_example("## Refine: retries"), str(README), "exec"), namespace)
+    result = namespace["result"]
+    assert isinstance(result, pylon.RefineResult) and 1 <= len(result.attempts) <= 4
+    out = capsys.readouterr().out
+    assert "attempt 1 (primary pylon:local)" in out
+    # The fallback is reached only if both local attempts fall short; this machine has no swarm
+    # on its default relays, so such an attempt fails, recorded, and the best is returned.
+    assert all(a.fallback == (a.index > 2) for a in result.attempts)
