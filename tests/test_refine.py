@@ -263,3 +263,119 @@ def test_a_refine_compiles_with_pylon_compile_and_its_predictor_is_found() -> No
         )
     assert isinstance(compiled, pylon.Refine) and len(compiled.module.demos) == 2
     assert manifest.scorecard is not None and manifest.scorecard.median_score == 1.0
+
+
+def test_on_the_primary_lane_each_predictor_keeps_its_own_lm() -> None:
+    a, b = SharedDummyLM(answers("x", "x", "x"), "lm-a"), SharedDummyLM(answers("y", "y", "y"), "lm-b")
+    g = SharedDummyLM([], "global")  # never called
+
+    class Two(dspy.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = qa(), qa()
+            self.first.lm, self.second.lm = a, b
+
+        def forward(self, question: str) -> Any:
+            self.first(question=question)
+            return self.second(question=question)
+
+    with dspy.context(lm=g):
+        result = pylon.Refine(Two(), max_retries=2, reward_fn=lambda i, p: 0.0, on_failure="best").run(question="q")
+    assert len(a.history) == len(b.history) == 2 and g.history == [] and len(result.attempts) == 2
+    assert {c["rollout_id"] for c in a.copies} == {2}  # the retry varied each predictor's own LM
+
+
+def test_the_fallback_reaches_predictors_made_inside_forward_and_dspys_lm() -> None:
+    primary, fallback = SharedDummyLM(answers("bad"), "primary"), SharedDummyLM(answers("good"), "fallback")
+
+    class Builds(dspy.Module):
+        def forward(self, question: str) -> Any:
+            return dspy.Predict("question -> answer")(question=question)  # reads DSPy's LM
+
+    with dspy.context(lm=primary):
+        result = pylon.Refine(Builds(), max_retries=1, reward_fn=good_if("good"), fallback=fallback).run(question="q")
+    assert result.used_fallback and result.prediction.answer == "good" and len(fallback.history) == 1
+
+
+def test_bootstrapping_through_a_refine_finds_its_real_predictor() -> None:
+    lm = DummyLM({f"q{i}": {"answer": f"a{i}"} for i in range(4)})
+    refine = pylon.Refine(qa(), max_retries=2, reward_fn=lambda i, p: 1.0)
+    examples = [dspy.Example(question=f"q{i}", answer=f"a{i}").with_inputs("question") for i in range(4)]
+    with dspy.context(lm=lm):
+        optimizer = dspy.BootstrapFewShot(metric=lambda e, p, t=None: e.answer == p.answer, max_bootstrapped_demos=2)
+        compiled = optimizer.compile(refine, trainset=examples)
+    assert sum(1 for demo in compiled.module.demos if demo.get("augmented")) == 2  # bootstrapped, from its traces
+
+
+def test_advice_is_not_asked_after_the_last_attempt_and_a_base_rollout_id_is_kept() -> None:
+    lm = SharedDummyLM([{"answer": "bad"}, {"advice": "better"}, {"answer": "bad"}], "primary")
+    lm.kwargs["rollout_id"] = 7
+    with dspy.context(lm=lm), pytest.raises(pylon.RefineFailed):
+        pylon.Refine(qa(), max_retries=2, reward_fn=good_if("good"), hints=True).run(question="q")
+    assert len(lm.history) == 3  # attempt, advice, attempt: no advice after the last
+    assert lm.copies[0]["rollout_id"] == "7.refine2"  # never a scoring rollout's own id
+
+
+def test_the_reward_sees_neither_the_hint_nor_the_attempts_lm() -> None:
+    lm = SharedDummyLM(answers("bad", "good"), "primary")
+    seen: list[Any] = []
+
+    def reward(inputs: dict[str, Any], prediction: Any) -> tuple[float, str]:
+        seen.append(type(dspy.settings.adapter).__name__ if dspy.settings.adapter else None)
+        return (1.0, "") if prediction.answer == "good" else (0.0, "say good")
+
+    with dspy.context(lm=lm):
+        pylon.Refine(qa(), max_retries=2, reward_fn=reward, hints=True).run(question="q")
+    assert seen == [None, None]
+
+
+def test_hostile_saved_settings_and_lms_without_copy_are_config_errors(tmp_path: Path) -> None:
+    refine = pylon.Refine(qa(), reward_fn=good_if("x"))
+    for bad in ({"max_cost_msats": "abc"}, {"hints": "false"}, {"on_failure": "ignore"}, {"max_retries": 0}):
+        state = {**refine.dump_state(), "refine": {**refine.dump_state()["refine"], **bad}}
+        with pytest.raises(pylon.ConfigError):
+            pylon.Refine(qa(), reward_fn=good_if("x")).load_state(state)
+    with pytest.raises(pylon.ConfigError):
+        pylon.Refine(qa(), reward_fn=good_if("x"), max_cost_msats=-1)
+
+    class NoCopy:
+        model = "no-copy"
+
+    with dspy.context(lm=NoCopy()), pytest.raises(pylon.ConfigError, match="copy"):
+        pylon.Refine(qa(), reward_fn=good_if("x")).run(question="q")
+
+
+def test_a_zero_cap_still_runs_the_first_attempt() -> None:
+    lm = SharedDummyLM(answers("bad", "bad"), "primary")
+    with dspy.context(lm=lm), pytest.raises(pylon.RefineFailed) as failed:
+        pylon.Refine(qa(), max_retries=2, reward_fn=good_if("good"), max_cost_msats=0).run(question="q")
+    assert len(failed.value.attempts) == 1
+
+
+def test_arun_runs_a_module_that_has_only_forward() -> None:
+    class SyncOnly(dspy.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = qa()
+
+        def forward(self, question: str) -> Any:
+            return self.inner(question=question)
+
+    lm = SharedDummyLM(answers("bad", "good"), "primary")
+
+    async def main() -> Any:
+        with dspy.context(lm=lm):
+            return await pylon.Refine(SyncOnly(), max_retries=2, reward_fn=good_if("good")).arun(question="q")
+
+    assert asyncio.run(main()).prediction.answer == "good"
+
+
+def test_an_exhausted_budget_stops_every_attempt_after_it() -> None:
+    class Broke(dspy.Module):
+        def forward(self, question: str) -> Any:
+            raise pylon.BudgetExceeded("the budget is spent")
+
+    fallback = SharedDummyLM(answers("good"), "fallback")
+    with dspy.context(lm=SharedDummyLM([], "primary")), pytest.raises(pylon.RefineFailed) as failed:
+        pylon.Refine(Broke(), max_retries=3, reward_fn=good_if("good"), fallback=fallback).run(question="q")
+    assert [a.error_type for a in failed.value.attempts] == ["BudgetExceeded"] and fallback.history == []

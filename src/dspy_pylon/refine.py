@@ -10,14 +10,15 @@ and no state changed on the instance (it is safe to share across threads and to 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import copy
 import math
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import dspy
@@ -97,14 +98,27 @@ class _Meter(PylonCallback):
 
 class _Attempt(dspy.Module):  # type: ignore[misc]  # dspy ships no types
     """One attempt as a call of its own (a trace shows each under the Refine node): the module,
-    then the reward on what it returned. Made anew for each attempt, so its ``outcome`` is its own."""
+    under the attempt's LM and hint, then the reward on what it returned (the reward sees neither).
+    Made anew for each attempt, so its ``outcome`` is its own."""
 
-    def __init__(self, module: Any, name: str, reward: Callable[[Any], tuple[float, str | None]]) -> None:
+    def __init__(
+        self, module: Any, name: str, lm: Any, hint: str | None, reward: Callable[[Any], tuple[float, str | None]]
+    ) -> None:
         super().__init__()
         self.module = module
         self.trace_name = name
+        self._lm = lm
+        self._hint = hint
         self._reward = reward
         self.outcome: tuple[float, str | None] | None = None
+
+    def _context(self) -> Any:
+        overrides: dict[str, Any] = {}
+        if self._lm is not None:  # also reaches predictors made inside forward, and dspy.settings.lm readers
+            overrides["lm"] = self._lm
+        if self._hint is not None:
+            overrides["adapter"] = _hinted_adapter(dspy.settings.adapter or dspy.ChatAdapter(), self._hint)
+        return dspy.context(**overrides) if overrides else nullcontext()
 
     def _scored(self, prediction: Any) -> Any:
         self.outcome = self._reward(prediction)
@@ -112,10 +126,22 @@ class _Attempt(dspy.Module):  # type: ignore[misc]  # dspy ships no types
         return prediction
 
     def forward(self, **inputs: Any) -> Any:
-        return self._scored(self.module(**inputs))
+        with self._context():
+            prediction = self.module(**inputs)
+        return self._scored(prediction)
 
     async def aforward(self, **inputs: Any) -> Any:
-        return self._scored(await self.module.acall(**inputs))
+        with self._context():
+            if _has_aforward(self.module):
+                prediction = await self.module.acall(**inputs)
+            else:  # a module with only forward: on a thread (the context goes with it), not blocking the loop
+                prediction = await asyncio.to_thread(self.module, **inputs)
+        return self._scored(prediction)
+
+
+def _has_aforward(module: Any) -> bool:
+    method = getattr(type(module), "aforward", None)
+    return method is not None and method is not getattr(dspy.Module, "aforward", None)
 
 
 #: Where ``Refine.run`` collects the result of the call it makes (``forward`` returns only the prediction).
@@ -176,8 +202,17 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
     on the attempt's own LM — goes into the next attempt as a ``hint_`` input. ``best_of_n=True``
     runs every attempt and returns the best (all at once on up to 8 threads, unless hints or a
     cost cap need them one after another). ``max_cost_msats`` stops further attempts once those
-    made cost that much. When nothing reaches the threshold: :class:`RefineFailed` with every
-    attempt (``on_failure="raise"``), or the best prediction (``on_failure="best"``).
+    made (their rewards and advice included) cost that much — a soft cap: the first attempt
+    always runs, and the one that reaches it finishes. A refused payment or an exhausted budget
+    stops every attempt after it. When nothing reaches the threshold: :class:`RefineFailed` with
+    every attempt (``on_failure="raise"``), or the best scored prediction (``on_failure="best"``;
+    when every attempt raised there is none, and it raises too).
+
+    On the primary lane each predictor keeps its own LM; the fallback replaces them all (and
+    DSPy's LM, for anything that reads it). The module is run itself, not a copy, unless a
+    predictor's LM must change, so an optimizer bootstraps from its real predictors. Its settings
+    save with the program when the Refine is the program; nested inside another module, DSPy
+    saves only its predictors, and the Refine is built again with its settings.
 
     :meth:`run` returns the whole :class:`RefineResult`; calling the module returns the prediction.
     """
@@ -197,14 +232,7 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
         on_failure: OnFailure = "raise",
     ) -> None:
         super().__init__()
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
-            raise ConfigError(f"max_retries is a number of attempts (1 or more), got {max_retries!r}")
-        if on_failure not in ("raise", "best"):
-            raise ConfigError(f'on_failure is "raise" or "best", got {on_failure!r}')
-        if max_cost_msats is not None and (isinstance(max_cost_msats, bool) or not isinstance(max_cost_msats, int)):
-            raise ConfigError(f"max_cost_msats is a whole number of millisatoshis, got {max_cost_msats!r}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ConfigError(f"threshold is a finite number, got {threshold!r}")
+        _check_settings(max_retries, threshold, hints, best_of_n, max_cost_msats, on_failure)
         self.module = module
         self.max_retries = max_retries
         self.reward_fn = reward_fn
@@ -245,22 +273,56 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
     def _lanes(self) -> list[tuple[Any, bool]]:
         if self.reward_fn is None:
             raise ConfigError("Refine needs a reward_fn (pass it, or use .with_reward(fn))")
-        primary = self.module.get_lm() if _has_one_lm(self.module) else None
-        primary = primary or dspy.settings.lm
+        predictors = [p for _, p in self.module.named_predictors()]
+        own = [p.lm for p in predictors if p.lm is not None]
+        # The module's own LM when all its predictors have one (DSPy's then goes unused), else DSPy's.
+        primary = own[0] if own and len(own) == len(predictors) else (dspy.settings.lm or (own[0] if own else None))
         if primary is None:
             raise ConfigError("Refine needs an LM: set one on the module or with dspy.configure(lm=...)")
+        for lm in (primary, *own, *([self.fallback] if self.fallback is not None else [])):
+            if not callable(getattr(lm, "copy", None)):
+                raise ConfigError(f"Refine varies its attempts with lm.copy(...): {_model(lm)} has none")
         lanes = [(primary, False)] * self.max_retries
         if self.fallback is not None:
             lanes += [(self.fallback, True)] * self.max_retries
         return lanes
 
-    def _prepare(self, index: int, lm: Any, fallback: bool, inputs: dict[str, Any]) -> tuple[_Attempt, Any]:
-        # The first attempt is the module as configured; later ones vary, so the cache does not repeat it.
-        varied = lm if index == 1 else lm.copy(rollout_id=index, temperature=1.0)
-        module = self.module.deepcopy()
-        module.set_lm(varied)
+    def _prepare(
+        self, index: int, lane_index: int, lm: Any, fallback: bool, inputs: dict[str, Any], hint: str | None
+    ) -> tuple[_Attempt, Any]:
+        """The attempt's module and the LM it runs on (what its advice runs on, too).
+
+        The first attempt of each lane runs as configured; later ones vary (a rollout id of their
+        own and ``temperature=1.0``), so DSPy's cache does not hand back the same answer. On the
+        primary lane each predictor keeps its own LM (varied); on the fallback lane every
+        predictor, and anything reading DSPy's LM, gets the fallback. The module itself is run,
+        not a copy, unless a predictor's LM must change: an optimizer's trace then points at the
+        predictors it knows.
+        """
+
+        def vary(model: Any) -> Any:
+            if lane_index == 0:
+                return model
+            base = model.kwargs.get("rollout_id") if isinstance(getattr(model, "kwargs", None), dict) else None
+            rollout = index if base is None else f"{base}.refine{index}"  # never a scoring rollout's own id
+            return model.copy(rollout_id=rollout, temperature=1.0)
+
+        varied = vary(lm)
+        own = [p for _, p in self.module.named_predictors() if p.lm is not None]
+        module = self.module
+        if own and (fallback or lane_index > 0):
+            module = self.module.deepcopy()
+            originals = [p for _, p in self.module.named_predictors()]
+            for original, predictor in zip(originals, [p for _, p in module.named_predictors()], strict=True):
+                if fallback:
+                    predictor.lm = varied
+                elif original.lm is not None:
+                    predictor.lm = vary(original.lm)  # the LM itself, varied, not the deep copy's twin of it
+        context_lm = None if (not fallback and lane_index == 0) else varied
         lane = "fallback" if fallback else "primary"
-        attempt = _Attempt(module, f"attempt {index} · {lane} {_model(lm)}", lambda p: self._reward(inputs, p))
+        attempt = _Attempt(
+            module, f"attempt {index} · {lane} {_model(lm)}", context_lm, hint, lambda p: self._reward(inputs, p)
+        )
         return attempt, varied
 
     def _reward(self, inputs: dict[str, Any], prediction: Any) -> tuple[float, str | None]:
@@ -268,35 +330,43 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
         return _score(self.reward_fn(dict(inputs), prediction))
 
     @contextmanager
-    def _attempt_context(self, meter: _Meter, hint: str | None) -> Iterator[None]:
-        callbacks = [*(dspy.settings.get("callbacks", None) or []), meter]
-        token = _RESULT.set(None)  # a Refine inside the attempt reports to no one out here
+    def _metered(self, meter: _Meter) -> Iterator[None]:
+        # The attempt's calls are counted (its reward's and advice's too), and a Refine inside it
+        # reports to no one out here.
+        token = _RESULT.set(None)
         try:
-            if hint is None:
-                with dspy.context(callbacks=callbacks):
-                    yield
-                return
-            adapter = dspy.settings.adapter or dspy.ChatAdapter()
-            with dspy.context(callbacks=callbacks, adapter=_hinted_adapter(adapter, hint)):
+            with dspy.context(callbacks=[*(dspy.settings.get("callbacks", None) or []), meter]):
                 yield
         finally:
             _RESULT.reset(token)
+
+    def _advice_inputs(self, inputs: dict[str, Any], prediction: Any, score: float) -> dict[str, Any]:
+        outputs = dict(prediction.items()) if hasattr(prediction, "items") else prediction
+        return {
+            "program_inputs": str(inputs),
+            "program_outputs": str(outputs),
+            "reward_value": score,
+            "target_threshold": self.threshold,
+        }
 
     def _advice(self, lm: Any, inputs: dict[str, Any], prediction: Any, score: float) -> str | None:
         # On the attempt's own LM, never DSPy's global one.
         advisor = dspy.Predict(_ADVICE)
         advisor.set_lm(lm)
         try:
-            answer = advisor(
-                program_inputs=str(inputs),
-                program_outputs=str(dict(prediction.items()) if hasattr(prediction, "items") else prediction),
-                reward_value=score,
-                target_threshold=self.threshold,
-            )
+            return str(advisor(**self._advice_inputs(inputs, prediction, score)).advice)
         except Exception as exc:  # advice is a help, not a requirement: the next attempt goes on without
             annotate(advice_error=type(exc).__name__)
             return None
-        return str(answer.advice)
+
+    async def _aadvice(self, lm: Any, inputs: dict[str, Any], prediction: Any, score: float) -> str | None:
+        advisor = dspy.Predict(_ADVICE)
+        advisor.set_lm(lm)
+        try:
+            return str((await advisor.acall(**self._advice_inputs(inputs, prediction, score))).advice)
+        except Exception as exc:  # advice is a help, not a requirement
+            annotate(advice_error=type(exc).__name__)
+            return None
 
     def _finish(self, attempts: list[RefineAttempt], met: RefineAttempt | None) -> RefineResult:
         scored = [a for a in attempts if a.score is not None]
@@ -316,7 +386,9 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
         return RefineResult(best.prediction, tuple(attempts), best.fallback, reached)
 
     def _over_budget(self, attempts: list[RefineAttempt]) -> bool:
-        return self.max_cost_msats is not None and sum(a.cost_msats for a in attempts) >= self.max_cost_msats
+        # A soft cap: the first attempt always runs, and one running when the cap is reached finishes.
+        spent = sum(a.cost_msats for a in attempts)
+        return bool(attempts) and self.max_cost_msats is not None and spent >= self.max_cost_msats
 
     def _attempted(
         self, index: int, lm: Any, fallback: bool, meter: _Meter, attempt: _Attempt, prediction: Any, error: Any
@@ -334,11 +406,21 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             prediction,
         )
 
-    def _one(self, index: int, lm: Any, fallback: bool, inputs: dict[str, Any]) -> RefineAttempt:
-        attempt, _ = self._prepare(index, lm, fallback, inputs)
+    def _plan(self) -> list[tuple[int, int, Any, bool]]:
+        """``(index, index within its lane, lm, fallback)`` for every attempt there may be."""
+        plan, lane_index, last = [], 0, None
+        for index, (lm, fallback) in enumerate(self._lanes(), 1):
+            lane_index = lane_index + 1 if fallback == last else 0
+            last = fallback
+            plan.append((index, lane_index, lm, fallback))
+        return plan
+
+    def _one(self, step: tuple[int, int, Any, bool], inputs: dict[str, Any]) -> RefineAttempt:
+        index, lane_index, lm, fallback = step
         meter, prediction, error = _Meter(), None, None
+        attempt, _ = self._prepare(index, lane_index, lm, fallback, inputs, None)
         try:
-            with self._attempt_context(meter, None):
+            with self._metered(meter):
                 prediction = attempt(**inputs)
         except ConfigError:
             raise
@@ -346,30 +428,26 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             error = exc
         return self._attempted(index, lm, fallback, meter, attempt, prediction, error)
 
-    def _all_at_once(self, inputs: dict[str, Any]) -> RefineResult:
-        # best_of_n without hints or a cost cap: every attempt at once, each thread in a copy of
-        # this one's context (DSPy's settings, the trace's parent call).
-        lanes = self._lanes()
-        with ThreadPoolExecutor(max_workers=min(len(lanes), MAX_PARALLEL)) as pool:
-            futures = [
-                pool.submit(contextvars.copy_context().run, self._one, index, lm, fallback, inputs)
-                for index, (lm, fallback) in enumerate(lanes, 1)
-            ]
-            attempts = [future.result() for future in futures]
-        return self._finish(attempts, None)
+    def _parallel(self) -> bool:
+        return self.best_of_n and not self.hints and self.max_cost_msats is None
 
     def _refine(self, inputs: dict[str, Any]) -> RefineResult:
-        if self.best_of_n and not self.hints and self.max_cost_msats is None:
-            return self._all_at_once(inputs)
+        plan = self._plan()
+        if self._parallel():
+            # Every attempt at once, each thread in a copy of this one's context (DSPy's settings,
+            # the trace's parent call).
+            with ThreadPoolExecutor(max_workers=min(len(plan), MAX_PARALLEL)) as pool:
+                futures = [pool.submit(contextvars.copy_context().run, self._one, step, inputs) for step in plan]
+                return self._finish([future.result() for future in futures], None)
         attempts: list[RefineAttempt] = []
         hint: str | None = None
-        for index, (lm, fallback) in enumerate(self._lanes(), 1):
+        for position, (index, lane_index, lm, fallback) in enumerate(plan):
             if self._over_budget(attempts):
                 break
-            attempt, varied = self._prepare(index, lm, fallback, inputs)
             meter, prediction, error = _Meter(), None, None
+            attempt, varied = self._prepare(index, lane_index, lm, fallback, inputs, hint if self.hints else None)
             try:
-                with self._attempt_context(meter, hint if self.hints else None):
+                with self._metered(meter):
                     prediction = attempt(**inputs)
             except ConfigError:
                 raise
@@ -379,20 +457,44 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             attempts.append(done)
             if done.score is not None and done.score >= self.threshold and not self.best_of_n:
                 return self._finish(attempts, done)
-            if self.hints and done.score is not None:
-                hint = done.feedback or self._advice(varied, inputs, prediction, done.score)
+            if error is not None and _refused_payment(error):
+                break  # a budget or a refused payment stops every attempt after it, the fallback's too
+            more = position + 1 < len(plan) and not self._over_budget(attempts)
+            if self.hints and done.score is not None and more:
+                hint = done.feedback
+                if not hint:
+                    with self._metered(meter):
+                        hint = self._advice(varied, inputs, prediction, done.score)
+                    attempts[-1] = replace(done, cost_msats=meter.cost_msats)  # the advice is the attempt's cost
         return self._finish(attempts, None)
 
+    async def _aone(self, step: tuple[int, int, Any, bool], inputs: dict[str, Any]) -> RefineAttempt:
+        index, lane_index, lm, fallback = step
+        meter, prediction, error = _Meter(), None, None
+        attempt, _ = self._prepare(index, lane_index, lm, fallback, inputs, None)
+        try:
+            with self._metered(meter):
+                prediction = await attempt.acall(**inputs)
+        except ConfigError:
+            raise
+        except Exception as exc:  # the module or the reward raised: recorded with the others
+            error = exc
+        return self._attempted(index, lm, fallback, meter, attempt, prediction, error)
+
     async def _arefine(self, inputs: dict[str, Any]) -> RefineResult:
+        plan = self._plan()
+        if self._parallel():
+            # Each attempt a task of its own: asyncio gives each a copy of the context.
+            return self._finish(list(await asyncio.gather(*(self._aone(step, inputs) for step in plan))), None)
         attempts: list[RefineAttempt] = []
         hint: str | None = None
-        for index, (lm, fallback) in enumerate(self._lanes(), 1):
+        for position, (index, lane_index, lm, fallback) in enumerate(plan):
             if self._over_budget(attempts):
                 break
-            attempt, varied = self._prepare(index, lm, fallback, inputs)
             meter, prediction, error = _Meter(), None, None
+            attempt, varied = self._prepare(index, lane_index, lm, fallback, inputs, hint if self.hints else None)
             try:
-                with self._attempt_context(meter, hint if self.hints else None):
+                with self._metered(meter):
                     prediction = await attempt.acall(**inputs)
             except ConfigError:
                 raise
@@ -402,8 +504,15 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             attempts.append(done)
             if done.score is not None and done.score >= self.threshold and not self.best_of_n:
                 return self._finish(attempts, done)
-            if self.hints and done.score is not None:
-                hint = done.feedback or self._advice(varied, inputs, prediction, done.score)
+            if error is not None and _refused_payment(error):
+                break
+            more = position + 1 < len(plan) and not self._over_budget(attempts)
+            if self.hints and done.score is not None and more:
+                hint = done.feedback
+                if not hint:
+                    with self._metered(meter):
+                        hint = await self._aadvice(varied, inputs, prediction, done.score)
+                    attempts[-1] = replace(done, cost_msats=meter.cost_msats)
         return self._finish(attempts, None)
 
     def forward(self, **inputs: Any) -> Any:
@@ -466,22 +575,60 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
         state = dict(state)
         settings = state.pop("refine", None)
         super().load_state(state, *args, **kwargs)
-        if isinstance(settings, Mapping):
-            self.max_retries = int(settings.get("max_retries", self.max_retries))
-            self.threshold = float(settings.get("threshold", self.threshold))
-            self.hints = bool(settings.get("hints", self.hints))
-            self.best_of_n = bool(settings.get("best_of_n", self.best_of_n))
-            self.max_cost_msats = settings.get("max_cost_msats", self.max_cost_msats)
-            self.on_failure = settings.get("on_failure", self.on_failure)
+        if settings is not None:
+            if not isinstance(settings, Mapping):
+                raise ConfigError("a saved Refine's settings are a mapping")
+            values = {
+                "max_retries": settings.get("max_retries", self.max_retries),
+                "threshold": settings.get("threshold", self.threshold),
+                "hints": settings.get("hints", self.hints),
+                "best_of_n": settings.get("best_of_n", self.best_of_n),
+                "max_cost_msats": settings.get("max_cost_msats", self.max_cost_msats),
+                "on_failure": settings.get("on_failure", self.on_failure),
+            }
+            _check_settings(**values)
+            self.max_retries, self.hints, self.best_of_n = values["max_retries"], values["hints"], values["best_of_n"]
+            self.threshold, self.max_cost_msats = float(values["threshold"]), values["max_cost_msats"]
+            self.on_failure = values["on_failure"]
             model = settings.get("fallback")
+            if model is not None and not isinstance(model, str):
+                raise ConfigError("a saved Refine's fallback is a model string")
+            # Built again by its model string with default settings: a pylon:swarm fallback pays
+            # nothing without approval (auto_pay is off); pass the LM itself for anything more.
             if isinstance(model, str) and (self.fallback is None or _model(self.fallback) != model):
                 self.fallback = _lm_from_model(model)
         return self
 
 
-def _has_one_lm(module: Any) -> bool:
-    lms = {id(p.lm) for _, p in module.named_predictors() if p.lm is not None}
-    return len(lms) == 1 and all(p.lm is not None for _, p in module.named_predictors())
+def _check_settings(
+    max_retries: Any, threshold: Any, hints: Any, best_of_n: Any, max_cost_msats: Any, on_failure: Any
+) -> None:
+    """Refine's settings as given or as loaded from a file: anything else is a ConfigError."""
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
+        raise ConfigError(f"max_retries is a number of attempts (1 or more), got {max_retries!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ConfigError(f"threshold is a finite number, got {threshold!r}")
+    if not isinstance(hints, bool) or not isinstance(best_of_n, bool):
+        raise ConfigError("hints and best_of_n are True or False")
+    if max_cost_msats is not None and (
+        isinstance(max_cost_msats, bool) or not isinstance(max_cost_msats, int) or max_cost_msats < 0
+    ):
+        raise ConfigError(f"max_cost_msats is a whole, non-negative number of millisatoshis, got {max_cost_msats!r}")
+    if on_failure not in ("raise", "best"):
+        raise ConfigError(f'on_failure is "raise" or "best", got {on_failure!r}')
+
+
+def _refused_payment(error: BaseException) -> bool:
+    from dspy_pylon.errors import BudgetExceeded, PaymentRefused, PaymentRequired
+
+    seen: BaseException | None = error
+    for _ in range(8):  # DSPy wraps pylon's error in its own LM error: look down the chain
+        if seen is None:
+            return False
+        if isinstance(seen, (BudgetExceeded, PaymentRefused, PaymentRequired)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _lm_from_model(model: str) -> Any:
