@@ -31,6 +31,8 @@ def annotate(**attributes: Any) -> None:
 
 def get(call_id: str) -> dict[str, Any] | None:
     """What was attached to ``call_id`` (every recorder may read it)."""
+    if not _notes:  # nothing was ever annotated: no lock on the recorder's path
+        return None
     with _lock:
         found = _notes.get(call_id)
         return None if found is None else dict(found)

@@ -54,7 +54,12 @@ _USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
 
 
 def _is_credential(key: Any) -> bool:
-    return isinstance(key, str) and _CREDENTIAL.search(key.replace("-", "_")) is not None
+    return isinstance(key, str) and _credential_name(key)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few argument names, on every call
+def _credential_name(key: str) -> bool:
+    return _CREDENTIAL.search(key.replace("-", "_")) is not None
 
 
 def _mapping_without_credentials(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
