@@ -379,3 +379,16 @@ def test_an_exhausted_budget_stops_every_attempt_after_it() -> None:
     with dspy.context(lm=SharedDummyLM([], "primary")), pytest.raises(pylon.RefineFailed) as failed:
         pylon.Refine(Broke(), max_retries=3, reward_fn=good_if("good"), fallback=fallback).run(question="q")
     assert [a.error_type for a in failed.value.attempts] == ["BudgetExceeded"] and fallback.history == []
+
+
+def test_in_a_trace_advice_is_named_for_the_attempt_it_follows() -> None:
+    lm = SharedDummyLM([{"answer": "bad"}, {"advice": "better"}, {"answer": "good"}], "primary")
+    recorder = TraceRecorder()
+    with dspy.context(lm=lm, callbacks=[recorder]):
+        pylon.Refine(qa(), max_retries=2, reward_fn=good_if("good"), hints=True).run(question="q")
+    [operator] = [n for n in recorder.graph if n.type is NodeType.REFINE]
+    assert [c.name for c in recorder.graph.children(operator.id)] == [
+        "attempt 1 · primary primary",
+        "advice after attempt 1",
+        "attempt 2 · primary primary",
+    ]

@@ -139,6 +139,22 @@ class _Attempt(dspy.Module):  # type: ignore[misc]  # dspy ships no types
         return self._scored(prediction)
 
 
+class _Advice(dspy.Module):  # type: ignore[misc]  # dspy ships no types
+    """The advice step after an attempt, named for it in a trace, on the attempt's LM."""
+
+    def __init__(self, lm: Any, index: int) -> None:
+        super().__init__()
+        self.advisor = dspy.Predict(_ADVICE)
+        self.advisor.set_lm(lm)
+        self.trace_name = f"advice after attempt {index}"
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.advisor(**inputs)
+
+    async def aforward(self, **inputs: Any) -> Any:
+        return await self.advisor.acall(**inputs)
+
+
 def _has_aforward(module: Any) -> bool:
     method = getattr(type(module), "aforward", None)
     return method is not None and method is not getattr(dspy.Module, "aforward", None)
@@ -349,21 +365,17 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             "target_threshold": self.threshold,
         }
 
-    def _advice(self, lm: Any, inputs: dict[str, Any], prediction: Any, score: float) -> str | None:
+    def _advice(self, lm: Any, index: int, inputs: dict[str, Any], prediction: Any, score: float) -> str | None:
         # On the attempt's own LM, never DSPy's global one.
-        advisor = dspy.Predict(_ADVICE)
-        advisor.set_lm(lm)
         try:
-            return str(advisor(**self._advice_inputs(inputs, prediction, score)).advice)
+            return str(_Advice(lm, index)(**self._advice_inputs(inputs, prediction, score)).advice)
         except Exception as exc:  # advice is a help, not a requirement: the next attempt goes on without
             annotate(advice_error=type(exc).__name__)
             return None
 
-    async def _aadvice(self, lm: Any, inputs: dict[str, Any], prediction: Any, score: float) -> str | None:
-        advisor = dspy.Predict(_ADVICE)
-        advisor.set_lm(lm)
+    async def _aadvice(self, lm: Any, index: int, inputs: dict[str, Any], prediction: Any, score: float) -> str | None:
         try:
-            return str((await advisor.acall(**self._advice_inputs(inputs, prediction, score))).advice)
+            return str((await _Advice(lm, index).acall(**self._advice_inputs(inputs, prediction, score))).advice)
         except Exception as exc:  # advice is a help, not a requirement
             annotate(advice_error=type(exc).__name__)
             return None
@@ -464,7 +476,7 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
                 hint = done.feedback
                 if not hint:
                     with self._metered(meter):
-                        hint = self._advice(varied, inputs, prediction, done.score)
+                        hint = self._advice(varied, index, inputs, prediction, done.score)
                     attempts[-1] = replace(done, cost_msats=meter.cost_msats)  # the advice is the attempt's cost
         return self._finish(attempts, None)
 
@@ -511,7 +523,7 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
                 hint = done.feedback
                 if not hint:
                     with self._metered(meter):
-                        hint = await self._aadvice(varied, inputs, prediction, done.score)
+                        hint = await self._aadvice(varied, index, inputs, prediction, done.score)
                     attempts[-1] = replace(done, cost_msats=meter.cost_msats)
         return self._finish(attempts, None)
 
