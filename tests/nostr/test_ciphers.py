@@ -43,6 +43,10 @@ def test_a_payload_for_someone_else_is_malformed(cipher: Cipher, customer: Any, 
         decrypt(provider, "not-a-key", payload)
 
 
+# Long enough never to turn up by chance in hex ids, keys or ciphertext ("1234" once did, failing a full run).
+AMOUNT = 987_654_321
+
+
 @pytest.mark.parametrize("cipher", list(Cipher))
 def test_a_private_job_round_trips_in_its_scheme(cipher: Cipher, customer: Any, provider: Any) -> None:
     """Request, result and feedback of one private job: each in the scheme the request used,
@@ -65,7 +69,7 @@ def test_a_private_job_round_trips_in_its_scheme(cipher: Cipher, customer: Any, 
         customer=job.customer,
         content=ANSWER,
         request_json=job.event_json,
-        amount_msats=1234,
+        amount_msats=AMOUNT,
         encrypted=True,
         cipher=job.reply_cipher,
         model=MODEL,
@@ -75,13 +79,13 @@ def test_a_private_job_round_trips_in_its_scheme(cipher: Cipher, customer: Any, 
     )
     result_event = signed(result.to_event(provider))
     clear = json.dumps([result_event.tags, result_event.content])
-    for secret in (SECRET, ANSWER, MODEL, "1234"):
+    for secret in (SECRET, ANSWER, MODEL, str(AMOUNT)):
         assert secret not in clear
     names = {tag[0] for tag in result_event.tags}
     assert names == {"request", "e", "p", DETAILS_TAG, "encrypted"}  # NIP-90 keeps the request tag
     assert cipher_of(result_event.content) is cipher
     got = JobResult.from_event(result_event, customer)
-    assert (got.content, got.cipher, got.model, got.amount_msats) == (ANSWER, cipher, MODEL, 1234)
+    assert (got.content, got.cipher, got.model, got.amount_msats) == (ANSWER, cipher, MODEL, AMOUNT)
     assert (got.prompt_tokens, got.completion_tokens, got.finish_reason) == (11, 7, "stop")
 
     bill = JobFeedback(
@@ -89,7 +93,7 @@ def test_a_private_job_round_trips_in_its_scheme(cipher: Cipher, customer: Any, 
         customer=job.customer,
         status="payment-required",
         extra=f"pay for {MODEL}",
-        amount_msats=1234,
+        amount_msats=AMOUNT,
         bolt11="lnbcrt12340n1fake",
         content=ANSWER,
         encrypted=True,
@@ -97,12 +101,12 @@ def test_a_private_job_round_trips_in_its_scheme(cipher: Cipher, customer: Any, 
     )
     bill_event = signed(bill.to_event(provider))
     assert ("status", "payment-required") in bill_event.tags  # bare, for readers that do not decrypt
-    assert MODEL not in json.dumps(bill_event.tags) and "1234" not in json.dumps(bill_event.tags)
+    assert MODEL not in json.dumps(bill_event.tags) and str(AMOUNT) not in json.dumps(bill_event.tags)
     seen = JobFeedback.from_event(bill_event, customer)
     assert (seen.status, seen.extra, seen.amount_msats, seen.bolt11) == (
         "payment-required",
         f"pay for {MODEL}",
-        1234,
+        AMOUNT,
         "lnbcrt12340n1fake",
     )
     assert (seen.content, seen.encrypted, seen.cipher) == (ANSWER, True, cipher)
