@@ -27,6 +27,7 @@ from dspy_pylon.plain_errors import (
     MalformedEvent,
     ManifestError,
     PylonError,
+    SandboxError,
     SignatureError,
     StoreError,
     WalletError,
@@ -168,6 +169,7 @@ __all__ += [
     "IntegrityError",
     "ManifestError",
     "PrivacyViolation",
+    "SandboxError",
     "SignatureError",
 ]
 # IntegrityProblem and SignatureProblem (the reason codes) are importable here too, not errors.

@@ -154,3 +154,13 @@ class CompatibilityError(_KeepsDetails, PylonError):
     def __init__(self, message: str, *, unmet: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.unmet = unmet
+
+
+class SandboxError(_KeepsDetails, PylonError, ValueError):
+    """A sandbox request or response is not valid (the message names the field and why; ``loc``
+    is its path, ``detail`` the reason), or a job cannot be run as asked."""
+
+    def __init__(self, message: str, *, loc: tuple[str, ...] = (), detail: str = "") -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.detail = detail
