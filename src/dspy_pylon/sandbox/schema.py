@@ -204,6 +204,12 @@ class SandboxRunRequest(_Strict):
         return sha256_hex(canonical_json(self.to_json_dict()))
 
 
+def _sha256(cls: Any, value: str) -> str:
+    if not _SHA256.match(value):
+        raise ValueError("a SHA-256 is 64 lowercase hex digits")
+    return value
+
+
 class CommandRun(_Strict):
     """What one command did."""
 
@@ -219,12 +225,7 @@ class CommandRun(_Strict):
     stderr_preview: str = ""
     output_capped: bool = False  # output went past the job's cap and was cut (the hashes cover what was kept)
 
-    @field_validator("stdout_sha256", "stderr_sha256")
-    @classmethod
-    def _digest(cls, value: str) -> str:
-        if not _SHA256.match(value):
-            raise ValueError("a SHA-256 is 64 lowercase hex digits")
-        return value
+    _digests = field_validator("stdout_sha256", "stderr_sha256")(_sha256)
 
 
 class Artifact(_Strict):
@@ -234,12 +235,7 @@ class Artifact(_Strict):
     sha256: str
     size_bytes: Annotated[int, Field(ge=0)]
 
-    @field_validator("sha256")
-    @classmethod
-    def _digest(cls, value: str) -> str:
-        if not _SHA256.match(value):
-            raise ValueError("a SHA-256 is 64 lowercase hex digits")
-        return value
+    _digests = field_validator("sha256")(_sha256)
 
 
 class Evidence(_Strict):
