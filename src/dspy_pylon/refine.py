@@ -427,21 +427,52 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             plan.append((index, lane_index, lm, fallback))
         return plan
 
-    def _one(self, step: tuple[int, int, Any, bool], inputs: dict[str, Any]) -> RefineAttempt:
+    def _one(
+        self, step: tuple[int, int, Any, bool], inputs: dict[str, Any], hint: str | None = None
+    ) -> tuple[RefineAttempt, Exception | None, _Meter, Any]:
+        """Run one attempt: its record, what it raised, its meter and the LM it ran on."""
         index, lane_index, lm, fallback = step
         meter, prediction, error = _Meter(), None, None
-        attempt, _ = self._prepare(index, lane_index, lm, fallback, inputs, None)
+        attempt, varied = self._prepare(index, lane_index, lm, fallback, inputs, hint)
         try:
             with self._metered(meter):
                 prediction = attempt(**inputs)
         except ConfigError:
             raise
-        except Exception as exc:  # the module or the reward raised: recorded with the others
+        except Exception as exc:  # the module or the reward raised: recorded, the next attempt goes on
             error = exc
-        return self._attempted(index, lm, fallback, meter, attempt, prediction, error)
+        return self._attempted(index, lm, fallback, meter, attempt, prediction, error), error, meter, varied
+
+    async def _aone(
+        self, step: tuple[int, int, Any, bool], inputs: dict[str, Any], hint: str | None = None
+    ) -> tuple[RefineAttempt, Exception | None, _Meter, Any]:
+        """:meth:`_one`, awaited."""
+        index, lane_index, lm, fallback = step
+        meter, prediction, error = _Meter(), None, None
+        attempt, varied = self._prepare(index, lane_index, lm, fallback, inputs, hint)
+        try:
+            with self._metered(meter):
+                prediction = await attempt.acall(**inputs)
+        except ConfigError:
+            raise
+        except Exception as exc:  # the module or the reward raised: recorded, the next attempt goes on
+            error = exc
+        return self._attempted(index, lm, fallback, meter, attempt, prediction, error), error, meter, varied
 
     def _parallel(self) -> bool:
         return self.best_of_n and not self.hints and self.max_cost_msats is None
+
+    def _then(self, attempts: list[RefineAttempt], error: Exception | None, remaining: int) -> str:
+        """After an attempt: ``won``, ``stop`` (a refused payment or spent budget stops every attempt
+        after it, the fallback's too), ``advise`` (a hint is wanted for the next one) or ``next``."""
+        done = attempts[-1]
+        if done.score is not None and done.score >= self.threshold and not self.best_of_n:
+            return "won"
+        if error is not None and _refused_payment(error):
+            return "stop"
+        if self.hints and done.score is not None and remaining > 0 and not self._over_budget(attempts):
+            return "advise"
+        return "next"
 
     def _refine(self, inputs: dict[str, Any]) -> RefineResult:
         plan = self._plan()
@@ -450,80 +481,50 @@ class Refine(dspy.Module):  # type: ignore[misc]  # dspy ships no types
             # the trace's parent call).
             with ThreadPoolExecutor(max_workers=min(len(plan), MAX_PARALLEL)) as pool:
                 futures = [pool.submit(contextvars.copy_context().run, self._one, step, inputs) for step in plan]
-                return self._finish([future.result() for future in futures], None)
+                return self._finish([future.result()[0] for future in futures], None)
         attempts: list[RefineAttempt] = []
         hint: str | None = None
-        for position, (index, lane_index, lm, fallback) in enumerate(plan):
+        for position, step in enumerate(plan):
             if self._over_budget(attempts):
                 break
-            meter, prediction, error = _Meter(), None, None
-            attempt, varied = self._prepare(index, lane_index, lm, fallback, inputs, hint if self.hints else None)
-            try:
-                with self._metered(meter):
-                    prediction = attempt(**inputs)
-            except ConfigError:
-                raise
-            except Exception as exc:  # the module or the reward raised: recorded, the next attempt goes on
-                error = exc
-            done = self._attempted(index, lm, fallback, meter, attempt, prediction, error)
+            done, error, meter, varied = self._one(step, inputs, hint if self.hints else None)
             attempts.append(done)
-            if done.score is not None and done.score >= self.threshold and not self.best_of_n:
+            then = self._then(attempts, error, len(plan) - position - 1)
+            if then == "won":
                 return self._finish(attempts, done)
-            if error is not None and _refused_payment(error):
-                break  # a budget or a refused payment stops every attempt after it, the fallback's too
-            more = position + 1 < len(plan) and not self._over_budget(attempts)
-            if self.hints and done.score is not None and more:
+            if then == "stop":
+                break
+            if then == "advise":
                 hint = done.feedback
                 if not hint:
                     with self._metered(meter):
-                        hint = self._advice(varied, index, inputs, prediction, done.score)
+                        hint = self._advice(varied, step[0], inputs, done.prediction, done.score or 0.0)
                     attempts[-1] = replace(done, cost_msats=meter.cost_msats)  # the advice is the attempt's cost
         return self._finish(attempts, None)
-
-    async def _aone(self, step: tuple[int, int, Any, bool], inputs: dict[str, Any]) -> RefineAttempt:
-        index, lane_index, lm, fallback = step
-        meter, prediction, error = _Meter(), None, None
-        attempt, _ = self._prepare(index, lane_index, lm, fallback, inputs, None)
-        try:
-            with self._metered(meter):
-                prediction = await attempt.acall(**inputs)
-        except ConfigError:
-            raise
-        except Exception as exc:  # the module or the reward raised: recorded with the others
-            error = exc
-        return self._attempted(index, lm, fallback, meter, attempt, prediction, error)
 
     async def _arefine(self, inputs: dict[str, Any]) -> RefineResult:
         plan = self._plan()
         if self._parallel():
             # Each attempt a task of its own: asyncio gives each a copy of the context.
-            return self._finish(list(await asyncio.gather(*(self._aone(step, inputs) for step in plan))), None)
+            outcomes = await asyncio.gather(*(self._aone(step, inputs) for step in plan))
+            return self._finish([outcome[0] for outcome in outcomes], None)
         attempts: list[RefineAttempt] = []
         hint: str | None = None
-        for position, (index, lane_index, lm, fallback) in enumerate(plan):
+        for position, step in enumerate(plan):
             if self._over_budget(attempts):
                 break
-            meter, prediction, error = _Meter(), None, None
-            attempt, varied = self._prepare(index, lane_index, lm, fallback, inputs, hint if self.hints else None)
-            try:
-                with self._metered(meter):
-                    prediction = await attempt.acall(**inputs)
-            except ConfigError:
-                raise
-            except Exception as exc:  # the module or the reward raised: recorded, the next attempt goes on
-                error = exc
-            done = self._attempted(index, lm, fallback, meter, attempt, prediction, error)
+            done, error, meter, varied = await self._aone(step, inputs, hint if self.hints else None)
             attempts.append(done)
-            if done.score is not None and done.score >= self.threshold and not self.best_of_n:
+            then = self._then(attempts, error, len(plan) - position - 1)
+            if then == "won":
                 return self._finish(attempts, done)
-            if error is not None and _refused_payment(error):
+            if then == "stop":
                 break
-            more = position + 1 < len(plan) and not self._over_budget(attempts)
-            if self.hints and done.score is not None and more:
+            if then == "advise":
                 hint = done.feedback
                 if not hint:
                     with self._metered(meter):
-                        hint = await self._aadvice(varied, index, inputs, prediction, done.score)
+                        hint = await self._aadvice(varied, step[0], inputs, done.prediction, done.score or 0.0)
                     attempts[-1] = replace(done, cost_msats=meter.cost_msats)
         return self._finish(attempts, None)
 
