@@ -7,6 +7,7 @@ bash scripts/install_relay.sh
 bash scripts/install_dvm.sh
 bash scripts/install_phoenix.sh
 bash scripts/install_browser.sh
+bash scripts/install_sandbox.sh
 echo "== ruff check"; .venv/bin/ruff check .
 echo "== ruff format --check"; .venv/bin/ruff format --check .
 echo "== mypy src"; .venv/bin/mypy src

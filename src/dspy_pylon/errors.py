@@ -28,6 +28,7 @@ from dspy_pylon.plain_errors import (
     ManifestError,
     PylonError,
     SandboxError,
+    SandboxRefused,
     SignatureError,
     StoreError,
     WalletError,
@@ -170,6 +171,7 @@ __all__ += [
     "ManifestError",
     "PrivacyViolation",
     "SandboxError",
+    "SandboxRefused",
     "SignatureError",
 ]
 # IntegrityProblem and SignatureProblem (the reason codes) are importable here too, not errors.

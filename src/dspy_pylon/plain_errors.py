@@ -164,3 +164,13 @@ class SandboxError(_KeepsDetails, PylonError, ValueError):
         super().__init__(message)
         self.loc = loc
         self.detail = detail
+
+
+class SandboxRefused(SandboxError):
+    """This host cannot enforce the isolation or limits a sandbox job asks for (no memory
+    controller, no delegated cgroup, no bubblewrap, a network policy the node does not allow...),
+    so the job is refused rather than run weaker. ``missing`` names each thing that is lacking."""
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message, detail="; ".join(missing))
+        self.missing = missing

@@ -1,8 +1,10 @@
 """Sandboxed code execution sold over the swarm: profiles and the ``oa.sandbox_run.v1`` request
-and response (:mod:`dspy_pylon.sandbox.schema`)."""
+and response (:mod:`dspy_pylon.sandbox.schema`), and the isolated executor that runs a job on
+this host (:mod:`dspy_pylon.sandbox.executor`: bubblewrap, cgroups, seccomp, a sized tmpfs)."""
 
 from __future__ import annotations
 
+from dspy_pylon.sandbox.executor import ExecutorConfig, HostReadiness, SandboxExecutor, run_local
 from dspy_pylon.sandbox.schema import (
     Artifact,
     CommandRun,
@@ -24,10 +26,13 @@ __all__ = [
     "Artifact",
     "CommandRun",
     "Evidence",
+    "ExecutorConfig",
+    "HostReadiness",
     "NetworkPolicy",
     "Provenance",
     "RepoSource",
     "SandboxCommand",
+    "SandboxExecutor",
     "SandboxProfile",
     "SandboxResources",
     "SandboxRunRequest",
@@ -35,4 +40,5 @@ __all__ = [
     "SandboxStatus",
     "parse_request",
     "parse_response",
+    "run_local",
 ]

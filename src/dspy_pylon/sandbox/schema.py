@@ -31,14 +31,21 @@ PREVIEW_BYTES = 4096
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 16_384
 MAX_ENV = 128
+MAX_ARTIFACT_PATTERNS = 32
+#: Artifacts up to this size come back inline (base64), so the customer can check their hash.
+ARTIFACT_INLINE_BYTES = 64 * 1024
 MAX_INLINE_TARBALL_BYTES = 8 * 1024 * 1024  # as base64 in a Nostr event: relays cap events far below this
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_GIT_REF = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,254}$")
 
 
 class NetworkPolicy(enum.StrEnum):
-    """What a job may reach: nothing, this host's loopback only, or the network."""
+    """What a job may reach: ``none`` (no network namespace of its own to speak of: only Unix
+    sockets may be opened), ``localhost`` (a loopback of its own, for servers a test suite starts;
+    nothing outside the sandbox, the host's own loopback included), or ``full`` (the host's
+    network; a node offers it only if its operator allows it)."""
 
     NONE = "none"
     LOCALHOST = "localhost"
@@ -147,8 +154,10 @@ class RepoSource(_Strict):
         if self.kind == "git":
             if not self.url or self.tarball_b64 is not None:
                 raise ValueError("a git repo has a url (and a ref), no tarball")
-            if not re.match(r"^(https?|git|ssh)://|^git@", self.url):
-                raise ValueError("a git repo's url is https://, git://, ssh:// or git@")
+            if not re.match(r"^(https?|git|ssh)://|^git@", self.url) or any(c.isspace() for c in self.url):
+                raise ValueError("a git repo's url is https://, git://, ssh:// or git@ (no spaces)")
+            if self.ref is not None and not _GIT_REF.match(self.ref):
+                raise ValueError("a git ref is a branch, tag or commit name (letters, digits, ._/-; no leading -)")
         elif not self.tarball_b64 or self.url is not None:
             raise ValueError("a tarball repo has tarball_b64, no url")
         elif len(self.tarball_b64) > MAX_INLINE_TARBALL_BYTES:
@@ -168,8 +177,19 @@ class SandboxRunRequest(_Strict):
     network: NetworkPolicy = NetworkPolicy.NONE
     profile: SandboxProfile = SandboxProfile.SMALL
     resources: SandboxResources | None = None
+    #: Glob patterns (inside the work dir) of files to return as artifacts after the commands.
+    artifacts: Annotated[tuple[str, ...], Field(max_length=MAX_ARTIFACT_PATTERNS)] = ()
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+
+    @field_validator("artifacts")
+    @classmethod
+    def _patterns_inside(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not pattern or len(pattern) > 512:
+                raise ValueError("an artifact pattern is 1 to 512 characters")
+            SandboxCommand(cmd="x", workdir=pattern)  # the same rule: inside the work dir
+        return value
 
     @field_validator("env")
     @classmethod
@@ -234,6 +254,7 @@ class Artifact(_Strict):
     path: str
     sha256: str
     size_bytes: Annotated[int, Field(ge=0)]
+    content_b64: str | None = None  # the file itself, when it is at most ARTIFACT_INLINE_BYTES
 
     _digests = field_validator("sha256")(_sha256)
 
@@ -247,6 +268,10 @@ class Evidence(_Strict):
     output_capped: bool = False
     failed_command: int | None = None  # index of the first command that had to pass and did not
     setup_error: str | None = None
+    cancelled: bool = False
+    cpu_ms: Annotated[int, Field(ge=0)] = 0  # CPU time of every process of the job (the cgroup's count)
+    memory_peak_bytes: Annotated[int, Field(ge=0)] = 0
+    pids_limit_hits: Annotated[int, Field(ge=0)] = 0  # forks the process limit refused (a fork bomb, contained)
 
 
 class Provenance(_Strict):

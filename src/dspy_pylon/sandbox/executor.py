@@ -1,0 +1,404 @@
+"""The isolated executor: runs a :class:`SandboxRunRequest` on this host under bubblewrap, in
+cgroups that hold it to its memory, CPU and process limits, on a tmpfs of its disk size, against
+the supervisor's clock, and returns the :class:`SandboxRunResponse` with the evidence its status
+was decided from.
+
+Each command is one bubblewrap sandbox over the job's shared work dir. It starts behind a gate
+(a shell that waits for one line on stdin before exec'ing bubblewrap), so it is in the job's
+cgroups before it can fork; killing it (the supervisor's clock, a cancel, output past its cap)
+kills bubblewrap, whose PID namespace goes down with everything in it, and then sweeps the
+cgroup for anything left. What the host cannot enforce is refused before anything runs
+(:class:`SandboxRefused`), never run weaker.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import selectors
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dspy_pylon.plain_errors import SandboxRefused
+from dspy_pylon.sandbox.bwrap import BwrapPlan, HostView, bwrap_argv, host_view, job_environment
+from dspy_pylon.sandbox.cgroups import CgroupLimits, CgroupPlan, JobCgroup, detect_plan
+from dspy_pylon.sandbox.outcome import CappedOutput, command_run, decide_status, status_error
+from dspy_pylon.sandbox.schema import (
+    SCHEMA,
+    CommandRun,
+    Evidence,
+    NetworkPolicy,
+    Provenance,
+    SandboxCommand,
+    SandboxRunRequest,
+    SandboxRunResponse,
+)
+from dspy_pylon.sandbox.seccomp_filter import filter_bpf, filter_fd
+from dspy_pylon.sandbox.workspace import SetupFailed, Workspace
+
+#: The gate: wait for the supervisor's go (after it put us in the job's cgroups), then become bubblewrap.
+GATE = ("/bin/sh", "-c", 'read -r _ && exec "$@" </dev/null', "sh")
+TICK_S = 0.05
+#: After a command's process has gone, how long its pipes may stay open before the job is swept.
+LINGER_S = 1.0
+RUNTIME = "bubblewrap"
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How this host runs sandbox jobs.
+
+    ``networks``: the policies it accepts (``full`` only if the operator allows it);
+    ``allow_git``: whether it clones a request's git repo (over the network, on the job's clock);
+    ``output_cap_bytes``: what it keeps of each command's stdout and of its stderr;
+    ``pids_max``: processes a job may have at once; ``root``: where job dirs go;
+    ``cgroup_parent``: a delegated v2 group to put jobs under; ``job_uid``: the host uid a job
+    runs as when the node runs as root."""
+
+    networks: frozenset[NetworkPolicy] = frozenset({NetworkPolicy.NONE, NetworkPolicy.LOCALHOST})
+    allow_git: bool = True
+    output_cap_bytes: int = 1 << 20
+    pids_max: int = 256
+    root: Path | None = None
+    cgroup_parent: str | None = None
+    job_uid: int = 65534
+    bwrap: str = "bwrap"
+    proc: str = "/proc/self"  # where this process's mountinfo and cgroup files are read (tests point it elsewhere)
+
+
+@dataclass(frozen=True)
+class HostReadiness:
+    """What :meth:`SandboxExecutor.probe` found: bubblewrap, the cgroup plan, the host view."""
+
+    bwrap: str
+    plan: CgroupPlan
+    view: HostView
+    as_root: bool
+
+
+@dataclass
+class _Ran:
+    run: CommandRun
+    stopped: str | None  # "timeout" | "cancelled" | "capped" | None
+
+
+@dataclass
+class _Job:
+    request: SandboxRunRequest
+    ready: HostReadiness
+    cgroup: JobCgroup
+    space: Workspace
+    deadline_ns: int
+    cancel: threading.Event | None
+    runs: list[CommandRun] = field(default_factory=list)
+
+
+class SandboxExecutor:
+    """Runs sandbox jobs on this host (construction does no I/O; :meth:`probe` checks the host
+    once, on first use)."""
+
+    def __init__(self, config: ExecutorConfig | None = None) -> None:
+        self.config = config or ExecutorConfig()
+        self._lock = threading.Lock()
+        self._ready: HostReadiness | None = None
+
+    def probe(self) -> HostReadiness:
+        """Check that this host can isolate and limit a job (bubblewrap, cgroups with the memory,
+        pids and cpu controllers, libseccomp); :class:`SandboxRefused` naming what is missing."""
+        with self._lock:
+            if self._ready is None:
+                bwrap = shutil.which(self.config.bwrap)
+                if bwrap is None:
+                    raise SandboxRefused(
+                        f"bubblewrap ({self.config.bwrap!r}) is not installed on this host", missing=("bubblewrap",)
+                    )
+                plan = detect_plan(proc=self.config.proc, parent=self.config.cgroup_parent)
+                for policy in NetworkPolicy:
+                    filter_bpf(policy)
+                self._ready = HostReadiness(bwrap, plan, host_view(), os.geteuid() == 0)
+            return self._ready
+
+    def admit(self, request: SandboxRunRequest) -> HostReadiness:
+        """Whether this host will run ``request`` as asked; :class:`SandboxRefused` if not."""
+        if request.network not in self.config.networks:
+            allowed = ", ".join(sorted(p.value for p in self.config.networks))
+            raise SandboxRefused(
+                f"this node does not allow network policy {request.network.value!r} (it allows {allowed})",
+                missing=(f"network {request.network.value}",),
+            )
+        if request.repo is not None and request.repo.kind == "git" and not self.config.allow_git:
+            raise SandboxRefused("this node does not clone git repositories", missing=("git clone",))
+        return self.probe()
+
+    def run(
+        self,
+        request: SandboxRunRequest,
+        *,
+        cancel: threading.Event | None = None,
+        provider_pubkey: str = "",
+        job_id: str | None = None,
+    ) -> SandboxRunResponse:
+        """Run ``request`` to its end and return the response (with provenance). A job the host
+        cannot run as asked raises :class:`SandboxRefused` before anything runs; everything
+        after that (a bad tarball, a full disk, a clone that fails) is a response with status
+        ``error``. ``cancel`` stops it within a tick (status ``cancelled``)."""
+        ready = self.admit(request)
+        started_ns = time.monotonic_ns()
+        executed_at = int(time.time())
+        limits = request.limits
+        name = f"job-{job_id or uuid.uuid4().hex}"
+        uid = self.config.job_uid if ready.as_root else None
+        cgroup = JobCgroup.create(
+            ready.plan,
+            name,
+            CgroupLimits(memory_bytes=limits.memory_mb << 20, cpus=limits.cpus, pids=self.config.pids_max),
+        )
+        try:
+            space = Workspace.create(self._base(), name, disk_mb=limits.disk_mb, uid=uid)
+        except BaseException:
+            cgroup.remove()
+            raise
+        job = _Job(request, ready, cgroup, space, started_ns + limits.timeout_secs * 1_000_000_000, cancel)
+        try:
+            evidence, artifacts = self._drive(job, started_ns)
+        finally:
+            cgroup.remove()
+            space.remove()
+        status = decide_status(evidence)
+        runs = tuple(job.runs)
+        bare = SandboxRunResponse(
+            schema=SCHEMA,
+            status=status,
+            runs=runs,
+            artifacts=artifacts,
+            evidence=evidence,
+            error=status_error(status, evidence, runs),
+        )
+        provenance = Provenance(
+            input_sha256=request.sha256,
+            output_sha256=bare.output_sha256,
+            provider_pubkey=provider_pubkey,
+            executed_at=executed_at,
+            duration_ms=(time.monotonic_ns() - started_ns) // 1_000_000,
+            runtime=RUNTIME,
+        )
+        return bare.model_copy(update={"provenance": provenance})
+
+    def _drive(self, job: _Job, started_ns: int) -> tuple[Evidence, tuple[Any, ...]]:
+        stopped: str | None = None
+        failed: int | None = None
+        setup_error: str | None = None
+        artifacts: tuple[Any, ...] = ()
+        try:
+            stopped, setup_error = self._setup(job)
+            if stopped is None and setup_error is None:
+                for index, command in enumerate(job.request.commands):
+                    ran = self._command(job, command)
+                    job.runs.append(ran.run)
+                    if ran.stopped is not None:
+                        stopped = ran.stopped
+                        failed = index if stopped == "capped" else None
+                        break
+                    if ran.run.exit_code != 0 and not command.continue_on_fail:
+                        failed = index
+                        break
+                job.cgroup.kill()
+                artifacts = job.space.collect(job.request.artifacts)
+        except SetupFailed as exc:
+            setup_error = exc.args[0] if exc.args else type(exc).__name__
+        return (
+            Evidence(
+                wall_ms=(time.monotonic_ns() - started_ns) // 1_000_000,
+                timed_out=stopped == "timeout",
+                cancelled=stopped == "cancelled",
+                oom_kills=job.cgroup.oom_kills(),
+                output_capped=stopped == "capped",
+                failed_command=failed,
+                setup_error=setup_error,
+                cpu_ms=job.cgroup.cpu_ns() // 1_000_000,
+                memory_peak_bytes=job.cgroup.memory_peak(),
+                pids_limit_hits=job.cgroup.pids_limit_hits(),
+            ),
+            artifacts,
+        )
+
+    def _setup(self, job: _Job) -> tuple[str | None, str | None]:
+        repo = job.request.repo
+        if repo is None:
+            return None, None
+        if repo.kind == "tarball":
+            assert repo.tarball_b64 is not None  # the schema's rule
+            job.space.unpack_tarball(repo.tarball_b64, repo.mount_path)
+            return None, None
+        assert repo.url is not None
+        ran = self._command(job, SandboxCommand(cmd=_clone_script(repo.url, repo.ref, repo.mount_path)), clone=True)
+        if ran.stopped is not None:
+            return ran.stopped, None
+        if ran.run.exit_code != 0:
+            return None, f"git clone of {repo.url} failed (exit {ran.run.exit_code}): {ran.run.stderr_preview[-300:]}"
+        return None, None
+
+    def _command(self, job: _Job, command: SandboxCommand, *, clone: bool = False) -> _Ran:
+        request = job.request
+        network = NetworkPolicy.FULL if clone else request.network
+        cap = self.config.output_cap_bytes
+        stdout, stderr = CappedOutput(cap), CappedOutput(cap)
+        seccomp = filter_fd(network)
+        plan = BwrapPlan(
+            work_dir=str(job.space.work),
+            tmp_dir=str(job.space.tmp),
+            cmd=command.cmd,
+            workdir=command.workdir,
+            network=network,
+            seccomp_fd=seccomp,
+            bwrap=job.ready.bwrap,
+        )
+        env = job_environment({} if clone else request.env, _CLONE_ENV if clone else ())
+        if not clone:  # the workdir may be one a previous command (or the repo) made, or not yet exist
+            job.space.ensure_dir(command.workdir)
+        started = time.monotonic_ns()
+        try:
+            proc = subprocess.Popen(
+                [*GATE, *bwrap_argv(plan, job.ready.view)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(seccomp,),
+                env=env,
+                start_new_session=True,
+                **_as_job_user(job.space.uid),
+            )
+        except OSError as exc:
+            raise SetupFailed(f"cannot start bubblewrap: {exc}") from None
+        finally:
+            os.close(seccomp)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            job.cgroup.join(proc.pid)
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+        except OSError as exc:
+            proc.kill()
+            proc.wait()
+            raise SetupFailed(f"cannot put the job in its cgroups: {exc}") from None
+        stopped = self._supervise(job, proc, stdout, stderr)
+        if stopped is not None:
+            proc.kill()
+            job.cgroup.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        code = proc.returncode
+        killed = stopped is not None or code < 0
+        return _Ran(
+            command_run(
+                command.cmd,
+                exit_code=None if killed else code,
+                signal=9 if killed else None,
+                duration_ns=time.monotonic_ns() - started,
+                stdout=stdout,
+                stderr=stderr,
+            ),
+            stopped,
+        )
+
+    def _supervise(
+        self, job: _Job, proc: subprocess.Popen[bytes], stdout: CappedOutput, stderr: CappedOutput
+    ) -> str | None:
+        assert proc.stdout is not None and proc.stderr is not None
+        sinks = {proc.stdout.fileno(): stdout, proc.stderr.fileno(): stderr}
+        with selectors.DefaultSelector() as selector:
+            for fd in sinks:
+                os.set_blocking(fd, False)
+                selector.register(fd, selectors.EVENT_READ)
+            exited_at: float | None = None
+            while selector.get_map():
+                now = time.monotonic_ns()
+                if now >= job.deadline_ns:
+                    return "timeout"
+                if job.cancel is not None and job.cancel.is_set():
+                    return "cancelled"
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = time.monotonic()
+                elif exited_at is not None and time.monotonic() - exited_at > LINGER_S:
+                    job.cgroup.kill()  # something outside the PID namespace's reach holds the pipes
+                for key, _ in selector.select(min(TICK_S, (job.deadline_ns - now) / 1e9)):
+                    fd = int(key.fd)
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        selector.unregister(fd)
+                    elif not sinks[fd].feed(chunk):
+                        return "capped"
+        return None
+
+    @functools.cached_property
+    def _base_dir(self) -> Path:
+        base = self.config.root or Path(tempfile.gettempdir(), f"pylon-sandbox-{os.geteuid()}")
+        base.mkdir(mode=0o711, parents=True, exist_ok=True)
+        info = base.lstat()
+        if base.is_symlink() or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise SandboxRefused(
+                f"the sandbox job directory {base} is not this user's own private directory",
+                missing=("a private job directory",),
+            )
+        base.chmod(0o711)  # job uids must traverse it to their own (0700) tmpfs; nobody may list it
+        if os.geteuid() == 0:
+            closed = [p for p in base.resolve().parents if not p.stat().st_mode & 0o001]
+            if closed:
+                raise SandboxRefused(
+                    f"the sandbox job directory {base} is out of reach of the job's uid {self.config.job_uid}: "
+                    f"{closed[0]} is not searchable by others (bubblewrap runs as that uid)",
+                    missing=("a job directory its uid can reach",),
+                )
+        return base
+
+    def _base(self) -> Path:
+        return self._base_dir
+
+
+_CLONE_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_CONFIG_NOSYSTEM", "1"), ("GIT_ASKPASS", "/bin/false"))
+
+
+def _clone_script(url: str, ref: str | None, mount_path: str) -> str:
+    # Protocols limited to the network ones the schema accepts: no file://, no ext:: helpers.
+    git = "git -c protocol.allow=never -c protocol.https.allow=always -c protocol.http.allow=always"
+    git += " -c protocol.git.allow=always -c protocol.ssh.allow=always"
+    where = shlex.quote(mount_path)
+    return (
+        f"{git} init -q {where} && cd {where} && {git} fetch -q --depth 1 {shlex.quote(url)} "
+        f"{shlex.quote(ref or 'HEAD')} && {git} checkout -q FETCH_HEAD"
+    )
+
+
+def _as_job_user(uid: int | None) -> dict[str, Any]:
+    return {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
+
+
+_default: SandboxExecutor | None = None
+_default_lock = threading.Lock()
+
+
+def run_local(
+    request: SandboxRunRequest | dict[str, Any], *, cancel: threading.Event | None = None
+) -> SandboxRunResponse:
+    """Run a sandbox job on this host with the default :class:`SandboxExecutor` (a request or
+    its JSON). :class:`SandboxRefused` when this host cannot isolate or limit it as asked."""
+    from dspy_pylon.sandbox.schema import parse_request
+
+    global _default
+    parsed = request if isinstance(request, SandboxRunRequest) else parse_request(request)
+    with _default_lock:
+        if _default is None:
+            _default = SandboxExecutor()
+    return _default.run(parsed, cancel=cancel, provider_pubkey="local")
