@@ -91,6 +91,8 @@ if TYPE_CHECKING:
     from dspy_pylon.plain_errors import IntegrityProblem, SignatureProblem
     from dspy_pylon.refine import Refine, RefineAttempt, RefineFailed, RefineResult
     from dspy_pylon.route import Route
+    from dspy_pylon.sandbox.client import PylonSandboxProvider, SandboxOutcome
+    from dspy_pylon.sandbox.executor import SandboxExecutor
     from dspy_pylon.swarm.discovery import ProviderRecord, discover
     from dspy_pylon.swarm.reputation import ProviderStats, Reputation
     from dspy_pylon.trace.graph import NodeStatus, NodeType, TraceGraph, TraceNode
@@ -210,6 +212,9 @@ _EXPORTS: dict[str, str] = {
     "RefineAttempt": "dspy_pylon.refine",
     "RefineFailed": "dspy_pylon.refine",
     "RefineResult": "dspy_pylon.refine",
+    "PylonSandboxProvider": "dspy_pylon.sandbox.client",
+    "SandboxOutcome": "dspy_pylon.sandbox.client",
+    "SandboxExecutor": "dspy_pylon.sandbox.executor",
     "NodeStatus": "dspy_pylon.trace.graph",
     "NodeType": "dspy_pylon.trace.graph",
     "NostrBridge": "dspy_pylon.trace.nostr_bridge",
@@ -244,7 +249,11 @@ def pay(job_id: str, lm: PylonLM | None = None, timeout: float | None = None) ->
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("trace", "hud"):  # subpackages: pylon.trace.instrument(), pylon.hud.open()
+    if name in (
+        "trace",
+        "hud",
+        "sandbox",
+    ):  # subpackages: pylon.trace.instrument(), pylon.hud.open(), pylon.sandbox.run_local()
         return importlib.import_module(f"dspy_pylon.{name}")
     module = _EXPORTS.get(name)
     if module is None:
@@ -326,6 +335,7 @@ __all__ = [
     "PylonEngine",
     "PylonError",
     "PylonLM",
+    "PylonSandboxProvider",
     "QueuedCallback",
     "Refine",
     "RefineAttempt",
@@ -338,6 +348,8 @@ __all__ = [
     "ResultTooLarge",
     "Route",
     "SandboxError",
+    "SandboxExecutor",
+    "SandboxOutcome",
     "SandboxRefused",
     "Scorecard",
     "SignatureError",

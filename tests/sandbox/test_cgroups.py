@@ -11,7 +11,16 @@ import pytest
 
 import dspy_pylon as pylon
 from dspy_pylon.sandbox import cgroups
-from dspy_pylon.sandbox.bwrap import BwrapPlan, HostView, bwrap_argv, job_environment
+from dspy_pylon.sandbox.bwrap import (
+    COMMAND_VAR,
+    ENTER,
+    HOST_ENV,
+    BwrapPlan,
+    HostView,
+    bwrap_args,
+    bwrap_command,
+    job_environment,
+)
 from dspy_pylon.sandbox.cgroups import (
     CgroupLimits,
     CgroupMount,
@@ -134,19 +143,24 @@ def test_flat_keyed_files_parse() -> None:
     }
 
 
-def test_the_bwrap_command_line_isolates_and_keeps_the_environment_off_it() -> None:
+def test_the_bwrap_arguments_isolate_and_carry_the_environment_and_command() -> None:
     view = HostView(links={"/bin": "usr/bin"}, dirs=("/usr",), etc=("hosts",))
-    argv = bwrap_argv(BwrapPlan("/j/work", "/j/tmp", "make test", "sub", NetworkPolicy.NONE, 7), view)
-    assert argv[-4:] == ["--", "/bin/sh", "-c", "make test"]
+    env = job_environment({"A": "1", "PATH": "/opt/bin"})
+    plan = BwrapPlan("/j/work", "/j/tmp", "/j/shm", "make test", "sub", NetworkPolicy.NONE, 7, env)
+    argv = bwrap_args(plan, view)
+    assert argv[-3:] == ["--setenv", COMMAND_VAR, "make test"]
+    assert bwrap_command(plan) == ["--", "/bin/sh", "-c", ENTER, "sh", "/work/sub"]
     for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session", "--disable-userns"):
         assert flag in argv
     assert argv[argv.index("--cap-drop") + 1] == "ALL" and argv[argv.index("--seccomp") + 1] == "7"
-    assert argv[argv.index("--chdir") + 1] == "/work/sub"
-    assert argv.index("--remount-ro") > argv.index("--bind")
-    full = bwrap_argv(BwrapPlan("/j/work", "/j/tmp", "x", network=NetworkPolicy.FULL), view)
+    assert argv.index("--clearenv") < argv.index("--setenv")
+    assert argv[argv.index("A") - 1 : argv.index("A") + 2] == ["--setenv", "A", "1"]
+    assert argv[argv.index("/j/shm") - 1 : argv.index("/j/shm") + 2] == ["--bind", "/j/shm", "/dev/shm"]
+    assert argv.index("--remount-ro") > argv.index("--dev")
+    full = bwrap_args(BwrapPlan("/j/work", "/j/tmp", "/j/shm", "x", network=NetworkPolicy.FULL), view)
     assert "--unshare-net" not in full and "/etc/resolv.conf" in full
-    env = job_environment({"A": "1", "PATH": "/opt/bin"})
-    assert env["A"] == "1" and env["PATH"] == "/opt/bin" and env["HOME"] == "/work"
+    assert dict(env)["PATH"] == "/opt/bin" and dict(env)["HOME"] == "/work"
+    assert "LD_PRELOAD" not in HOST_ENV and set(HOST_ENV) == {"PATH", "LANG"}
 
 
 def test_output_is_hashed_up_to_the_cap_and_previewed() -> None:

@@ -281,7 +281,7 @@ def test_a_tarball_escaping_the_work_dir_is_a_setup_error_and_nothing_runs(execu
 
 def test_artifacts_never_follow_links_out_of_the_work_dir(executor: SandboxExecutor) -> None:
     res = executor.run(
-        request("ln -s /etc/hostname stolen; mkdir d; ln -s /etc d/x; echo k > keep", artifacts=("**/*",))
+        request("ln -s /etc/hostname stolen; mkdir d; ln -s /etc d/x; ln -s / root; echo k > keep", artifacts=("*",))
     )
     assert [a.path for a in res.artifacts] == ["keep"]
 
@@ -328,24 +328,29 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     daemon.wait()
 
 
-def test_a_git_repo_is_cloned_at_its_ref(executor: SandboxExecutor, git_server: str) -> None:
+@pytest.fixture(scope="module")
+def cloning() -> SandboxExecutor:
+    return SandboxExecutor(ExecutorConfig(allow_git=True))
+
+
+def test_a_git_repo_is_cloned_at_its_ref(cloning: SandboxExecutor, git_server: str) -> None:
     repo = {"kind": "git", "url": git_server, "ref": "v1", "mount_path": "code"}
-    res = executor.run(
+    res = cloning.run(
         SandboxRunRequest(commands=[{"cmd": "cat hello.txt", "workdir": "code"}], repo=repo, resources=TINY)
     )
     assert res.status is SandboxStatus.SUCCESS, res.evidence
     assert res.runs[0].stdout_preview == "from git\n"
 
 
-def test_a_clone_that_fails_is_a_setup_error(executor: SandboxExecutor, git_server: str) -> None:
+def test_a_clone_that_fails_is_a_setup_error(cloning: SandboxExecutor, git_server: str) -> None:
     repo = {"kind": "git", "url": git_server, "ref": "no-such-ref"}
-    res = executor.run(SandboxRunRequest(commands=[{"cmd": "echo ran"}], repo=repo, resources=TINY))
+    res = cloning.run(SandboxRunRequest(commands=[{"cmd": "echo ran"}], repo=repo, resources=TINY))
     assert res.status is SandboxStatus.ERROR and res.runs == ()
     assert "git clone" in (res.evidence.setup_error or "")
 
 
 def test_a_node_that_does_not_clone_refuses_git_jobs() -> None:
-    strict = SandboxExecutor(ExecutorConfig(allow_git=False))
+    strict = SandboxExecutor()  # cloning is off unless the operator turns it on
     repo = {"kind": "git", "url": "https://example.org/x.git"}
     with pytest.raises(pylon.SandboxRefused, match="git"):
         strict.run(SandboxRunRequest(commands=[{"cmd": "true"}], repo=repo, resources=TINY))
@@ -388,3 +393,70 @@ def test_a_job_directory_the_job_uid_cannot_reach_is_refused(tmp_path: Path) -> 
     hidden.mkdir(mode=0o700)
     with pytest.raises(pylon.SandboxRefused, match="out of reach"):
         SandboxExecutor(ExecutorConfig(root=hidden / "jobs")).run(request("true"))
+
+
+def test_the_requests_environment_never_reaches_the_host_side(executor: SandboxExecutor, tmp_path: Path) -> None:
+    trap = tmp_path / "ld-debug"
+    env = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": str(trap), "LD_PRELOAD": "/work/evil.so", "MINE": "1"}
+    res = executor.run(request("true", "unset LD_DEBUG LD_PRELOAD; printenv MINE LD_DEBUG_OUTPUT", env=env))
+    assert res.runs[1].stdout_preview.endswith(f"1\n{trap}\n")  # the job has its variables...
+    assert not list(tmp_path.glob("ld-debug*"))  # ...and nothing on the host ran with them
+
+
+def test_a_tarball_cannot_write_outside_the_sandbox_through_a_link(executor: SandboxExecutor, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+        link = tarfile.TarInfo("out")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path)
+        archive.addfile(link)
+        evil = tarfile.TarInfo("out/planted")
+        evil.size = 2
+        archive.addfile(evil, io.BytesIO(b"x\n"))
+    repo = {"kind": "tarball", "tarball_b64": base64.b64encode(buf.getvalue()).decode()}
+    res = executor.run(SandboxRunRequest(commands=[{"cmd": "ls -la"}], repo=repo, resources=TINY))
+    assert not (tmp_path / "planted").exists()
+    assert res.status in (SandboxStatus.SUCCESS, SandboxStatus.ERROR)
+
+
+def test_dev_shm_counts_towards_the_disk_limit(executor: SandboxExecutor) -> None:
+    res = executor.run(request("head -c 100000000 /dev/zero > /dev/shm/big", resources={**TINY, "disk_mb": 16}))
+    assert "No space left" in res.runs[0].stderr_preview
+    res = executor.run(request("touch /dev/x"))
+    assert "Read-only" in res.runs[0].stderr_preview
+
+
+def test_a_workdir_the_job_made_into_a_file_is_the_jobs_own_failure(executor: SandboxExecutor) -> None:
+    req = SandboxRunRequest(commands=[{"cmd": "echo > f"}, {"cmd": "pwd", "workdir": "f/x"}], resources=TINY)
+    res = executor.run(req)
+    assert res.status is SandboxStatus.FAILED and res.evidence.failed_command == 1
+    assert res.runs[1].exit_code != 0 and "Not a directory" in res.runs[1].stderr_preview
+
+
+def test_concurrent_jobs_run_as_different_host_uids(executor: SandboxExecutor) -> None:
+    from dspy_pylon.sandbox.executor import _UidPool
+
+    pool = _UidPool(range(100, 104))
+    taken = {pool.take() for _ in range(4)}
+    assert taken == {100, 101, 102, 103}
+    with pytest.raises(pylon.SandboxRefused, match="no free job uid"):
+        pool.take()
+    pool.give_back(101)
+    assert pool.take() == 101
+    owners: list[int] = []
+
+    def owner_of_work() -> None:
+        base = executor._base()
+        for _ in range(200):
+            roots = [p for p in base.iterdir() if p.name.startswith("job-")]
+            if len(roots) == 2:
+                owners.extend(r.stat().st_uid for r in roots)
+                return
+            time.sleep(0.01)
+
+    jobs = [threading.Thread(target=executor.run, args=(request("sleep 1"),)) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    owner_of_work()
+    for job in jobs:
+        job.join()
+    assert len(owners) == 2 and owners[0] != owners[1] and 0 not in owners

@@ -64,6 +64,8 @@ class Announcement:
     #: What a job asking for no ``max_tokens`` gets, and the most one may ask for.
     max_tokens_default: int | None = None
     max_tokens_cap: int | None = None
+    #: A sandbox node's offer (``dspy_pylon.sandbox.wire.SandboxOffer.to_meta``), as announced.
+    sandbox: dict[str, Any] | None = None
 
     @property
     def cipher(self) -> Cipher:
@@ -84,6 +86,8 @@ class Announcement:
         if self.max_tokens_default is not None or self.max_tokens_cap is not None:
             content["max_tokens"] = {"default": self.max_tokens_default, "max": self.max_tokens_cap}
         content["nip90Params"] = _params_meta(self.models)
+        if self.sandbox is not None:
+            content["sandbox"] = self.sandbox
         if self.prices:
             content["prices"] = dict(self.prices)
         if self.formats:
@@ -136,6 +140,7 @@ class Announcement:
             relays=tuple(str(r) for r in relays)[:20] if isinstance(relays, list) else (),
             pubkey=raw.pubkey,
             created_at=raw.created_at,
+            sandbox=meta.get("sandbox") if isinstance(meta.get("sandbox"), dict) else None,
             prices=tuple(
                 (str(model)[:200], value)
                 for model, value in (prices.items() if isinstance(prices, dict) else ())

@@ -7,8 +7,9 @@ Its own user, PID, IPC, UTS and cgroup namespaces; its own network namespace unl
 ``full``; no capabilities, no new privileges (bubblewrap sets ``PR_SET_NO_NEW_PRIVS``), no
 further user namespaces, a new session (no terminal to inject keystrokes into), the seccomp
 filter, and ``--die-with-parent`` so killing bubblewrap tears the namespace (and so every process
-of the job, ``setsid`` or not) down. The environment is not on the command line, where any host
-user could read it in ``ps``: bubblewrap passes its own environment on.
+of the job, ``setsid`` or not) down. The job's environment and command reach bubblewrap through
+``--args FD`` with ``--clearenv``: in no command line (``ps``), and never in the environment of
+anything that runs on the host.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ class BwrapPlan:
 
     work_dir: str  # host path bound at /work
     tmp_dir: str  # host path bound at /tmp
+    shm_dir: str  # host path bound at /dev/shm (on the job's tmpfs: counted by the disk limit)
     cmd: str
     workdir: str = "."  # relative to /work (validated by SandboxCommand)
     network: NetworkPolicy = NetworkPolicy.NONE
     seccomp_fd: int | None = None
-    bwrap: str = "bwrap"
+    env: tuple[tuple[str, str], ...] = ()
     hostname: str = "sandbox"
 
 
@@ -72,13 +74,26 @@ def inside(workdir: str) -> str:
     return str(PurePosixPath(WORK, workdir))
 
 
-def bwrap_argv(plan: BwrapPlan, view: HostView, *, shell: str = "/bin/sh") -> list[str]:
-    """The argv that runs ``plan.cmd`` with ``shell -c`` under bubblewrap."""
-    argv = [plan.bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+#: Where the command rides into the sandbox: an environment variable set through ``--args``
+#: (bubblewrap wants the program itself on its real command line, which ``ps`` shows).
+COMMAND_VAR = "PYLON_SANDBOX_COMMAND"
+#: Run inside the sandbox, as the job's user: the work dir is made there (a path the job turned
+#: into a file or a link fails as the job's own error, never as a root mkdir on the host), and
+#: the command is taken out of the environment before it runs.
+ENTER = f'mkdir -p -- "$1" && cd -- "$1" && c=${COMMAND_VAR} && unset {COMMAND_VAR} && exec /bin/sh -c "$c"'
+
+
+def bwrap_args(plan: BwrapPlan, view: HostView) -> list[str]:
+    """bubblewrap's options for ``plan`` (the environment and the command among them). They go
+    to bubblewrap through ``--args FD``, so no process's command line holds them (``ps`` shows
+    every host user those); :func:`bwrap_command` follows them on the real command line."""
+    argv = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if plan.network is not NetworkPolicy.FULL:
         argv.append("--unshare-net")
     argv += ["--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    argv += ["--uid", str(UID), "--gid", str(UID), "--hostname", plan.hostname]
+    argv += ["--uid", str(UID), "--gid", str(UID), "--hostname", plan.hostname, "--clearenv"]
+    for name, value in plan.env:
+        argv += ["--setenv", name, value]
     for directory in view.dirs:
         argv += ["--ro-bind", directory, directory]
     for link, target in view.links.items():
@@ -87,16 +102,28 @@ def bwrap_argv(plan: BwrapPlan, view: HostView, *, shell: str = "/bin/sh") -> li
         argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     if plan.network is NetworkPolicy.FULL:
         argv += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--bind", plan.work_dir, WORK, "--bind", plan.tmp_dir, "/tmp", "--chdir", inside(plan.workdir)]
-    argv += ["--remount-ro", "/"]  # bubblewrap's own root is a writable tmpfs otherwise (uncounted by the disk limit)
+    argv += ["--proc", "/proc", "--dev", "/dev", "--bind", plan.shm_dir, "/dev/shm"]
+    argv += ["--bind", plan.work_dir, WORK, "--bind", plan.tmp_dir, "/tmp", "--chdir", WORK]
+    # bubblewrap's own root and /dev are writable tmpfs otherwise, uncounted by the disk limit.
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     if plan.seccomp_fd is not None:
         argv += ["--seccomp", str(plan.seccomp_fd)]
-    return [*argv, "--", shell, "-c", plan.cmd]
+    return [*argv, "--setenv", COMMAND_VAR, plan.cmd]  # last: a request's variable of that name loses
 
 
-def job_environment(env: dict[str, str], extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
+def bwrap_command(plan: BwrapPlan) -> list[str]:
+    """What follows the options on bubblewrap's command line: the shell entering the work dir
+    (nothing secret: the command itself is in the options)."""
+    return ["--", "/bin/sh", "-c", ENTER, "sh", inside(plan.workdir)]
+
+
+def job_environment(env: dict[str, str], extra: Iterable[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
     """The environment a command sees: a fixed base (nothing of the provider's own), then the
     request's variables (which may override the base, PATH included)."""
     base = {"PATH": PATH, "HOME": WORK, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "USER": "sandbox"}
-    return {**base, **dict(extra), **env}
+    return tuple({**base, **dict(extra), **env}.items())
+
+
+#: The environment of the gate shell and of bubblewrap itself, on the host: fixed, never the
+#: customer's (an LD_PRELOAD there would run the customer's code outside every namespace).
+HOST_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}

@@ -225,9 +225,13 @@ class JobCgroup:
     dirs: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, plan: CgroupPlan, name: str, limits: CgroupLimits) -> JobCgroup:
+    def create(cls, plan: CgroupPlan, name: str, limits: CgroupLimits, *, swap: bool | None = None) -> JobCgroup:
         """Make the job's groups and set its limits, each read back; :class:`SandboxRefused`
-        (after removing what was made) if one cannot be set."""
+        (after removing what was made) if one cannot be set. Without a swap limit file (no swap
+        accounting) a host that has swap (``swap``: read from /proc/swaps unless given) is
+        refused too: the memory limit would not hold."""
+        if swap is None:
+            swap = host_has_swap()
         group = cls(plan, name)
         try:
             made: set[Path] = set()
@@ -243,6 +247,8 @@ class JobCgroup:
             for controller, filename, value in limit_writes(plan, limits):
                 target = group.dirs[controller] / filename
                 if filename in OPTIONAL_FILES and not target.exists():
+                    if swap:
+                        raise OSError(f"{target.name} is missing and this host has swap: memory could spill into it")
                     continue
                 target.write_text(value)
                 if not _reads_back(target.read_text(), value):
@@ -295,10 +301,12 @@ class JobCgroup:
     def kill(self, *, within_s: float = 2.0) -> bool:
         """Kill every process in the job (v2's cgroup.kill, else SIGKILL to each until none is
         left: a fork between reading and killing is caught on the next pass). True when empty."""
-        kill_file = self.dirs["pids"] / "cgroup.kill"
-        if self.plan.parents["pids"][0] is CgroupVersion.V2 and kill_file.exists():
+        pids_dir = self.dirs.get("pids")
+        if pids_dir is not None and self.plan.parents["pids"][0] is CgroupVersion.V2:
+            kill_file = pids_dir / "cgroup.kill"
             with contextlib.suppress(OSError):
-                kill_file.write_text("1")
+                if kill_file.exists():
+                    kill_file.write_text("1")
         deadline = time.monotonic() + within_s
         while True:
             left = self.pids()
@@ -326,6 +334,11 @@ class JobCgroup:
                 except OSError:
                     time.sleep(0.01)
         self.dirs.clear()
+
+
+def host_has_swap(swaps: str = "/proc/swaps") -> bool:
+    """Whether any swap area is active (``/proc/swaps`` lists more than its header)."""
+    return len(_read(Path(swaps)).strip().splitlines()) > 1
 
 
 def _enable_v2(parent: Path) -> None:

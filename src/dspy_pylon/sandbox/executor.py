@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import selectors
 import shlex
 import shutil
@@ -28,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from dspy_pylon.plain_errors import SandboxRefused
-from dspy_pylon.sandbox.bwrap import BwrapPlan, HostView, bwrap_argv, host_view, job_environment
+from dspy_pylon.sandbox.bwrap import (
+    HOST_ENV,
+    BwrapPlan,
+    HostView,
+    bwrap_args,
+    bwrap_command,
+    host_view,
+    job_environment,
+)
 from dspy_pylon.sandbox.cgroups import CgroupLimits, CgroupPlan, JobCgroup, detect_plan
 from dspy_pylon.sandbox.outcome import CappedOutput, command_run, decide_status, status_error
 from dspy_pylon.sandbox.schema import (
@@ -57,19 +66,22 @@ class ExecutorConfig:
     """How this host runs sandbox jobs.
 
     ``networks``: the policies it accepts (``full`` only if the operator allows it);
-    ``allow_git``: whether it clones a request's git repo (over the network, on the job's clock);
+    ``allow_git``: whether it clones a request's git repo. The clone runs in the sandbox, on the
+    job's clock, but on the host's network (its loopback and LAN included): allow it only where
+    that network has nothing to hide;
     ``output_cap_bytes``: what it keeps of each command's stdout and of its stderr;
     ``pids_max``: processes a job may have at once; ``root``: where job dirs go;
-    ``cgroup_parent``: a delegated v2 group to put jobs under; ``job_uid``: the host uid a job
-    runs as when the node runs as root."""
+    ``cgroup_parent``: a delegated v2 group to put jobs under; ``job_uids``: the host uids jobs
+    run as when the node runs as root (each running job gets one of its own, so no two jobs can
+    reach each other's files)."""
 
     networks: frozenset[NetworkPolicy] = frozenset({NetworkPolicy.NONE, NetworkPolicy.LOCALHOST})
-    allow_git: bool = True
+    allow_git: bool = False
     output_cap_bytes: int = 1 << 20
     pids_max: int = 256
     root: Path | None = None
     cgroup_parent: str | None = None
-    job_uid: int = 65534
+    job_uids: range = range(1_000_000_000, 1_000_000_000 + (1 << 20))
     bwrap: str = "bwrap"
     proc: str = "/proc/self"  # where this process's mountinfo and cgroup files are read (tests point it elsewhere)
 
@@ -109,6 +121,7 @@ class SandboxExecutor:
         self.config = config or ExecutorConfig()
         self._lock = threading.Lock()
         self._ready: HostReadiness | None = None
+        self._uids = _UidPool(self.config.job_uids)
 
     def probe(self) -> HostReadiness:
         """Check that this host can isolate and limit a job (bubblewrap, cgroups with the memory,
@@ -153,9 +166,27 @@ class SandboxExecutor:
         ready = self.admit(request)
         started_ns = time.monotonic_ns()
         executed_at = int(time.time())
+        # Named at random, never after the job's id: another job knowing the id must not find it.
+        name = f"job-{uuid.uuid4().hex}"
+        uid = self._uids.take() if ready.as_root else None
+        try:
+            return self._run_as(request, ready, name, uid, cancel, provider_pubkey, started_ns, executed_at)
+        finally:
+            if uid is not None:
+                self._uids.give_back(uid)
+
+    def _run_as(
+        self,
+        request: SandboxRunRequest,
+        ready: HostReadiness,
+        name: str,
+        uid: int | None,
+        cancel: threading.Event | None,
+        provider_pubkey: str,
+        started_ns: int,
+        executed_at: int,
+    ) -> SandboxRunResponse:
         limits = request.limits
-        name = f"job-{job_id or uuid.uuid4().hex}"
-        uid = self.config.job_uid if ready.as_root else None
         cgroup = JobCgroup.create(
             ready.plan,
             name,
@@ -210,10 +241,14 @@ class SandboxExecutor:
                     if ran.run.exit_code != 0 and not command.continue_on_fail:
                         failed = index
                         break
-                job.cgroup.kill()
+            if not job.cgroup.kill():
+                raise SetupFailed("processes of the job could not be killed")
+            if setup_error is None:
                 artifacts = job.space.collect(job.request.artifacts)
         except SetupFailed as exc:
             setup_error = exc.args[0] if exc.args else type(exc).__name__
+        except OSError as exc:  # the host failed under the job (a full disk while staging, ...)
+            setup_error = f"the node failed on the job: {type(exc).__name__}: {exc.strerror or exc}"
         return (
             Evidence(
                 wall_ms=(time.monotonic_ns() - started_ns) // 1_000_000,
@@ -236,14 +271,20 @@ class SandboxExecutor:
             return None, None
         if repo.kind == "tarball":
             assert repo.tarball_b64 is not None  # the schema's rule
-            job.space.unpack_tarball(repo.tarball_b64, repo.mount_path)
-            return None, None
-        assert repo.url is not None
-        ran = self._command(job, SandboxCommand(cmd=_clone_script(repo.url, repo.ref, repo.mount_path)), clone=True)
+            staged = job.space.stage_tarball(repo.tarball_b64)
+            # GNU tar unpacks as the job's user inside the sandbox: whatever the archive holds
+            # (links out, absolute paths, devices), it lands in the sandbox or nowhere.
+            script = f"tar -xf {staged} --no-same-owner --no-same-permissions; status=$?; rm -f {staged}; exit $status"
+            what, setup = "unpacking the repo tarball", SandboxCommand(cmd=script, workdir=repo.mount_path)
+            ran = self._command(job, setup)
+        else:
+            assert repo.url is not None
+            what = f"git clone of {repo.url}"
+            ran = self._command(job, SandboxCommand(cmd=_clone_script(repo.url, repo.ref, repo.mount_path)), clone=True)
         if ran.stopped is not None:
             return ran.stopped, None
         if ran.run.exit_code != 0:
-            return None, f"git clone of {repo.url} failed (exit {ran.run.exit_code}): {ran.run.stderr_preview[-300:]}"
+            return None, f"{what} failed (exit {ran.run.exit_code}): {ran.run.stderr_preview[-300:]}"
         return None, None
 
     def _command(self, job: _Job, command: SandboxCommand, *, clone: bool = False) -> _Ran:
@@ -255,24 +296,23 @@ class SandboxExecutor:
         plan = BwrapPlan(
             work_dir=str(job.space.work),
             tmp_dir=str(job.space.tmp),
+            shm_dir=str(job.space.shm),
             cmd=command.cmd,
             workdir=command.workdir,
             network=network,
             seccomp_fd=seccomp,
-            bwrap=job.ready.bwrap,
+            env=job_environment({} if clone else request.env, _CLONE_ENV if clone else ()),
         )
-        env = job_environment({} if clone else request.env, _CLONE_ENV if clone else ())
-        if not clone:  # the workdir may be one a previous command (or the repo) made, or not yet exist
-            job.space.ensure_dir(command.workdir)
+        args = _args_fd(bwrap_args(plan, job.ready.view))
         started = time.monotonic_ns()
         try:
             proc = subprocess.Popen(
-                [*GATE, *bwrap_argv(plan, job.ready.view)],
+                [*GATE, job.ready.bwrap, "--args", str(args), *bwrap_command(plan)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(seccomp,),
-                env=env,
+                pass_fds=(seccomp, args),
+                env=HOST_ENV,
                 start_new_session=True,
                 **_as_job_user(job.space.uid),
             )
@@ -280,6 +320,7 @@ class SandboxExecutor:
             raise SetupFailed(f"cannot start bubblewrap: {exc}") from None
         finally:
             os.close(seccomp)
+            os.close(args)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:
             job.cgroup.join(proc.pid)
@@ -357,7 +398,7 @@ class SandboxExecutor:
             closed = [p for p in base.resolve().parents if not p.stat().st_mode & 0o001]
             if closed:
                 raise SandboxRefused(
-                    f"the sandbox job directory {base} is out of reach of the job's uid {self.config.job_uid}: "
+                    f"the sandbox job directory {base} is out of reach of the jobs' uids: "
                     f"{closed[0]} is not searchable by others (bubblewrap runs as that uid)",
                     missing=("a job directory its uid can reach",),
                 )
@@ -365,6 +406,38 @@ class SandboxExecutor:
 
     def _base(self) -> Path:
         return self._base_dir
+
+
+class _UidPool:
+    """Host uids for running jobs, one per job at a time (random within the range, so two nodes
+    on one host are unlikely to meet either)."""
+
+    def __init__(self, uids: range) -> None:
+        self.uids = uids
+        self._lock = threading.Lock()
+        self._taken: set[int] = set()
+
+    def take(self) -> int:
+        with self._lock:
+            for _ in range(64):
+                uid = self.uids[secrets.randbelow(len(self.uids))]
+                if uid not in self._taken:
+                    self._taken.add(uid)
+                    return uid
+        raise SandboxRefused("no free job uid left in this node's range", missing=("a free job uid",))
+
+    def give_back(self, uid: int) -> None:
+        with self._lock:
+            self._taken.discard(uid)
+
+
+def _args_fd(args: list[str]) -> int:
+    """bubblewrap's arguments in a memory file (``--args FD`` reads them NUL-separated): the
+    job's environment can be megabytes, more than a pipe holds without a writer thread."""
+    fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
+    os.write(fd, b"".join(arg.encode() + b"\0" for arg in args))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 _CLONE_ENV = (("GIT_TERMINAL_PROMPT", "0"), ("GIT_CONFIG_NOSYSTEM", "1"), ("GIT_ASKPASS", "/bin/false"))

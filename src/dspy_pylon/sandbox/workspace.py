@@ -1,6 +1,8 @@
-"""A sandbox job's files on the host: a tmpfs of the job's disk size holding its work dir and its
-``/tmp``, the request's tarball unpacked into it, artifacts collected from it, all of it removed
-after. (File system I/O only; what to run and how is decided elsewhere.)
+"""A sandbox job's files on the host: a tmpfs of the job's disk size holding its work dir, its
+``/tmp`` and its ``/dev/shm``, the request's tarball staged in it (``tar`` unpacks it inside the
+sandbox), artifacts collected from it, all of it removed after. (File system I/O only; what to
+run and how is decided elsewhere.) Root never creates, unpacks or follows anything of the job's
+inside the work dir: it only reads files the job left, once every process of the job is gone.
 
 The disk limit is the tmpfs's size, which the kernel enforces (``ENOSPC``). Mounting one needs
 ``CAP_SYS_ADMIN`` (a node running as root, or in a user and mount namespace of its own): without
@@ -12,15 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import ctypes
 import ctypes.util
+import fnmatch
 import hashlib
-import io
 import os
 import shutil
 import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from dspy_pylon.sandbox.schema import ARTIFACT_INLINE_BYTES, Artifact
 
 MAX_ARTIFACTS = 64
 MAX_INLINE_TOTAL = 256 * 1024
-MAX_TAR_MEMBERS = 20_000
+MAX_WALK = 20_000
+STAGED_TARBALL = ".pylon-repo.tar"
 _MS_NOSUID, _MS_NODEV = 2, 4
 _MNT_DETACH = 2
 
@@ -45,7 +46,8 @@ def _libc() -> ctypes.CDLL:
 
 @dataclass
 class Workspace:
-    """One job's directory tree: ``root`` (the tmpfs), ``work`` (``/work`` inside), ``tmp``."""
+    """One job's directory tree: ``root`` (the tmpfs) holding ``work`` (``/work`` inside),
+    ``tmp`` (``/tmp``) and ``shm`` (``/dev/shm``)."""
 
     root: Path
     uid: int | None = None  # files belong to this host uid (when the node runs as root)
@@ -59,9 +61,13 @@ class Workspace:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def shm(self) -> Path:
+        return self.root / "shm"
+
     @classmethod
     def create(cls, base: Path, name: str, *, disk_mb: int, uid: int | None) -> Workspace:
-        """Mount a ``disk_mb`` tmpfs at ``base/name`` and make the work and tmp dirs on it;
+        """Mount a ``disk_mb`` tmpfs at ``base/name`` and make the job's dirs on it;
         :class:`SandboxRefused` when the tmpfs cannot be mounted."""
         root = base / name
         root.mkdir(parents=True, exist_ok=False)
@@ -78,77 +84,45 @@ class Workspace:
                 missing=("a size-limited tmpfs for the work dir",),
             )
         space.mounted = True
-        for path in (space.work, space.tmp):
+        for path in (space.work, space.tmp, space.shm):
             path.mkdir(mode=0o700)
-            space._own(path)
+            if uid is not None:
+                os.lchown(path, uid, uid)
         return space
 
-    def _own(self, path: Path) -> None:
-        if self.uid is not None:
-            os.lchown(path, self.uid, self.uid)
-
-    def unpack_tarball(self, tarball_b64: str, mount_path: str) -> None:
-        """Unpack an inline ``.tar.gz`` at ``work/mount_path`` with tarfile's ``data`` filter (no
-        absolute paths, no links out of the tree, no devices, no setuid bits)."""
+    def stage_tarball(self, tarball_b64: str) -> str:
+        """Write the request's tarball into the job's ``/tmp`` (``tar`` unpacks it inside the
+        sandbox, as the job's user: the node never unpacks a customer's archive itself) and
+        return its path inside the sandbox."""
         try:
             data = base64.b64decode(tarball_b64, validate=True)
         except (binascii.Error, ValueError):
             raise SetupFailed("the repo tarball is not valid base64") from None
-        target = self.work / mount_path
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-                members = archive.getmembers()
-                if len(members) > MAX_TAR_MEMBERS:
-                    raise SetupFailed(f"the repo tarball has over {MAX_TAR_MEMBERS} entries")
-                archive.extractall(target, members=members, filter="data")
-        except SetupFailed:
-            raise
-        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:  # ENOSPC included: the disk limit
-            raise SetupFailed(f"the repo tarball could not be unpacked: {type(exc).__name__}: {exc}") from None
-        self.own_tree(self.work)
-
-    def own_tree(self, top: Path) -> None:
-        """Give everything below ``top`` to the job's uid."""
-        if self.uid is None:
-            return
-        self._own(top)
-        for folder, dirs, files in os.walk(top):
-            for name in dirs + files:
-                self._own(Path(folder, name))
-
-    def ensure_dir(self, rel: str) -> None:
-        """Make ``work/rel`` (and the job's own parents of it) if missing. A path the job made
-        into a link is left alone: bubblewrap then fails to enter it, inside the sandbox."""
-        path = self.work
-        for part in Path(rel).parts:
-            path = path / part
-            if path.is_symlink():
-                return
-            if not path.exists():
-                path.mkdir(mode=0o755)
-                self._own(path)
+        # Nothing of the job has run yet; still, never follow a link or reuse a file.
+        fd = os.open(self.tmp / STAGED_TARBALL, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                out.write(data)
+                out.flush()
+            except OSError as exc:  # ENOSPC: larger than the job's disk
+                raise SetupFailed(f"the repo tarball does not fit in the job's disk: {exc.strerror}") from None
+            if self.uid is not None:
+                os.fchown(out.fileno(), self.uid, self.uid)
+        return f"/tmp/{STAGED_TARBALL}"
 
     def collect(self, patterns: tuple[str, ...]) -> tuple[Artifact, ...]:
-        """The regular files matching ``patterns``, with hashes and sizes (the small ones inline),
-        in path order, at most ``MAX_ARTIFACTS``. Links are never followed: a job cannot make the
-        node read a file outside its work dir."""
-        work = self.work.resolve()
-        found: dict[str, Path] = {}
-        for pattern in patterns:
-            for path in sorted(self.work.glob(pattern)):
-                rel = path.relative_to(self.work).as_posix()
-                if rel in found or not _inside(path, work):
-                    continue
-                with contextlib.suppress(OSError):
-                    if stat.S_ISREG(path.lstat().st_mode):
-                        found[rel] = path
-                if len(found) >= MAX_ARTIFACTS:
-                    break
+        """The regular files whose path inside the work dir matches one of ``patterns``
+        (shell-style, ``*`` crossing directories), with hashes and sizes (the small ones inline),
+        in path order, at most ``MAX_ARTIFACTS``. The walk never follows a link and looks at no
+        more than ``MAX_WALK`` entries: a job cannot make the node read, or wander, outside its
+        work dir. Call only once every process of the job is gone."""
+        if not patterns:
+            return ()
+        found = [rel for rel in _walk(self.work) if any(fnmatch.fnmatchcase(rel, p) for p in patterns)]
         artifacts: list[Artifact] = []
         inline_left = MAX_INLINE_TOTAL
         for rel in sorted(found)[:MAX_ARTIFACTS]:
-            digest, size, head = _hash_file(found[rel], keep=min(ARTIFACT_INLINE_BYTES, inline_left))
+            digest, size, head = _hash_file(self.work / rel, keep=min(ARTIFACT_INLINE_BYTES, inline_left))
             if digest is None:
                 continue
             inline = head if head is not None and len(head) == size else None
@@ -169,15 +143,30 @@ class Workspace:
         if self.mounted:
             _libc().umount2(str(self.root).encode(), _MNT_DETACH)
             self.mounted = False
-        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)  # never follows links (fd-based on Linux)
 
 
-def _inside(path: Path, work: Path) -> bool:
-    try:
-        path.parent.resolve(strict=True).relative_to(work)
-    except (OSError, ValueError):
-        return False
-    return True
+def _walk(top: Path) -> list[str]:
+    """Paths (relative, POSIX) of the regular files below ``top``, links never followed, at most
+    ``MAX_WALK`` entries looked at."""
+    found: list[str] = []
+    stack = [""]
+    seen = 0
+    while stack and seen < MAX_WALK:
+        rel = stack.pop()
+        try:
+            with os.scandir(top / rel if rel else top) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            seen += 1
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(path)
+            elif entry.is_file(follow_symlinks=False):
+                found.append(path)
+    return found
 
 
 def _hash_file(path: Path, *, keep: int) -> tuple[str | None, int, bytes | None]:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Protocol
 
 from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.errors import MalformedEvent, PylonError
@@ -53,6 +53,10 @@ class Serving:
             max_unpaid=settings.max_unpaid,
             default_max_tokens=settings.max_tokens_default,
         )
+
+    def cannot_run(self, job: JobRequest) -> str | None:
+        """Why ``job`` cannot run here, or None (:func:`cannot_run`)."""
+        return cannot_run(job, self)
 
     def price_for(self, job: JobRequest) -> int:
         """What ``job`` costs here (msats): the default price when it names no model; else the
@@ -112,6 +116,24 @@ class Run:
 Decision = Refuse | Bill | Run
 
 
+class JobService(Protocol):
+    """A kind of job a node sells (text generation, sandboxed execution): what :func:`admit`
+    asks of it before any money moves."""
+
+    @property
+    def max_unpaid(self) -> int:
+        """Invoices that may wait for payment at once before jobs are turned away."""
+        ...
+
+    def cannot_run(self, job: JobRequest) -> str | None:
+        """Why ``job`` cannot run here, or None."""
+        ...
+
+    def price_for(self, job: JobRequest) -> int:
+        """What ``job`` costs here (msats)."""
+        ...
+
+
 def cannot_run(job: JobRequest, serving: Serving) -> str | None:
     """Why ``job`` cannot run here (parsing, the model, capabilities, the backend body), or None."""
     try:
@@ -133,9 +155,9 @@ def cannot_run(job: JobRequest, serving: Serving) -> str | None:
     return None
 
 
-def admit(job: JobRequest, serving: Serving, *, unpaid: int) -> Decision:
+def admit(job: JobRequest, serving: JobService, *, unpaid: int) -> Decision:
     """What to do with ``job`` while ``unpaid`` invoices of this node wait for payment."""
-    why = cannot_run(job, serving)
+    why = serving.cannot_run(job)
     if why is not None:
         return Refuse(why)
     price = serving.price_for(job)

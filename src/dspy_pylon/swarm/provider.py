@@ -1,9 +1,12 @@
-"""The provider node: serves NIP-90 text-generation jobs from relays with a local backend.
+"""The provider node: serves NIP-90 text-generation jobs from relays with a local backend, and
+(with ``settings.sandbox``) sandboxed code execution, kind 5930 (:mod:`dspy_pylon.sandbox.wire`).
 
 Subscribes to job requests, honours ``p`` targeting, claims each job once (SQLite), sends
 ``processing`` feedback (for a job still running after a moment), runs the chat on the local
 backend and publishes the result with ``request``, ``e``, ``p``, ``i``, ``amount``, ``model``
-and ``usage`` tags — or ``error`` feedback saying why not. A bounded queue and a worker pool
+and ``usage`` tags — or ``error`` feedback saying why not. Both kinds share the job
+lifecycle: claim once, judge and price before any invoice, payment before the work,
+cancellation, restart recovery. A bounded queue and a worker pool
 (a TaskGroup in :meth:`~ProviderNode.serve`) give back-pressure; after
 :meth:`~ProviderNode.request_stop`, serve finishes the jobs in flight.
 """
@@ -21,7 +24,7 @@ from dspy import lm15
 
 from dspy_pylon import capabilities as caps_mod
 from dspy_pylon.config import Local
-from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge
+from dspy_pylon.errors import ConfigError, MalformedEvent, PylonError, ResultTooLarge, SandboxRefused
 from dspy_pylon.local.backends import LocalRouter, public_model_name
 from dspy_pylon.nostr.events import RawEvent
 from dspy_pylon.nostr.nip89 import Announcement
@@ -30,15 +33,18 @@ from dspy_pylon.nostr.relay_client import RelayClient
 from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
+from dspy_pylon.sandbox.executor import SandboxExecutor
+from dspy_pylon.sandbox.wire import SANDBOX_REQUEST_KIND, fit_response, sandbox_result
 from dspy_pylon.swarm import admission
 from dspy_pylon.swarm.cancellations import CANCELLED, Cancellations
 from dspy_pylon.swarm.chat_job import job_result, parse_job
 from dspy_pylon.swarm.invoice_pool import InvoicePool
 from dspy_pylon.swarm.jobs_db import JobsDB, JobStatus
-from dspy_pylon.swarm.provider_announcement import node_announcement
+from dspy_pylon.swarm.provider_announcement import node_announcement, sandbox_announcement
 from dspy_pylon.swarm.provider_billing import ProviderBilling
 from dspy_pylon.swarm.provider_replies import Replies
 from dspy_pylon.swarm.provider_settings import ProviderSettings, load_provider_file
+from dspy_pylon.swarm.sandbox_service import SandboxService
 
 __all__ = ["ProviderNode", "ProviderSettings", "ProviderStats", "load_provider_file"]
 
@@ -74,7 +80,13 @@ class ProviderNode:
     """A NIP-90 provider. Create, then ``await start()`` and ``await serve()`` on one event loop."""
 
     def __init__(
-        self, keys: Any, settings: ProviderSettings, router: LocalRouter | None = None, wallet: NwcWallet | None = None
+        self,
+        keys: Any,
+        settings: ProviderSettings,
+        router: LocalRouter | None = None,
+        wallet: NwcWallet | None = None,
+        *,
+        sandbox_executor: SandboxExecutor | None = None,
     ) -> None:
         if settings.priced and wallet is None:
             raise ConfigError(
@@ -101,6 +113,11 @@ class ProviderNode:
         # Jobs seen lately (one arriving from every relay is claimed only once), and cancelled.
         self.cancellations = Cancellations(_SEEN_LIMIT)
         self.serving: admission.Serving | None = None
+        self.sandbox: SandboxService | None = None
+        if settings.sandbox is not None:
+            self.sandbox = SandboxService.of(
+                settings.sandbox, max_unpaid=settings.max_unpaid, executor=sandbox_executor
+            )
         self.stats = ProviderStats()
         self.models: list[str] = []
         # What the served backend honours (schemas, tools), as announced.
@@ -134,6 +151,8 @@ class ProviderNode:
     async def _start(self) -> None:
         import nostr_sdk
 
+        if self.sandbox is not None:  # a host that cannot isolate jobs does not offer to run them
+            await asyncio.to_thread(self.sandbox.executor.probe)
         self._route = (await asyncio.to_thread(self.router.resolve))[0]
         self.models = await asyncio.to_thread(self.router.served_models)
         self.capabilities = await asyncio.to_thread(self.router.capabilities, self._route)
@@ -142,13 +161,14 @@ class ProviderNode:
             await self.wallet.start_listening()
         # Only jobs from now on: stored requests were meant for whoever was online then.
         since = nostr_sdk.Timestamp.now()
+        kinds = self.job_kinds
         await self._client.subscribe(
-            [nostr_sdk.Filter().kind(nostr_sdk.Kind(TEXT_GENERATION)).since(since)], self._on_request, self._for_us
+            [nostr_sdk.Filter().kinds([nostr_sdk.Kind(k) for k in kinds]).since(since)], self._on_request, self._for_us
         )
-        # Cancellations of text-generation jobs (NIP-09 deletions naming the kind, as NIP-90 says).
+        # Cancellations of our kinds' jobs (NIP-09 deletions naming the kind, as NIP-90 says).
         deletions = nostr_sdk.Filter().kind(nostr_sdk.Kind(DELETION_KIND)).since(since)
         k = nostr_sdk.SingleLetterTag.from_byte(ord("k"))
-        await self._client.subscribe([deletions.custom_tag(k, str(TEXT_GENERATION))], self._on_deletion)
+        await self._client.subscribe([deletions.custom_tags(k, [str(k) for k in kinds])], self._on_deletion)
         self.serving = admission.Serving.of(self.settings, self._route, self.models, self.capabilities)
         self._accepting = True
         if self.invoices is not None:
@@ -161,16 +181,35 @@ class ProviderNode:
         if self.settings.announce:
             await self.announce()
         what = f"{self._route.backend} ({self._route.model}) on {', '.join(self.settings.relays)}"
-        log.info("provider %s serving kind %d with %s", self.pubkey[:12], TEXT_GENERATION, what)
+        log.info("provider %s serving kinds %s with %s", self.pubkey[:12], kinds, what)
+
+    @property
+    def job_kinds(self) -> tuple[int, ...]:
+        """The job request kinds this node serves."""
+        return (TEXT_GENERATION, SANDBOX_REQUEST_KIND) if self.sandbox is not None else (TEXT_GENERATION,)
 
     def announcement(self) -> Announcement:
-        """This node's NIP-89 announcement."""
+        """This node's NIP-89 announcement of text generation."""
         return node_announcement(self.settings, self.models, self.capabilities)
 
+    def announcements(self) -> list[Announcement]:
+        """Every NIP-89 announcement of this node: text generation, and sandboxed execution if sold."""
+        made = [self.announcement()]
+        if self.settings.sandbox is not None:
+            made.append(sandbox_announcement(self.settings, self.settings.sandbox))
+        return made
+
     async def announce(self) -> None:
-        """Publish the NIP-89 announcement (kind 31990)."""
+        """Publish the NIP-89 announcements (kind 31990)."""
         assert self._client is not None
-        await self._client.publish(self.announcement().to_event(self.keys))
+        for announcement in self.announcements():
+            await self._client.publish(announcement.to_event(self.keys))
+
+    def _service(self, job: JobRequest) -> admission.JobService:
+        if job.kind == SANDBOX_REQUEST_KIND and self.sandbox is not None:
+            return self.sandbox
+        assert self.serving is not None
+        return self.serving
 
     # ─── intake: cheap checks in the routing callback, the rest in a task off it ───
 
@@ -228,7 +267,7 @@ class ProviderNode:
             await self._drop_cancelled(job.id)
             return
         unpaid = self.billing.unpaid if self.billing is not None else 0
-        decision = admission.admit(job, self.serving, unpaid=unpaid)
+        decision = admission.admit(job, self._service(job), unpaid=unpaid)
         if isinstance(decision, admission.Refuse):
             await self.replies.refuse_job(job, decision.why)
         elif isinstance(decision, admission.Bill):
@@ -265,8 +304,7 @@ class ProviderNode:
                 self._queue.task_done()
 
     async def _run(self, job: JobRequest) -> None:
-        assert self.serving is not None
-        price = self.serving.price_for(job)
+        price = self._service(job).price_for(job)
         paid = price > 0  # a paid job runs even if cancelled: it was paid for
         if self.cancellations.cancelled(job.id) and not paid:
             await self._drop_cancelled(job.id)
@@ -277,6 +315,8 @@ class ProviderNode:
         """Run ``job`` on the backend: its result signed and ready to publish, the reason to
         refuse it, or None when its customer cancelled it meanwhile. ``ahead``: work started
         before the payment (no ``processing`` feedback: the bill is what the customer sees)."""
+        if job.kind == SANDBOX_REQUEST_KIND:
+            return await self._answer_sandbox(job, price, paid=paid, ahead=ahead)
         assert self._route is not None and self.serving is not None
         # Checked in full at intake (before any invoice); a job read back after a restart was
         # checked then too, and the codec still refuses what a changed backend cannot honour.
@@ -308,6 +348,39 @@ class ProviderNode:
             if status is not None:
                 status.cancel()  # answered (or failed) before the feedback was due: the result says it all
         result = job_result(job, response, form, public_model_name(route.model), price)
+        event = result.to_event(self.keys)
+        size = len(event.as_json().encode())
+        if size > self.settings.max_result_bytes:
+            return f"result too large: {size} bytes, relays take {self.settings.max_result_bytes}"
+        return _Answer(result, event)
+
+    async def _answer_sandbox(self, job: JobRequest, price: int, *, paid: bool, ahead: bool) -> _Outcome:
+        """Run a sandbox job in the isolated executor (a worker thread); the same outcomes as
+        inference: an answer, a reason to refuse, or None when a free job was cancelled."""
+        assert self.sandbox is not None
+        try:
+            self.sandbox.request(job)
+        except MalformedEvent as exc:
+            return str(exc)
+        status = None if ahead else self._processing_later(job)
+        run = asyncio.ensure_future(self.sandbox.run(job, self.pubkey))
+        try:
+            with contextlib.nullcontext() if paid else self.cancellations.running(job.id, run):
+                if self.cancellations.cancelled(job.id) and not paid:
+                    run.cancel()
+                response = await run
+        except asyncio.CancelledError:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise
+            return None
+        except SandboxRefused as exc:
+            return f"this node cannot run the job as asked: {exc}"
+        finally:
+            if status is not None:
+                status.cancel()
+        # Relays cap events: the request is echoed in the result, so the response gets what is left.
+        room = self.settings.max_result_bytes - len(job.event_json.encode()) - 2048
+        result = sandbox_result(job, fit_response(response, room * 3 // 4 if job.encrypted else room), price)
         event = result.to_event(self.keys)
         size = len(event.as_json().encode())
         if size > self.settings.max_result_bytes:

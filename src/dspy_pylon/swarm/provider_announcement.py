@@ -9,10 +9,11 @@ from dspy_pylon.local.backends import public_model_name
 from dspy_pylon.nostr.ciphers import Cipher
 from dspy_pylon.nostr.nip89 import Announcement
 from dspy_pylon.nostr.nip90 import TEXT_GENERATION
+from dspy_pylon.sandbox.wire import SANDBOX_REQUEST_KIND, SandboxOffer
 from dspy_pylon.swarm.chat_job import FORMATS
 from dspy_pylon.swarm.provider_settings import ProviderSettings
 
-__all__ = ["node_announcement"]
+__all__ = ["node_announcement", "sandbox_announcement"]
 
 
 def node_announcement(
@@ -37,4 +38,19 @@ def node_announcement(
         encryption=(Cipher.NIP44, Cipher.NIP04),
         max_tokens_default=settings.max_tokens_default,
         max_tokens_cap=settings.max_tokens_cap,
+    )
+
+
+def sandbox_announcement(settings: ProviderSettings, offer: SandboxOffer) -> Announcement:
+    """The announcement of the node's sandboxed execution (kind 5930): its profiles, prices
+    (base per job, per CPU-second), network policies and runtime in ``content["sandbox"]``."""
+    return Announcement(
+        identifier=f"pylon-{SANDBOX_REQUEST_KIND}",
+        kinds=(SANDBOX_REQUEST_KIND,),
+        name=settings.name,
+        about="Sandboxed code execution (bubblewrap, cgroups, seccomp) by dspy-pylon",
+        price_msats=offer.base_msats,
+        relays=settings.relays,
+        encryption=(Cipher.NIP44, Cipher.NIP04),
+        sandbox=offer.to_meta(),
     )

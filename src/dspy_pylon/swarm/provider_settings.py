@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from dspy_pylon.config import BackendName
-from dspy_pylon.errors import ConfigError
+from dspy_pylon.errors import ConfigError, SandboxError
+from dspy_pylon.sandbox.schema import NetworkPolicy, SandboxProfile
+from dspy_pylon.sandbox.wire import SandboxOffer
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class ProviderSettings:
     # one for its customer (and every relay) to receive, verify and read - a third of the
     # messages of a quick job.
     processing_feedback_after_s: float = 0.25
+    # Sell sandboxed code execution too (kind 5930): the profiles, prices and policies offered.
+    # The node then checks at start that this host can isolate and limit jobs, and refuses to
+    # start if it cannot (pylon.sandbox.SandboxExecutor.probe).
+    sandbox: SandboxOffer | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("price_msats", self.price_msats), *self.prices.items()):
@@ -84,7 +90,7 @@ class ProviderSettings:
     @property
     def priced(self) -> bool:
         """Whether any job can cost money here."""
-        return self.price_msats > 0 or any(self.prices.values())
+        return self.price_msats > 0 or any(self.prices.values()) or (self.sandbox is not None and self.sandbox.priced)
 
 
 def load_provider_file(path: Path) -> dict[str, Any]:
@@ -92,8 +98,10 @@ def load_provider_file(path: Path) -> dict[str, Any]:
 
     Keys: ``relays`` (list), ``backend``, ``name``, ``about``, ``price_msats``, ``concurrency``,
     ``queue_limit``, ``timeout``, ``max_tokens_cap``, ``default_max_tokens``, ``announce``, ``invoice_expiry_s``,
-    ``work_before_payment``, ``processing_feedback_after_s`` and a
-    ``[prices]`` table of per-model prices in msats (``"llama3.2" = 2000``).
+    ``work_before_payment``, ``processing_feedback_after_s``, a
+    ``[prices]`` table of per-model prices in msats (``"llama3.2" = 2000``) and a ``[sandbox]``
+    table to sell sandboxed execution (``base_msats``, ``msats_per_cpu_second``, ``profiles``,
+    ``networks``, ``allow_git``).
     """
     import tomllib
 
@@ -111,4 +119,26 @@ def load_provider_file(path: Path) -> dict[str, Any]:
         data["relays"] = tuple(data["relays"])
     if "prices" in data and not isinstance(data["prices"], dict):
         raise ConfigError(f"{path}: prices must be a table of model = msats")
+    if "sandbox" in data:
+        data["sandbox"] = sandbox_offer(data["sandbox"], where=str(path))
     return data
+
+
+def sandbox_offer(table: object, *, where: str = "sandbox") -> SandboxOffer:
+    """A :class:`SandboxOffer` from a settings table (TOML ``[sandbox]`` or CLI options)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: sandbox must be a table")
+    known = {"base_msats", "msats_per_cpu_second", "profiles", "networks", "allow_git"}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown sandbox settings {sorted(unknown)}; allowed: {sorted(known)}")
+    fields: dict[str, Any] = {k: table[k] for k in ("base_msats", "msats_per_cpu_second", "allow_git") if k in table}
+    try:
+        if "profiles" in table:
+            fields["profiles"] = tuple(SandboxProfile(p) for p in table["profiles"])
+        if "networks" in table:
+            fields["networks"] = tuple(NetworkPolicy(n) for n in table["networks"])
+        return SandboxOffer(**fields)
+    except (ValueError, TypeError) as exc:  # SandboxError is a ValueError
+        reason = exc.args[0] if isinstance(exc, SandboxError) and exc.args else exc
+        raise ConfigError(f"{where}: not a valid sandbox offer: {reason}") from None

@@ -123,10 +123,13 @@ class LocalSwarm:
             name=f"pylon local provider {n}",
         )
 
-    def add_provider(self, *, keys: Any = None, wallet: NwcWallet | None = None, **settings: Any) -> ProviderNode:
+    def add_provider(
+        self, *, keys: Any = None, wallet: NwcWallet | None = None, sandbox_executor: Any = None, **settings: Any
+    ) -> ProviderNode:
         """Start one more node (fresh ``keys`` unless given) and serve until :meth:`stop_provider`
         or :meth:`close`. ``settings`` are :class:`~dspy_pylon.swarm.provider_settings.ProviderSettings`
-        fields over this swarm's defaults; ``wallet`` is how a priced node gets paid."""
+        fields over this swarm's defaults (``sandbox=SandboxOffer(...)`` sells sandboxed execution,
+        on ``sandbox_executor`` if given); ``wallet`` is how a priced node gets paid."""
         import nostr_sdk
 
         from dspy_pylon.swarm.provider import ProviderNode
@@ -143,7 +146,12 @@ class LocalSwarm:
             **self.provider_settings,
             **settings,
         }
-        node = ProviderNode(keys or nostr_sdk.Keys.generate(), ProviderSettings(**fields), wallet=wallet)
+        node = ProviderNode(
+            keys or nostr_sdk.Keys.generate(),
+            ProviderSettings(**fields),
+            wallet=wallet,
+            sandbox_executor=sandbox_executor,
+        )
         loop.run(node.start(), 60)  # a failed start releases what it took
         self.nodes.append(node)
         self._serving.append(loop.submit(node.serve()))

@@ -29,6 +29,18 @@ def annotate(**attributes: Any) -> None:
             _notes.popitem(last=False)
 
 
+#: Reserved note keys: a swarm job the call ran (its route) and what it cost, for calls that are
+#: no LM call (a sandbox run): the recorder moves them to the node's ``route`` and ``usage``.
+ROUTE = "__pylon_route__"
+COST = "__pylon_cost_msats__"
+
+
+def annotate_job(route: dict[str, Any], *, cost_msats: int | None) -> None:
+    """Tell the trace which swarm job the call running now ran (``route``: venue, provider,
+    job_id, result_id, relay...) and what it cost: a receipt then links the node to that job."""
+    annotate(**{ROUTE: dict(route), COST: cost_msats})
+
+
 def get(call_id: str) -> dict[str, Any] | None:
     """What was attached to ``call_id`` (every recorder may read it)."""
     if not _notes:  # nothing was ever annotated: no lock on the recorder's path

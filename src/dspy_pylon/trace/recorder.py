@@ -191,6 +191,10 @@ class TraceRecorder(PylonCallback):
                 node.attributes["cache_hit"] = info.cache_hit
             told = notes.get(call_id)
             if told:
+                route, cost = told.pop(notes.ROUTE, None), told.pop(notes.COST, None)
+                if isinstance(route, dict) and node.route is None:
+                    node.route = route
+                    node.usage = {**(node.usage or {}), **({"cost_msats": cost} if cost is not None else {})}
                 node.attributes.update(told)
             finished_root = node.parent_id is None or node.parent_id not in self.graph.nodes
         self._tell("on_trace_node_end", node)

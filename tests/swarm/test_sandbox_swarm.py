@@ -1,0 +1,167 @@
+"""Sandbox jobs over a real relay: a node selling sandboxed execution (kind 5930), paid before it
+runs through the development wallet over NIP-47, results verified by the customer; a node that
+lies about what ran is refused and blamed; what the offer or the host cannot do is refused
+before any invoice."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import nostr_sdk
+import pytest
+
+import dspy_pylon as pylon
+from dspy_pylon.nostr.events import from_sdk
+from dspy_pylon.nostr.nip89 import Announcement
+from dspy_pylon.sandbox import (
+    SANDBOX_REQUEST_KIND,
+    PylonSandboxProvider,
+    SandboxExecutor,
+    SandboxOffer,
+    SandboxRunRequest,
+    SandboxRunResponse,
+    SandboxStatus,
+)
+from dspy_pylon.testing import LocalSwarm
+from tests.swarm.conftest import eventually
+
+BASE, PER_CPU_S = 500, 20
+TINY = {"cpus": 1, "memory_mb": 256, "timeout_secs": 10, "disk_mb": 64}
+PRICE = BASE + PER_CPU_S * 1 * 10
+
+
+def _client(swarm: LocalSwarm, tmp_path: Path, providers: tuple[str, ...], **kw: Any) -> PylonSandboxProvider:
+    kw.setdefault("bid_msats", 5_000)
+    return PylonSandboxProvider(
+        (swarm.url,),
+        nostr_sdk.Keys.generate(),
+        providers=providers,
+        nwc_uri=swarm.account("customer", 50_000),
+        home=tmp_path / "customer-home",
+        timeout=30,
+        **kw,
+    )
+
+
+def _request(*cmds: str, **fields: Any) -> SandboxRunRequest:
+    return SandboxRunRequest(commands=[{"cmd": c} for c in cmds], resources=TINY, **fields)
+
+
+def test_a_paid_sandbox_job_runs_on_the_node_and_verifies(
+    start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    offer = SandboxOffer(base_msats=BASE, msats_per_cpu_second=PER_CPU_S)
+    node = start_provider(sandbox=offer, wallet=local_swarm.wallet("sandbox-node"))
+    with _client(local_swarm, tmp_path, (node.pubkey,)) as client:
+        suite = 'python3 -c "import unittest, sys; sys.exit(0 if 2 + 2 == 4 else 1)" && echo tests passed'
+        outcome = client.run(_request(suite, "echo done > report.txt", artifacts=("report.txt",)))
+    assert outcome.status is SandboxStatus.SUCCESS
+    assert outcome.response.runs[0].stdout_preview == "tests passed\n"
+    assert outcome.verification.ok and "provenance" in outcome.verification.checked
+    assert "runs[0].stdout" in outcome.verification.checked and "artifacts[report.txt]" in outcome.verification.checked
+    assert outcome.provider == node.pubkey and outcome.cost_msats == PRICE
+    assert outcome.response.provenance is not None and outcome.response.provenance.provider_pubkey == node.pubkey
+    assert local_swarm.balance("customer") == 50_000 - PRICE
+    assert local_swarm.balance("sandbox-node") == PRICE
+    eventually(lambda: node.node.ledger.total_paid_msats("earned") == PRICE)
+
+
+def test_the_node_announces_its_sandbox_offer(start_provider: Any, local_swarm: LocalSwarm) -> None:
+    offer = SandboxOffer(base_msats=BASE, msats_per_cpu_second=PER_CPU_S)
+    node = start_provider(sandbox=offer, wallet=local_swarm.wallet("sandbox-node"))
+    [chat, sandbox] = node.node.announcements()
+    assert SANDBOX_REQUEST_KIND in sandbox.kinds and SANDBOX_REQUEST_KIND not in chat.kinds
+    parsed = Announcement.from_event(from_sdk(sandbox.to_event(node.keys)))
+    assert SandboxOffer.from_meta(parsed.sandbox) == offer
+    assert parsed.sandbox is not None and parsed.sandbox["profiles"]["small"]["memory_mb"] == 1024
+    assert node.node.job_kinds == (5050, SANDBOX_REQUEST_KIND)
+
+
+def test_a_free_node_runs_a_broadcast_job_and_the_status_is_from_evidence(
+    start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    start_provider(sandbox=SandboxOffer())
+    with _client(local_swarm, tmp_path, ()) as client:
+        outcome = client.run(_request("python3 -c 'x = bytearray(600 * 1024 * 1024)'"))
+    assert outcome.status is SandboxStatus.OOM and outcome.cost_msats == 0
+    assert outcome.response.evidence.oom_kills >= 1
+
+
+def test_what_the_offer_does_not_cover_is_refused_before_any_invoice(
+    start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    offer = SandboxOffer(base_msats=BASE, profiles=(pylon.sandbox.SandboxProfile.SMALL,))
+    node = start_provider(sandbox=offer, wallet=local_swarm.wallet("sandbox-node"))
+    with _client(local_swarm, tmp_path, (node.pubkey,)) as client:
+        with pytest.raises(pylon.PylonError, match="network policy 'full' is not offered"):
+            client.run(_request("true", network="full"))
+        with pytest.raises(pylon.PylonError, match="profile 'medium' is not offered"):
+            client.run(SandboxRunRequest(commands=[{"cmd": "true"}], profile="medium"))
+    assert local_swarm.balance("customer") == 50_000 and local_swarm.balance("sandbox-node") == 0
+
+
+class _Forger(SandboxExecutor):
+    """A hostile node's executor: runs the job for real, then changes what the customer reads
+    (output that is not what ran, or the answer to another request), keeping it well-formed."""
+
+    def __init__(self, lie: str) -> None:
+        super().__init__()
+        self.lie = lie
+
+    def run(self, request: SandboxRunRequest, **kw: Any) -> SandboxRunResponse:
+        real = super().run(request, **kw)
+        if self.lie == "stdout":
+            runs = (real.runs[0].model_copy(update={"stdout_preview": "all 100 tests passed\n"}), *real.runs[1:])
+            forged = real.model_copy(update={"runs": runs})
+        else:
+            assert real.provenance is not None
+            provenance = real.provenance.model_copy(update={"input_sha256": "0" * 64})
+            forged = real.model_copy(update={"provenance": provenance})
+        assert forged.provenance is not None
+        provenance = forged.provenance.model_copy(update={"output_sha256": forged.output_sha256})
+        return forged.model_copy(update={"provenance": provenance})
+
+
+@pytest.mark.parametrize("lie", ["stdout", "input"])
+def test_a_hostile_node_whose_result_does_not_verify_is_refused(
+    lie: str, start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    node = start_provider(sandbox=SandboxOffer(), sandbox_executor=_Forger(lie))
+    with _client(local_swarm, tmp_path, (node.pubkey,)) as client:
+        started = time.monotonic()
+        with pytest.raises(pylon.PylonError, match="does not verify") as caught:
+            client.run(_request("echo 1 test failed; exit 1"))
+        assert time.monotonic() - started < 20  # refused on arrival, not at the timeout
+        expected = "run 0's stdout" if lie == "stdout" else "another request"
+        assert expected in str(caught.value)
+        reputation = client._customer.reputation
+        assert reputation.stats(node.pubkey).errors >= 1
+
+
+def test_a_node_on_a_host_that_cannot_isolate_refuses_to_start(local_swarm: LocalSwarm) -> None:
+    from dspy_pylon.sandbox import ExecutorConfig
+
+    blind = SandboxExecutor(ExecutorConfig(bwrap="no-such-bwrap"))
+    with pytest.raises(pylon.SandboxRefused, match="bubblewrap"):
+        local_swarm.add_provider(sandbox=SandboxOffer(), sandbox_executor=blind)
+
+
+def test_a_sandbox_job_is_a_traced_node_linked_to_its_job(
+    start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    import dspy
+
+    offer = SandboxOffer(base_msats=BASE, msats_per_cpu_second=PER_CPU_S)
+    node = start_provider(sandbox=offer, wallet=local_swarm.wallet("sandbox-node"))
+    recorder = pylon.TraceRecorder()
+    with _client(local_swarm, tmp_path, (node.pubkey,)) as client, dspy.context(callbacks=[recorder]):
+        outcome = client.run(_request("echo traced"))
+    [sandbox] = [n for n in recorder.graph.nodes.values() if n.type is pylon.NodeType.SANDBOX]
+    assert sandbox.route is not None and sandbox.route["job_id"] == outcome.job_id
+    assert sandbox.route["result_id"] == outcome.result_id and sandbox.route["provider"] == node.pubkey
+    assert sandbox.usage == {"cost_msats": PRICE}
+    assert sandbox.attributes["sandbox_status"] == "success"
+    assert json.dumps(sandbox.attributes)  # plain JSON, receipt-ready
