@@ -26,6 +26,7 @@ QUICK: dict[str, list[str]] = {
     "local_overhead.py": ["--iterations", "3", "--warmup", "1"],
     "trace_overhead.py": ["--rounds", "1", "--calls", "10", "--warmup", "0"],
     "hud_overhead.py": ["--rounds", "1", "--calls", "10", "--warmup", "0", "--latency-ms", "1"],
+    "sandbox_overhead.py": ["--rounds", "2", "--warmup", "0"],
     # --profile too: its hooks into pylon's objects must not rot either.
     "swarm_roundtrip.py": ["--iterations", "3", "--warmup", "1", "--no-diagnostic", "--profile"],
     "paid_roundtrip.py": [

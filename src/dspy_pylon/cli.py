@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -196,6 +197,27 @@ def identity_cmd() -> None:
     default=None,
     help="Start a priced job while its invoice waits; publish the result once paid (risks unpaid work).",
 )
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    default=False,
+    help="Also sell sandboxed code execution (kind 5930): bubblewrap + cgroups; the node refuses to start "
+    "if this host cannot isolate jobs.",
+)
+@click.option("--sandbox-base-msats", type=click.IntRange(min=0), default=None, help="Sandbox price per job (msats).")
+@click.option(
+    "--sandbox-cpu-second-msats",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Sandbox price per CPU-second a job may use (msats; billed before it runs: CPUs x time limit).",
+)
+@click.option(
+    "--sandbox-network",
+    "sandbox_networks",
+    multiple=True,
+    type=click.Choice(["none", "localhost", "full"]),
+    help="Network policies sandbox jobs may ask for (repeat) [default: none, localhost].",
+)
 def serve(
     relays: tuple[str, ...],
     backend: str | None,
@@ -209,8 +231,13 @@ def serve(
     no_announce: bool,
     invoice_expiry: int | None,
     work_before_payment: bool | None,
+    sandbox: bool,
+    sandbox_base_msats: int | None,
+    sandbox_cpu_second_msats: int | None,
+    sandbox_networks: tuple[str, ...],
 ) -> None:
-    """Sell local inference to the swarm: serve NIP-90 text-generation jobs (kind 5050).
+    """Sell local inference to the swarm: serve NIP-90 text-generation jobs (kind 5050), and with
+    --sandbox sandboxed code execution (kind 5930).
 
     A priced node invoices each job through its NWC wallet ($PYLON_NWC_URI or
     $PYLON_HOME/nwc.uri) and runs it once the invoice is paid.
@@ -239,6 +266,20 @@ def serve(
         settings_data.update({key: value for key, value in flags.items() if value is not None})
         if no_announce:
             settings_data["announce"] = False
+        if sandbox or sandbox_base_msats is not None or sandbox_cpu_second_msats is not None or sandbox_networks:
+            import dataclasses
+
+            from dspy_pylon.sandbox.schema import NetworkPolicy
+            from dspy_pylon.sandbox.wire import SandboxOffer
+
+            changes: dict[str, Any] = {
+                "base_msats": sandbox_base_msats,
+                "msats_per_cpu_second": sandbox_cpu_second_msats,
+            }
+            if sandbox_networks:
+                changes["networks"] = tuple(NetworkPolicy(n) for n in sandbox_networks)
+            offer = settings_data.get("sandbox") or SandboxOffer()  # provider.toml's [sandbox], then the flags
+            settings_data["sandbox"] = dataclasses.replace(offer, **{k: v for k, v in changes.items() if v is not None})
         if not settings_data.get("relays"):
             raise click.UsageError("no relays: pass --relay ws://... or set relays in provider.toml")
         settings = ProviderSettings(state_dir=home, **settings_data)
@@ -270,6 +311,14 @@ def serve(
                 f"provider {identity.npub} serving kind 5050 on {' '.join(settings.relays)} "
                 f"with {route.backend} ({route.model}), price {settings.price_msats} msats",
             )
+            if settings.sandbox is not None:
+                offer = settings.sandbox
+                profiles = ", ".join(p.value for p in offer.profiles)
+                click.echo(
+                    f"provider {identity.npub} serving kind 5930 (sandbox: {profiles}; "
+                    f"network {', '.join(n.value for n in offer.networks)}), price {offer.base_msats} msats "
+                    f"+ {offer.msats_per_cpu_second} msats per CPU-second",
+                )
 
         node = await run_provider(identity.keys, settings, once, on_started=announce, wallet=wallet)
         stats = node.stats
