@@ -74,7 +74,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "compiled_id" in out and "BootstrapFewShot" in out and "score before" in out
     assert re.search(r"verified, reloaded: compiled_id [0-9a-f]{16}… — lamp → ", out)
     assert "one byte of program.json changed (cats → bats): IntegrityError" in out
-    assert "relay at ws://127.0.0.1:" in out and "serving kind 5050" in out
+    assert "relay at ws://127.0.0.1:" in out and "serving kinds 5050 and 5930 (sandbox)" in out
     # The swarm part published as receipts, rebuilt from the relay and verified.
     assert re.search(
         r"receipts: 8 signed kind-3590 events \(one per LM call, 1 structure, 1 index, the summary [0-9a-f]{16}…\)", out
@@ -87,7 +87,7 @@ def test_demo_runs_end_to_end() -> None:
         r"trace: (\d+) nodes in \d+ runs, (\d+) LM calls, (\d+) tokens, (\d+) msats → (\S+)/graph.json", out
     )
     assert trace is not None, out[-2000:]
-    assert int(trace.group(2)) >= 40 and int(trace.group(3)) > 0 and int(trace.group(4)) == 19500
+    assert int(trace.group(2)) >= 40 and int(trace.group(3)) > 0 and int(trace.group(4)) == 20700
     assert out.count("swarm/nip90") == 10  # the swarm part and the hybrid part
     assert out.count("local failed: NoLocalBackend") == 5
     assert out.count("5 calls") == 3
@@ -102,6 +102,13 @@ def test_demo_runs_end_to_end() -> None:
     assert re.search(r"1\s+primary pylon:local\s+0\.0\s+0 msats", out)
     assert re.search(r"2\s+fallback pylon:swarm\s+[01]\.0\s+1500 msats", out)
     assert re.search(r"Refine: 2 attempts, .*1500 msats", out)
-    # Ten question jobs, the structured one, the private one and the Refine's fallback attempt.
-    assert "spend ledger — 13 jobs, 19500 msats paid" in out
-    assert "customer 80500 msats" in out and "provider 19500 msats" in out
+    # The sandbox job: the small project's suite run on the provider node, billed before it ran.
+    assert "serving kinds 5050 and 5930 (sandbox)" in out
+    assert re.search(
+        r"success\s+python3 -m unittest -v 2>&1\s+0\s+\d+ ms\s+\d+ ms\s+\d+ KiB\s+1200 msat\s+Ran 3 tests", out
+    )
+    assert re.search(r"sandbox result verified \(\d+ checks: provenance, output hashes, status from evidence\)", out)
+    assert "1000 + 10 x 1 CPU x 20 s = 1200 msats" in out
+    # Ten question jobs, the structured one, the private one, the Refine's fallback attempt, the sandbox job.
+    assert "spend ledger — 14 jobs, 20700 msats paid" in out
+    assert "customer 79300 msats" in out and "provider 20700 msats" in out

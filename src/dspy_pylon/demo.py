@@ -46,6 +46,20 @@ PRICE_MSATS = 1_500
 BID_MSATS = 2_000
 CUSTOMER_FUNDS_MSATS = 100_000
 BUDGET_SATS = 50
+#: The demo node's sandbox prices: per job, and per CPU-second a job may use (billed before it runs).
+SANDBOX_BASE_MSATS = 1_000
+SANDBOX_CPU_SECOND_MSATS = 10
+SANDBOX_LIMITS = {"cpus": 1, "memory_mb": 256, "timeout_secs": 20, "disk_mb": 64}
+#: The small project the sandbox job tests: a module and its unittest suite, sent as an inline tarball.
+SANDBOX_PROJECT = {
+    "plural.py": "def plural(word):\n    return word[:-1] + 'ies' if word.endswith('y') else word + 's'\n",
+    "test_plural.py": (
+        "import unittest\nfrom plural import plural\n\n\nclass Plural(unittest.TestCase):\n"
+        "    def test_regular(self):\n        self.assertEqual(plural('cat'), 'cats')\n\n"
+        "    def test_y(self):\n        self.assertEqual(plural('city'), 'cities')\n\n"
+        "    def test_word(self):\n        self.assertEqual(plural('word'), 'words')\n"
+    ),
+}
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -303,12 +317,13 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
     with tempfile.TemporaryDirectory(prefix="pylon-demo-") as tmp:
         started = time.perf_counter()
         # Everything under tmp: the demo's ledger and reputation stay out of the user's home.
-        swarm = LocalSwarm(
-            tmp, price_msats=PRICE_MSATS, funds_msats=CUSTOMER_FUNDS_MSATS, provider_settings={"name": "pylon demo"}
-        )
+        offer, refusal = _sandbox_offer()
+        settings: dict[str, Any] = {"name": "pylon demo", **({"sandbox": offer} if offer is not None else {})}
+        swarm = LocalSwarm(tmp, price_msats=PRICE_MSATS, funds_msats=CUSTOMER_FUNDS_MSATS, provider_settings=settings)
         with console.status("starting an embedded relay, the development wallet and a priced provider..."):
             swarm.start()
-        _started(console, f"relay at {swarm.url}; provider {swarm.nodes[0].pubkey[:12]}… serving kind 5050", started)
+        kinds = "kinds 5050 and 5930 (sandbox)" if offer is not None else "kind 5050"
+        _started(console, f"relay at {swarm.url}; provider {swarm.nodes[0].pubkey[:12]}… serving {kinds}", started)
         console.print(
             f"[green]✓[/] {DEV_WALLET_LABEL}: customer funded with {CUSTOMER_FUNDS_MSATS} msats; "
             f"provider price {PRICE_MSATS} msats per job; customer bid {BID_MSATS} msats, budget {BUDGET_SATS} sats"
@@ -349,6 +364,10 @@ def run_swarm_demo(console: Console, questions: tuple[str, ...] = QUESTIONS) -> 
             )
             with _quiet_dspy():
                 hybrid_rows = run_program(console, "pylon:hybrid", hybrid_lm, questions)
+            if offer is not None:
+                _show_sandbox_job(console, swarm, customer)
+            else:
+                console.print(f"[yellow]■[/] no sandbox job: this host cannot isolate one ({refusal})")
             console.print(spend_table(swarm.ledger_path))
             console.print(
                 f"{DEV_WALLET_LABEL} — balances: customer {swarm.balance('customer')} msats "
@@ -447,6 +466,81 @@ def _show_private_job(console: Console, paying_lm: Any, relay: str, provider: st
     )
 
 
+def _sandbox_offer() -> tuple[Any, str]:
+    """The demo node's sandbox offer, or None and why when this host cannot isolate jobs (no
+    bubblewrap, no cgroup controllers, no tmpfs): the node then sells inference only."""
+    from dspy_pylon.errors import SandboxRefused
+    from dspy_pylon.sandbox import SandboxExecutor, SandboxOffer
+
+    try:
+        SandboxExecutor().probe()
+    except SandboxRefused as exc:
+        return None, str(exc)
+    return SandboxOffer(base_msats=SANDBOX_BASE_MSATS, msats_per_cpu_second=SANDBOX_CPU_SECOND_MSATS), ""
+
+
+def _show_sandbox_job(console: Console, swarm: Any, customer: str) -> None:
+    """A paid sandbox job on the provider node: a small project's test suite, run under
+    bubblewrap and cgroups there, its result verified here (provenance, hashes, status)."""
+    import base64
+    import io
+    import tarfile
+
+    from dspy_pylon.sandbox import PylonSandboxProvider, parse_request
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+        for name, text in SANDBOX_PROJECT.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    request = parse_request(
+        {
+            "commands": [{"cmd": "python3 -m unittest -v 2>&1", "workdir": "repo"}],
+            "repo": {"kind": "tarball", "tarball_b64": base64.b64encode(buf.getvalue()).decode()},
+            "resources": SANDBOX_LIMITS,
+        }
+    )
+    node = swarm.nodes[0].pubkey
+    client = PylonSandboxProvider(
+        (swarm.url,),
+        private_key=customer,
+        providers=(node,),
+        bid_msats=BID_MSATS,
+        budget_sats=BUDGET_SATS,
+        nwc_uri=swarm.customer_uri(),
+        home=swarm.home,
+    )
+    with client:
+        outcome = client.run(request)
+    response, evidence = outcome.response, outcome.response.evidence
+    [run] = response.runs
+    summary = [line for line in run.stdout_preview.splitlines() if line.startswith(("Ran ", "OK", "FAILED"))]
+    table = Table(title=f"sandbox job on provider {node[:12]}… (kind 5930, bubblewrap + cgroups)", box=box.SIMPLE_HEAD)
+    for column in ("status", "command", "exit", "wall", "CPU", "memory peak", "cost", "tests"):
+        table.add_column(column, justify="left" if column in ("status", "command", "tests") else "right")
+    table.add_row(
+        response.status.value,
+        run.cmd,
+        str(run.exit_code),
+        f"{evidence.wall_ms} ms",
+        f"{evidence.cpu_ms} ms",
+        f"{evidence.memory_peak_bytes // 1024} KiB",
+        f"{outcome.cost_msats} msat",
+        " / ".join(summary),
+    )
+    console.print(table)
+    provenance = response.provenance
+    assert provenance is not None  # verified: a result without it is refused
+    console.print(
+        f"[green]✓[/] sandbox result verified ({len(outcome.verification.checked)} checks: provenance, "
+        f"output hashes, status from evidence): input sha256 {provenance.input_sha256[:16]}…, "
+        f"output sha256 {provenance.output_sha256[:16]}…, stdout sha256 {run.stdout_sha256[:16]}…; "
+        f"billed before it ran: {SANDBOX_BASE_MSATS} + {SANDBOX_CPU_SECOND_MSATS} x 1 CPU x "
+        f"{SANDBOX_LIMITS['timeout_secs']} s = {outcome.cost_msats} msats"
+    )
+
+
 def _show_budget_refusal(console: Console, lm: PylonLM) -> None:
     """One call whose bid does not fit its budget (1 sat): refused before anything is published."""
     import dspy_pylon as pylon
@@ -524,11 +618,12 @@ def _wait_for_interrupt() -> None:
 
 def write_trace(console: Console, recorder: Any) -> Path:
     """Write the demo's trace graph and its OpenTelemetry spans to files (and export them over OTLP
-    when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set); print where, and what the LM calls cost."""
+    when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set); print where, and what the run paid."""
     import json
 
     from dspy_pylon.trace.graph import NodeType
     from dspy_pylon.trace.otel import export, graph_to_spans, otlp_endpoint_set
+    from dspy_pylon.trace.receipts import Totals
 
     graph = recorder.snapshot()
     directory = Path(tempfile.mkdtemp(prefix="pylon-demo-trace-"))
@@ -537,7 +632,7 @@ def write_trace(console: Console, recorder: Any) -> Path:
     (directory / "spans.json").write_text(json.dumps([json.loads(span.to_json()) for span in spans], indent=1))
     calls = [n for n in graph if n.type is NodeType.LM]
     tokens = sum((n.usage or {}).get("prompt_tokens", 0) + (n.usage or {}).get("completion_tokens", 0) for n in calls)
-    cost = sum((n.usage or {}).get("cost_msats", 0) for n in calls)
+    cost = Totals.of(graph).cost_msats  # LM calls, tools and sandbox jobs: what the run paid
     where = ""
     if otlp_endpoint_set():
         export(graph)

@@ -89,3 +89,12 @@ def test_the_readme_refine_example_runs(capsys: pytest.CaptureFixture[str]) -> N
     # The fallback is reached only if both local attempts fall short; this machine has no swarm
     # on its default relays, so such an attempt fails, recorded, and the best is returned.
     assert all(a.fallback == (a.index > 2) for a in result.attempts)
+
+
+def test_the_readme_sandbox_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(_example("## Sandboxed code execution"), str(README), "exec"), namespace)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == "success 0 45"
+    cpu_ms, digest, path = second.split()
+    assert int(cpu_ms) >= 0 and len(digest) == 16 and path == "out.txt"

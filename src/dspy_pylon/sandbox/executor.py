@@ -125,7 +125,8 @@ class SandboxExecutor:
 
     def probe(self) -> HostReadiness:
         """Check that this host can isolate and limit a job (bubblewrap, cgroups with the memory,
-        pids and cpu controllers, libseccomp); :class:`SandboxRefused` naming what is missing."""
+        pids and cpu controllers, libseccomp, a size-limited tmpfs); :class:`SandboxRefused`
+        naming what is missing."""
         with self._lock:
             if self._ready is None:
                 bwrap = shutil.which(self.config.bwrap)
@@ -136,6 +137,8 @@ class SandboxExecutor:
                 plan = detect_plan(proc=self.config.proc, parent=self.config.cgroup_parent)
                 for policy in NetworkPolicy:
                     filter_bpf(policy)
+                # The disk limit is a tmpfs: a host that cannot mount one refuses now, not job by job.
+                Workspace.create(self._base(), f"probe-{uuid.uuid4().hex}", disk_mb=1, uid=None).remove()
                 self._ready = HostReadiness(bwrap, plan, host_view(), os.geteuid() == 0)
             return self._ready
 
