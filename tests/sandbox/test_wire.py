@@ -27,7 +27,7 @@ from dspy_pylon.sandbox import (
     as_tool,
     verify_response,
 )
-from dspy_pylon.sandbox.wire import fit_response, read_result, read_sandbox_job, sandbox_job, sandbox_result
+from dspy_pylon.sandbox.wire import read_result, read_sandbox_job, sandbox_job, sandbox_result, shrinking
 from dspy_pylon.swarm.provider_settings import load_provider_file
 
 KEYS = nostr_sdk.Keys.generate()
@@ -180,18 +180,52 @@ def test_every_forged_claim_is_caught() -> None:
     swapped = good.model_copy(update={"runs": (good.runs[1], good.runs[0])})
     assert "not our command 0" in problems(swapped)
     assert "no provenance" in problems(good.model_copy(update={"provenance": None}))
+    skipped = good.model_copy(update={"runs": good.runs[:1]})
+    assert "command 1 failed, yet 1 commands ran" in problems(skipped)
+    evidence = good.evidence.model_copy(update={"failed_command": None})
+    passed = good.model_copy(update={"status": SandboxStatus.SUCCESS, "evidence": evidence})
+    assert "command 1 exited 3, yet the job went on as if it passed" in problems(passed)
+    one = good.model_copy(update={"status": SandboxStatus.SUCCESS, "runs": good.runs[:1], "evidence": evidence})
+    assert "1 of 2 commands ran, yet nothing stopped the job" in problems(one)
+    stray = good.artifacts[0].model_copy(update={"path": "secret.key"})
+    assert "matches none of our patterns" in problems(good.model_copy(update={"artifacts": (stray,)}))
 
 
-def test_a_large_response_is_cut_to_fit_and_its_output_hash_follows() -> None:
+@pytest.mark.parametrize("output", [b"\xff\xfe binary", b"ok \xf0\x9f\x98", b"a" + "\u00e9".encode() * 2048])
+def test_honest_output_that_is_not_clean_utf8_is_unverifiable_not_forged(output: bytes) -> None:
+    from dspy_pylon.sandbox.outcome import CappedOutput, command_run
+
+    out, err = CappedOutput(1 << 20), CappedOutput(1 << 20)
+    out.feed(output)
+    run = command_run("echo hi", exit_code=0, duration_ns=1, stdout=out, stderr=err)
+    request = SandboxRunRequest(commands=[{"cmd": "echo hi"}])
+    bare = SandboxRunResponse.model_validate(
+        {"schema": "oa.sandbox_run.v1", "status": "success", "runs": [run.model_dump()], "evidence": {"wall_ms": 1}}
+    )
+    provenance = pylon.sandbox.Provenance(
+        input_sha256=request.sha256,
+        output_sha256=bare.output_sha256,
+        provider_pubkey="ab" * 32,
+        executed_at=1,
+        duration_ms=1,
+    )
+    verified = verify_response(request, bare.model_copy(update={"provenance": provenance}), provider="ab" * 32)
+    assert verified.ok, verified.problems
+    assert "runs[0].stdout" in verified.unverifiable
+
+
+def test_a_large_response_shrinks_step_by_step_and_its_output_hash_follows() -> None:
     big = "x" * 4000
     run = _response().runs[0].model_copy(update={"stdout_preview": big, "stdout_bytes": 10_000})
     response = _response().model_copy(update={"runs": (run,) * 30})
-    fitted = fit_response(response, 20_000)
-    assert len(json.dumps(fitted.to_json_dict())) <= 20_000
-    assert fitted.runs[0].stdout_sha256 == run.stdout_sha256 and fitted.runs[0].stdout_bytes == 10_000
-    assert fitted.artifacts[0].content_b64 is None
-    assert fitted.provenance is not None and fitted.provenance.output_sha256 == fitted.output_sha256
-    assert fit_response(_response(), 1_000_000) == _response()
+    steps = list(shrinking(response))
+    assert steps[0] == response and len(steps) == 5
+    sizes = [len(json.dumps(step.to_json_dict())) for step in steps]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 20_000
+    assert steps[1].artifacts[0].content_b64 is None and steps[-1].runs[0].stdout_preview == ""
+    for step in steps[1:]:
+        assert step.runs[0].stdout_sha256 == run.stdout_sha256 and step.runs[0].stdout_bytes == 10_000
+        assert step.provenance is not None and step.provenance.output_sha256 == step.output_sha256
 
 
 def test_provider_toml_sells_a_sandbox(tmp_path: Path) -> None:

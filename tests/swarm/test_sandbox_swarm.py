@@ -5,6 +5,7 @@ before any invoice."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -165,3 +166,105 @@ def test_a_sandbox_job_is_a_traced_node_linked_to_its_job(
     assert sandbox.usage == {"cost_msats": PRICE}
     assert sandbox.attributes["sandbox_status"] == "success"
     assert json.dumps(sandbox.attributes)  # plain JSON, receipt-ready
+
+
+def test_a_job_paid_before_a_crash_runs_when_the_node_starts_again(local_swarm: LocalSwarm, tmp_path: Path) -> None:
+    """The node was paid and then died before answering (its ledger says ``paid``, its jobs
+    database ``running``): the next start reads the job back from the relay and answers it."""
+    from dspy_pylon.nostr.relay_client import RelayClient
+    from dspy_pylon.pay.ledger import SpendLedger
+    from dspy_pylon.sandbox.wire import sandbox_job
+    from dspy_pylon.swarm.jobs_db import JobsDB
+
+    node_keys, customer = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
+    state = tmp_path / "crashed-node"
+    state.mkdir()
+    job = sandbox_job(_request("echo recovered"), bid_msats=5_000, relays=(local_swarm.url,), nonce="crash")
+    job = dataclasses.replace(job, providers=(node_keys.public_key().to_hex(),))
+    event = job.to_event(customer)
+    job_id = event.id().to_hex()
+
+    async def publish() -> None:
+        client = await RelayClient((local_swarm.url,)).start()
+        try:
+            await client.publish(event)
+        finally:
+            await client.close()
+
+    local_swarm.loop.run(publish())
+    jobs = JobsDB(state / "provider-jobs.sqlite")
+    jobs.claim(job_id, customer.public_key().to_hex(), SANDBOX_REQUEST_KIND)
+    jobs.close()
+    ledger = SpendLedger(state / "ledger.sqlite")
+    ledger.record_invoice(
+        job_id,
+        customer=customer.public_key().to_hex(),
+        model="",
+        bid_msats=5_000,
+        invoice_msats=PRICE,
+        bolt11="lnbc-paid-before-the-crash",
+        payment_hash="00" * 32,
+    )
+    ledger.earning_settled(job_id, preimage="11" * 32)
+    ledger.close()
+
+    offer = SandboxOffer(base_msats=BASE, msats_per_cpu_second=PER_CPU_S)
+    node = local_swarm.add_provider(
+        keys=node_keys, state_dir=state, sandbox=offer, wallet=local_swarm.wallet("sandbox-node")
+    )
+    eventually(lambda: getattr(node.ledger.entry(job_id, "earned"), "state", None) == "done", timeout=20)
+    eventually(lambda: node.stats.done == 1)
+
+
+def test_a_large_output_is_cut_to_fit_the_relay_and_still_verifies(
+    start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    node = start_provider(sandbox=SandboxOffer())
+    quotes = 'python3 -c "print(chr(34) * 4000)"'
+    with _client(local_swarm, tmp_path, (node.pubkey,)) as client:  # one provider: encrypted (NIP-44)
+        outcome = client.run(_request(*[quotes] * 16))
+    assert outcome.status is SandboxStatus.SUCCESS and len(outcome.response.runs) == 16
+    run = outcome.response.runs[0]
+    assert run.stdout_bytes == 4001 and len(run.stdout_preview) < 4001  # cut; the hash is of all of it
+    assert "runs[0].stdout" in outcome.verification.unverifiable and outcome.verification.ok
+
+
+def test_bad_requests_are_refused_before_anything_is_published(local_swarm: LocalSwarm, tmp_path: Path) -> None:
+    with _client(local_swarm, tmp_path, ()) as client:
+        with pytest.raises(pylon.ConfigError, match="exactly one provider"):
+            client.run(_request("env", env={"TOKEN": "secret"}))
+        with pytest.raises(pylon.SandboxError, match="a Nostr event carries at most"):
+            client.run(_request("x" * 16_000, "y" * 16_000, "z" * 16_000, "w" * 16_000))
+        assert client._customer is None or not client._customer._jobs  # nothing went out
+
+
+def test_the_trace_never_holds_the_jobs_environment(
+    start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    import dspy
+
+    node = start_provider(sandbox=SandboxOffer())
+    recorder = pylon.TraceRecorder(keep_content=True)
+    with _client(local_swarm, tmp_path, (node.pubkey,)) as client, dspy.context(callbacks=[recorder]):
+        client.run(_request("echo $TOKEN | wc -c", env={"TOKEN": "hunter2-secret"}))
+    [sandbox] = [n for n in recorder.graph.nodes.values() if n.type is pylon.NodeType.SANDBOX]
+    assert "hunter2" not in json.dumps(sandbox.inputs) and "TOKEN" in json.dumps(sandbox.inputs)
+    assert "hunter2" not in recorder.graph.to_json()
+
+
+def test_a_running_sandbox_job_does_not_hold_up_inference(
+    start_provider: Any, local_swarm: LocalSwarm, tmp_path: Path, swarm_lm: Any
+) -> None:
+    import threading
+
+    node = start_provider(sandbox=SandboxOffer(), concurrency=1)
+    with _client(local_swarm, tmp_path, (node.pubkey,)) as client:
+        slow = threading.Thread(target=client.run, args=(_request("sleep 4"),))
+        slow.start()
+        eventually(lambda: node.node.stats.received >= 1)
+        time.sleep(0.5)
+        started = time.monotonic()
+        lm = swarm_lm(providers=(node.pubkey,), cache=False)
+        lm("hi", max_tokens=2)
+        assert time.monotonic() - started < 3.0
+        slow.join()

@@ -47,10 +47,15 @@ def _public_key(hex_key: str) -> Any:
 
 def encrypt(keys: Any, recipient: str, plaintext: str, cipher: Cipher) -> str:
     """``plaintext`` encrypted from ``keys`` to the hex public key ``recipient``."""
+    import nostr_sdk
+
     peer = _public_key(recipient)
-    if cipher is Cipher.NIP04:
-        return str(keys.nip04_encrypt(peer, plaintext))
-    return str(keys.nip44_encrypt(peer, plaintext))
+    try:
+        if cipher is Cipher.NIP04:
+            return str(keys.nip04_encrypt(peer, plaintext))
+        return str(keys.nip44_encrypt(peer, plaintext))
+    except nostr_sdk.NostrSdkError as exc:  # NIP-44 takes at most 65,535 bytes of plaintext
+        raise MalformedEvent(f"cannot encrypt {len(plaintext.encode())} bytes with {cipher.value}: {exc}") from None
 
 
 def decrypt(keys: Any, author: str, payload: str) -> tuple[str, Cipher]:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dspy_pylon.plain_errors import ConfigError, MalformedEvent
+from dspy_pylon.contract.hashing import canonical_json
+from dspy_pylon.plain_errors import ConfigError, MalformedEvent, SandboxError
 from dspy_pylon.sandbox.schema import (
     SandboxCommand,
     SandboxProfile,
@@ -29,12 +30,21 @@ from dspy_pylon.sandbox.schema import (
     SandboxStatus,
     parse_request,
 )
-from dspy_pylon.sandbox.wire import SANDBOX_RESULT_KIND, Verification, read_result, sandbox_job, verify_response
+from dspy_pylon.sandbox.wire import (
+    SANDBOX_REQUEST_KIND,
+    SANDBOX_RESULT_KIND,
+    Verification,
+    read_result,
+    sandbox_job,
+    verify_response,
+)
 
 __all__ = ["PylonSandboxProvider", "SandboxOutcome", "as_request"]
 
 #: What the customer waits beyond the job's own time limit: publishing, the bill, its payment, the result.
 _MARGIN_S = 60.0
+#: The most of a request one event carries (relays cap events at 64 KiB; NIP-44 at 65,535 bytes).
+MAX_REQUEST_BYTES = 56_000
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,7 @@ class PylonSandboxProvider:
             )
             keys = self._keys_from(home)
             self._customer = SwarmCustomer(keys, self.relays, Reputation(home / "reputation.sqlite"))
-            self._ciphers = PeerCiphers()
+            self._ciphers = PeerCiphers(kind=SANDBOX_REQUEST_KIND)
         return self._customer, self._payer
 
     # ─── running ───
@@ -156,17 +166,36 @@ class PylonSandboxProvider:
         on the swarm and return its verified outcome, blocking (never the Nostr loop)."""
         from dspy_pylon.nostr.loop import NostrLoop
 
-        req = as_request(request, self.profile, **fields)
+        req = self._checked(as_request(request, self.profile, **fields))
+        self._swarm()  # its stores open here, on the caller's thread: never on the Nostr loop
         return _traced(req, lambda: NostrLoop.shared().run(self._run(req), self._wait_s(req) + 45))
 
     async def arun(
         self, request: SandboxRunRequest | dict[str, Any] | str | Sequence[str], **fields: Any
     ) -> SandboxOutcome:
         """:meth:`run`, awaited from any event loop."""
+        import asyncio
+
         from dspy_pylon.nostr.loop import NostrLoop
 
-        req = as_request(request, self.profile, **fields)
+        req = self._checked(as_request(request, self.profile, **fields))
+        await asyncio.to_thread(self._swarm)
         return await _atraced(req, lambda: NostrLoop.shared().arun(self._run(req)))
+
+    def _checked(self, request: SandboxRunRequest) -> SandboxRunRequest:
+        size = len(canonical_json(request.to_json_dict()))
+        if size > MAX_REQUEST_BYTES:
+            raise SandboxError(
+                f"the request is {size} bytes; a Nostr event carries at most {MAX_REQUEST_BYTES} of it "
+                "(relays cap events at 64 KiB): send a smaller tarball or a git repo"
+            )
+        if request.env and len(self.providers) != 1:
+            # A job to one provider is encrypted to it; any other job is public on the relays.
+            raise ConfigError(
+                "a sandbox job with env is sent to exactly one provider (encrypted to it): name it in providers=, "
+                "or leave secrets out of a public job"
+            )
+        return request
 
     def _wait_s(self, request: SandboxRunRequest) -> float:
         return self.timeout if self.timeout is not None else request.limits.timeout_secs + _MARGIN_S
@@ -274,12 +303,12 @@ def _call_class() -> type:
             self.trace_name = name
             self._work = work
 
-        def forward(self, request: SandboxRunRequest) -> SandboxOutcome:
+        def forward(self, request: dict[str, Any]) -> SandboxOutcome:
             outcome: SandboxOutcome = self._work()
             _annotate(outcome)
             return outcome
 
-        async def aforward(self, request: SandboxRunRequest) -> SandboxOutcome:
+        async def aforward(self, request: dict[str, Any]) -> SandboxOutcome:
             outcome: SandboxOutcome = await self._work()
             _annotate(outcome)
             return outcome
@@ -287,11 +316,26 @@ def _call_class() -> type:
     return SandboxCall
 
 
+def _seen_by_trace(request: SandboxRunRequest) -> dict[str, Any]:
+    # What the trace records as the call's input: the request's hash and shape, never the values
+    # of its environment (secrets) nor its inline tarball (large).
+    return {
+        "sha256": request.sha256,
+        "profile": request.profile.value,
+        "network": request.network.value,
+        "commands": [c.cmd for c in request.commands],
+        "env": sorted(request.env),
+        "repo": None if request.repo is None else request.repo.kind,
+    }
+
+
 def _traced(request: SandboxRunRequest, work: Callable[[], Any]) -> SandboxOutcome:
-    outcome: SandboxOutcome = _call_class()(f"sandbox {request.profile.value}", work)(request=request)
+    call = _call_class()(f"sandbox {request.profile.value}", work)
+    outcome: SandboxOutcome = call(request=_seen_by_trace(request))
     return outcome
 
 
 async def _atraced(request: SandboxRunRequest, work: Callable[[], Any]) -> SandboxOutcome:
-    outcome: SandboxOutcome = await _call_class()(f"sandbox {request.profile.value}", work).acall(request=request)
+    call = _call_class()(f"sandbox {request.profile.value}", work)
+    outcome: SandboxOutcome = await call.acall(request=_seen_by_trace(request))
     return outcome

@@ -13,7 +13,8 @@ request as RFC 8785 canonical JSON, ``["param", "schema", "oa.sandbox_run.v1"]``
 to one provider is encrypted like any NIP-90 job.
 
 **Result.** Kind 6930 whose content is the ``oa.sandbox_run.v1`` response as canonical JSON,
-with NIP-90's ``request``, ``e``, ``p`` and ``amount`` tags (encrypted like its request).
+with NIP-90's ``e``, ``p`` and ``amount`` tags and, for a request up to 16 KiB, its ``request``
+echo (encrypted like its request); cut down to fit the relays' cap (:func:`shrinking`).
 
 **Price.** A node announces a base price and a price per CPU-second. A job is billed before it
 runs, for what it may use: base + per-CPU-second x its CPUs x its time limit (the cgroup's CPU
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +38,6 @@ from dspy_pylon.nostr.nip90 import JobInput, JobRequest, JobResult
 from dspy_pylon.plain_errors import MalformedEvent, SandboxError
 from dspy_pylon.sandbox.outcome import decide_status
 from dspy_pylon.sandbox.schema import (
-    PREVIEW_BYTES,
     SCHEMA,
     NetworkPolicy,
     SandboxProfile,
@@ -170,46 +171,41 @@ def read_sandbox_job(job: JobRequest) -> SandboxRunRequest:
         raise MalformedEvent("a sandbox job's input is not JSON") from None
 
 
+#: A request up to this size is echoed in its result (NIP-90's ``request`` tag); a larger one
+#: (an inline tarball) is linked by the ``e`` tag only, leaving the relays' cap to the response.
+ECHO_LIMIT = 16_384
+
+
 def sandbox_result(job: JobRequest, response: SandboxRunResponse, amount_msats: int) -> JobResult:
     """The result (kind 6930) a node publishes for ``job``: the response as canonical JSON."""
+    echo = job.event_json if job.event_json and len(job.event_json.encode()) <= ECHO_LIMIT else None
     return JobResult(
         request_id=job.id,
         customer=job.customer,
         content=canonical_json(response.to_json_dict()).decode(),
         kind=SANDBOX_RESULT_KIND,
-        request_json=job.event_json or None,
+        request_json=echo,
         amount_msats=amount_msats,
         encrypted=job.encrypted,
         cipher=job.cipher,
     )
 
 
-def fit_response(response: SandboxRunResponse, max_content_bytes: int) -> SandboxRunResponse:
-    """``response`` cut down until its JSON fits ``max_content_bytes`` (relays cap events): inline
-    artifact contents go first, then previews shrink. The hashes and sizes stay (they cover the
-    whole output); the provenance's output hash is recomputed for what is sent."""
-
-    def size(candidate: SandboxRunResponse) -> int:
-        return len(canonical_json(candidate.to_json_dict()))
-
-    if size(response) <= max_content_bytes:
-        return response
+def shrinking(response: SandboxRunResponse) -> Iterator[SandboxRunResponse]:
+    """``response``, then smaller versions of it, for a node to send the first whose signed
+    (and encrypted) event fits the relays' cap: inline artifact contents go first, then previews
+    shrink to 1024, 256 and 0 bytes. Hashes and sizes stay (they cover the whole output); the
+    provenance's output hash is recomputed for what is sent."""
+    yield response
     artifacts = tuple(a.model_copy(update={"content_b64": None}) for a in response.artifacts)
     candidate = _with_output_hash(response.model_copy(update={"artifacts": artifacts}))
+    yield candidate
     for keep in (1024, 256, 0):
-        if size(candidate) <= max_content_bytes:
-            break
         runs = tuple(
-            r.model_copy(
-                update={
-                    "stdout_preview": _head(r.stdout_preview, keep),
-                    "stderr_preview": _head(r.stderr_preview, keep),
-                }
-            )
+            r.model_copy(update={name: _head(getattr(r, name), keep) for name in ("stdout_preview", "stderr_preview")})
             for r in candidate.runs
         )
-        candidate = _with_output_hash(candidate.model_copy(update={"runs": runs}))
-    return candidate
+        yield _with_output_hash(candidate.model_copy(update={"runs": runs}))
 
 
 def _head(text: str, keep: int) -> str:
@@ -248,9 +244,12 @@ def read_result(content: str) -> SandboxRunResponse:
 
 def verify_response(request: SandboxRunRequest, response: SandboxRunResponse, *, provider: str) -> Verification:
     """Check a response against the request it answers and the key that signed it: the
-    provenance names our request's hash, the signer and the output's hash; each run is one of
-    our commands in order; outputs short enough to be complete in their preview hash to what
-    the response says; inline artifacts hash to theirs; the status is what the evidence shows."""
+    provenance names our request's hash, the signer and the output's hash; the runs are our
+    commands, in order, as many as the evidence says ran, each exit code as the status needs;
+    outputs whole in their preview hash to what the response says (a preview cut short, or of
+    output that is not clean UTF-8, cannot be checked from it: it is listed as unverifiable,
+    never as a problem); inline artifacts hash to theirs and match our patterns; the status is what the
+    evidence shows."""
     checked: list[str] = []
     problems: list[str] = []
     unverifiable: list[str] = []
@@ -265,23 +264,25 @@ def verify_response(request: SandboxRunRequest, response: SandboxRunResponse, *,
             problems.append("provenance names another provider than the result's signer")
         if prov.output_sha256 != response.output_sha256:
             problems.append("provenance output_sha256 is not the response's hash")
-    if len(response.runs) > len(request.commands):
-        problems.append("more runs than commands")
+    problems += _runs_match_evidence(request, response)
     for index, (run, command) in enumerate(zip(response.runs, request.commands, strict=False)):
         if run.cmd != command.cmd:
             problems.append(f"run {index} is not our command {index}")
         for stream in ("stdout", "stderr"):
-            preview = getattr(run, f"{stream}_preview").encode()
+            text = getattr(run, f"{stream}_preview")
+            preview = text.encode()
             count = getattr(run, f"{stream}_bytes")
-            if count <= PREVIEW_BYTES and len(preview) == count:
-                checked.append(f"runs[{index}].{stream}")
-                if hashlib.sha256(preview).hexdigest() != getattr(run, f"{stream}_sha256"):
-                    problems.append(f"run {index}'s {stream} does not hash to its {stream}_sha256")
+            if "\ufffd" in text or len(preview) < count:  # not clean text, or cut (to a cap, to fit a relay)
+                unverifiable.append(f"runs[{index}].{stream}")
             elif len(preview) > count:
                 problems.append(f"run {index}'s {stream} preview is longer than its byte count")
             else:
-                unverifiable.append(f"runs[{index}].{stream}")
+                checked.append(f"runs[{index}].{stream}")
+                if hashlib.sha256(preview).hexdigest() != getattr(run, f"{stream}_sha256"):
+                    problems.append(f"run {index}'s {stream} does not hash to its {stream}_sha256")
     for artifact in response.artifacts:
+        if not any(fnmatch.fnmatchcase(artifact.path, pattern) for pattern in request.artifacts):
+            problems.append(f"artifact {artifact.path} matches none of our patterns")
         if artifact.content_b64 is None:
             unverifiable.append(f"artifacts[{artifact.path}]")
             continue
@@ -296,3 +297,29 @@ def verify_response(request: SandboxRunRequest, response: SandboxRunResponse, *,
     if decide_status(response.evidence) is not response.status:
         problems.append(f"status {response.status.value} is not what its evidence shows")
     return Verification(tuple(checked), tuple(problems), tuple(unverifiable))
+
+
+def _runs_match_evidence(request: SandboxRunRequest, response: SandboxRunResponse) -> list[str]:
+    """Whether the runs are the ones the evidence implies: none after a setup failure; all of
+    them when nothing stopped the job; up to the failed command when one failed; every run before
+    the last passed or was allowed to fail."""
+    evidence, runs, commands = response.evidence, response.runs, request.commands
+    if len(runs) > len(commands):
+        return ["more runs than commands"]
+    if evidence.setup_error is not None:
+        return ["runs after a setup failure"] if runs else []
+    problems: list[str] = []
+    stopped = evidence.timed_out or evidence.cancelled or evidence.output_capped
+    failed = evidence.failed_command
+    if failed is not None and not evidence.output_capped:
+        if len(runs) != failed + 1:
+            problems.append(f"command {failed} failed, yet {len(runs)} commands ran")
+        elif runs[failed].exit_code == 0 or commands[failed].continue_on_fail:
+            problems.append(f"command {failed} is named as failed, but it passed or was allowed to fail")
+    elif not stopped and len(runs) != len(commands):
+        problems.append(f"{len(runs)} of {len(commands)} commands ran, yet nothing stopped the job")
+    last = len(runs) - 1 if (stopped or failed is not None) else len(runs)
+    for index in range(max(last, 0)):
+        if runs[index].exit_code != 0 and not commands[index].continue_on_fail:
+            problems.append(f"command {index} exited {runs[index].exit_code}, yet the job went on as if it passed")
+    return problems

@@ -34,7 +34,7 @@ from dspy_pylon.pay.ledger import Earned, SpendLedger
 from dspy_pylon.pay.nwc import NwcWallet
 from dspy_pylon.route import Route
 from dspy_pylon.sandbox.executor import SandboxExecutor
-from dspy_pylon.sandbox.wire import SANDBOX_REQUEST_KIND, fit_response, sandbox_result
+from dspy_pylon.sandbox.wire import SANDBOX_REQUEST_KIND, sandbox_result, shrinking
 from dspy_pylon.swarm import admission
 from dspy_pylon.swarm.cancellations import CANCELLED, Cancellations
 from dspy_pylon.swarm.chat_job import job_result, parse_job
@@ -116,7 +116,10 @@ class ProviderNode:
         self.sandbox: SandboxService | None = None
         if settings.sandbox is not None:
             self.sandbox = SandboxService.of(
-                settings.sandbox, max_unpaid=settings.max_unpaid, executor=sandbox_executor
+                settings.sandbox,
+                max_unpaid=settings.max_unpaid,
+                concurrency=settings.sandbox_concurrency,
+                executor=sandbox_executor,
             )
         self.stats = ProviderStats()
         self.models: list[str] = []
@@ -125,6 +128,8 @@ class ProviderNode:
         self._route: Route | None = None
         self._client: RelayClient | None = None
         self._queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
+        # Sandbox jobs (up to minutes each) have workers of their own: they never hold up inference.
+        self._sandbox_queue: asyncio.Queue[JobRequest] = asyncio.Queue(settings.queue_limit)
         # Billed jobs worked on before their payment, at most as many as the workers (counted
         # when the work is started, so a burst of bills cannot start more).
         self._ahead = 0
@@ -269,13 +274,15 @@ class ProviderNode:
         unpaid = self.billing.unpaid if self.billing is not None else 0
         decision = admission.admit(job, self._service(job), unpaid=unpaid)
         if isinstance(decision, admission.Refuse):
+            if self.sandbox is not None:
+                self.sandbox.forget(job.id)
             await self.replies.refuse_job(job, decision.why)
         elif isinstance(decision, admission.Bill):
             assert self.billing is not None  # a priced node has a wallet (checked at construction)
             self.billing.bill(job, decision.price_msats)
         else:
             try:
-                self._queue.put_nowait(job)
+                self._queue_for(job).put_nowait(job)
             except asyncio.QueueFull:
                 await self.replies.refuse_job(job, "provider busy: queue full, try another provider")
 
@@ -289,9 +296,12 @@ class ProviderNode:
 
     # ─── work ───
 
-    async def _work(self) -> None:
+    def _queue_for(self, job: JobRequest) -> asyncio.Queue[JobRequest]:
+        return self._sandbox_queue if job.kind == SANDBOX_REQUEST_KIND else self._queue
+
+    async def _work(self, queue: asyncio.Queue[JobRequest]) -> None:
         while True:
-            job = await self._queue.get()
+            job = await queue.get()
             try:
                 await self._run(job)
             except Exception:  # a supervisor: one job's bug must not stop this worker for good
@@ -301,7 +311,7 @@ class ProviderNode:
                 except Exception:  # e.g. the jobs database is gone: nothing more to tell anyone
                     log.exception("job %s could not be closed", job.id[:12])
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _run(self, job: JobRequest) -> None:
         price = self._service(job).price_for(job)
@@ -378,14 +388,18 @@ class ProviderNode:
         finally:
             if status is not None:
                 status.cancel()
-        # Relays cap events: the request is echoed in the result, so the response gets what is left.
-        room = self.settings.max_result_bytes - len(job.event_json.encode()) - 2048
-        result = sandbox_result(job, fit_response(response, room * 3 // 4 if job.encrypted else room), price)
-        event = result.to_event(self.keys)
-        size = len(event.as_json().encode())
-        if size > self.settings.max_result_bytes:
-            return f"result too large: {size} bytes, relays take {self.settings.max_result_bytes}"
-        return _Answer(result, event)
+        # Relays cap events: the first version of the response whose signed (encrypted) event fits.
+        size = 0
+        for candidate in shrinking(response):
+            result = sandbox_result(job, candidate, price)
+            try:
+                event = result.to_event(self.keys)
+            except MalformedEvent:  # too long to encrypt (NIP-44's 64 KiB): a smaller one then
+                continue
+            size = len(event.as_json().encode())
+            if size <= self.settings.max_result_bytes:
+                return _Answer(result, event)
+        return f"result too large: {size} bytes even without previews, relays take {self.settings.max_result_bytes}"
 
     def _processing_later(self, job: JobRequest) -> asyncio.TimerHandle | None:
         """Send ``processing`` feedback on ``job`` once it has run for the configured delay (at once
@@ -403,6 +417,8 @@ class ProviderNode:
     async def _close(self, job: JobRequest, outcome: _Outcome, paid: bool) -> None:
         """Publish ``job``'s answer (and book it), or refuse or drop the job as ``outcome`` says."""
         assert self._client is not None
+        if self.sandbox is not None:
+            self.sandbox.forget(job.id)
         if outcome is None:
             await self._drop_cancelled(job.id)
             return
@@ -455,6 +471,11 @@ class ProviderNode:
             except Exception:  # a bug in the work ahead: the job is run again by a worker
                 log.exception("job %s: the work started before payment failed", job.id[:12])
                 outcome = None
+            if isinstance(outcome, str) and job.kind == SANDBOX_REQUEST_KIND:
+                # A sandbox job that ran ahead and cannot be answered is not run twice (its
+                # commands may have effects): its customer is told why.
+                await self._close(job, outcome, paid=True)
+                return
             if isinstance(outcome, _Answer):
                 try:
                     await self._close(job, outcome, paid=True)
@@ -462,7 +483,7 @@ class ProviderNode:
                     log.exception("job %s: publishing the paid answer failed", job.id[:12])
                     await self.replies.refuse_job(job, "the provider failed on this job (internal error)")
                 return
-        await self._queue.put(job)
+        await self._queue_for(job).put(job)
 
     def _count(self, *, error: bool) -> None:
         if error:
@@ -484,7 +505,10 @@ class ProviderNode:
             self._done.set()
         try:
             async with asyncio.TaskGroup() as group:
-                workers = [group.create_task(self._work()) for _ in range(max(1, self.settings.concurrency))]
+                workers = [group.create_task(self._work(self._queue)) for _ in range(max(1, self.settings.concurrency))]
+                if self.sandbox is not None:
+                    count = max(1, self.settings.sandbox_concurrency)
+                    workers += [group.create_task(self._work(self._sandbox_queue)) for _ in range(count)]
                 await self._done.wait()
                 await self._drain()
                 for worker in workers:
@@ -497,8 +521,16 @@ class ProviderNode:
         """Ask :meth:`serve` to return (thread-unsafe; call on the node's loop)."""
         self._done.set()
 
-    async def _drain(self, grace: float = 30.0) -> None:
-        """Stop taking jobs; let those queued and in flight finish (up to ``grace`` s each wait)."""
+    async def _drain(self, grace: float | None = None) -> None:
+        """Stop taking jobs; let those queued and in flight finish (up to ``grace`` s each wait:
+        30 s, or a sandbox job's longest time limit and a margin when the node sells them)."""
+        if grace is None:
+            longest = (
+                max((p.resources.timeout_secs for p in self.settings.sandbox.profiles), default=0)
+                if (self.settings.sandbox is not None)
+                else 0
+            )
+            grace = max(30.0, longest + 30.0)
         self._accepting = False
         # Jobs still waiting for their invoice stay 'invoiced': the next start waits for them again.
         await self._stop_billing()
@@ -506,10 +538,11 @@ class ProviderNode:
             if self._in_flight:  # jobs being admitted may still join the queue
                 await asyncio.wait(list(self._in_flight), timeout=grace)
             await asyncio.wait_for(self._queue.join(), grace)
+            await asyncio.wait_for(self._sandbox_queue.join(), grace)
             if self._in_flight:
                 await asyncio.wait(list(self._in_flight), timeout=grace)
         except TimeoutError:
-            log.warning("stopping with %d jobs unfinished", self._queue.qsize())
+            log.warning("stopping with %d jobs unfinished", self._queue.qsize() + self._sandbox_queue.qsize())
 
     async def _stop_billing(self) -> None:
         if self.billing is not None:
@@ -539,6 +572,8 @@ class ProviderNode:
             if client is not None:
                 await client.close()
         finally:
+            if self.sandbox is not None:
+                self.sandbox.close()
             try:
                 self.jobs.close()
                 self.ledger.close()

@@ -188,10 +188,22 @@ class ProviderBilling:
             still, paid = await self._check_expired(job_id, invoice)
             if still:
                 open_.append((job_id, invoice, paid))
-        if not open_:
+        # Paid before the stop (or crash) and never answered: the customer paid, so it runs now.
+        unanswered = await self.ledger.run(self._paid_unanswered)
+        if not open_ and not unanswered:
             return 0
-        jobs, reached = await self._read_back(client, keys, [job_id for job_id, _, _ in open_])
+        jobs, reached = await self._read_back(client, keys, [job_id for job_id, _, _ in open_] + unanswered)
         resumed = 0
+        for job_id in unanswered:
+            job = jobs.get(job_id)
+            if job is None:
+                if reached:
+                    why = "paid, but the job request is no longer on the relays"
+                    await self.ledger.run(self.ledger.earning_finished, job_id, Earned.FAILED, why)
+                    await self.jobs.run(self.jobs.move, job_id, JobStatus.REFUSED, why)
+                continue
+            self._track(job, self._paid(job, None))
+            resumed += 1
         for job_id, invoice, paid in open_:
             job = jobs.get(job_id)
             if job is None:
@@ -246,6 +258,10 @@ class ProviderBilling:
             log.info("jobs sent invoices before the restart cannot be read back: %s", exc)
             return {}, False
         return jobs, reached
+
+    def _paid_unanswered(self) -> list[str]:
+        """Jobs paid before a restart whose answer never went out (blocking: a thread)."""
+        return [entry.job_id for entry in self.ledger.entries("earned", Earned.PAID)]
 
     def _invoiced(self) -> list[tuple[str, Invoice]]:
         """Invoices sent before a restart, decoded; closes the unreadable ones (blocking: a thread)."""

@@ -60,6 +60,8 @@ class ProviderSettings:
     # The node then checks at start that this host can isolate and limit jobs, and refuses to
     # start if it cannot (pylon.sandbox.SandboxExecutor.probe).
     sandbox: SandboxOffer | None = None
+    # Sandbox jobs run at once (workers of their own, apart from the inference workers).
+    sandbox_concurrency: int = 1
 
     def __post_init__(self) -> None:
         for name, value in (("price_msats", self.price_msats), *self.prices.items()):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from dspy_pylon.nostr.nip90 import JobRequest
 from dspy_pylon.plain_errors import MalformedEvent, SandboxRefused
@@ -23,10 +25,8 @@ from dspy_pylon.sandbox.wire import SandboxOffer, read_sandbox_job
 __all__ = ["SandboxService"]
 
 
-@functools.lru_cache(maxsize=512)
-def _request_of(job: JobRequest) -> SandboxRunRequest:
-    # Admission, pricing and the run each read it: parsed once per job.
-    return read_sandbox_job(job)
+#: Parsed requests kept (admission, pricing and the run each read one): a few per worker.
+_PARSED_LIMIT = 64
 
 
 @dataclass
@@ -36,18 +36,38 @@ class SandboxService:
     offer: SandboxOffer
     executor: SandboxExecutor
     max_unpaid: int = 256
+    concurrency: int = 1
+    _parsed: OrderedDict[str, SandboxRunRequest] = field(default_factory=OrderedDict, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, offer: SandboxOffer, *, max_unpaid: int, executor: SandboxExecutor | None = None) -> SandboxService:
+    def of(
+        cls,
+        offer: SandboxOffer,
+        *,
+        max_unpaid: int,
+        concurrency: int = 1,
+        executor: SandboxExecutor | None = None,
+    ) -> SandboxService:
         """The service for ``offer``, with an executor that allows what the offer allows."""
         executor = executor or SandboxExecutor(
             ExecutorConfig(networks=frozenset(offer.networks), allow_git=offer.allow_git)
         )
-        return cls(offer, executor, max_unpaid)
+        return cls(offer, executor, max_unpaid, max(1, concurrency))
 
     def request(self, job: JobRequest) -> SandboxRunRequest:
         """The sandbox request ``job`` carries; :class:`MalformedEvent` when it carries none."""
-        return _request_of(job)
+        found = self._parsed.get(job.id)
+        if found is None:
+            found = read_sandbox_job(job)
+            self._parsed[job.id] = found
+            while len(self._parsed) > _PARSED_LIMIT:
+                self._parsed.popitem(last=False)
+        return found
+
+    def forget(self, job_id: str) -> None:
+        """Drop what was kept of a job (its request holds the customer's environment)."""
+        self._parsed.pop(job_id, None)
 
     def cannot_run(self, job: JobRequest) -> str | None:
         """Why ``job`` cannot run here (not a sandbox request, outside the offer, beyond what
@@ -73,19 +93,26 @@ class SandboxService:
             return self.offer.base_msats
 
     async def run(self, job: JobRequest, provider_pubkey: str) -> SandboxRunResponse:
-        """Run ``job`` to its end in a worker thread. Cancelling this coroutine stops the job
-        (status ``cancelled``) and waits for the executor to clean up after it."""
+        """Run ``job`` to its end on one of the service's own threads (never the loop's default
+        pool, which DNS lookups and the backends' probes need). Cancelling this coroutine stops
+        the job (status ``cancelled``) and waits for the executor to clean up after it."""
         request = self.request(job)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pylon-sandbox")
         cancel = threading.Event()
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                self.executor.run, request, cancel=cancel, provider_pubkey=provider_pubkey, job_id=job.id[:32]
-            )
-        )
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.executor.run, request, cancel=cancel, provider_pubkey=provider_pubkey)
+        work = loop.run_in_executor(self._pool, call)
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             cancel.set()
             # The executor notices within a tick; its cgroups and tmpfs are gone when it returns.
-            await asyncio.wait([work], timeout=10)
+            await asyncio.wait([work])
             raise
+
+    def close(self) -> None:
+        """Let the service's threads go (after the jobs on them ended)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
