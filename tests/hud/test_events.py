@@ -54,6 +54,18 @@ def test_a_node_event_carries_display_data_and_nothing_else() -> None:
     assert kept["inputs"] == "x" * 2000  # kept content, cut short
 
 
+def test_a_sandbox_node_shows_its_job_status_and_cost() -> None:
+    node = _node(
+        type=NodeType.SANDBOX,
+        name="sandbox small",
+        usage={"cost_msats": 1200},
+        attributes={"sandbox_status": "oom", "input_sha256": "a" * 64},
+    )
+    ended = node_event(node, ended=True)
+    assert ended["type"] == "sandbox" and ended["sandbox_status"] == "oom"
+    assert ended["usage"] == {"cost_msats": 1200} and ended["route"]["job_id"] == "e" * 64
+
+
 def test_candidates_and_budgets() -> None:
     event = candidate_event("cid", {"val_accuracy": 0.75, "flag": True, "note": "x"}, "parent", 5)
     assert event == {"candidate_id": "cid", "parent_id": "parent", "metrics": {"val_accuracy": 0.75}, "at_ns": 5}

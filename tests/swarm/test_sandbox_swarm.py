@@ -165,7 +165,17 @@ def test_a_sandbox_job_is_a_traced_node_linked_to_its_job(
     assert sandbox.route["result_id"] == outcome.result_id and sandbox.route["provider"] == node.pubkey
     assert sandbox.usage == {"cost_msats": PRICE}
     assert sandbox.attributes["sandbox_status"] == "success"
-    assert json.dumps(sandbox.attributes)  # plain JSON, receipt-ready
+    # Receipted: the receipt links the real kind-5930 request and the node's signed 6930 result.
+    from dspy_pylon.trace.nostr_bridge import NostrBridge
+
+    publisher = NostrBridge([local_swarm.url], nostr_sdk.Keys.generate())
+    try:
+        published = publisher.publish_trace(recorder.graph)
+        verification = publisher.verify_trace(published.summary_id)
+    finally:
+        publisher.close()
+    assert verification.ok, verification.problems
+    assert verification.jobs_checked == 1 and verification.cost_msats == PRICE
 
 
 def test_a_job_paid_before_a_crash_runs_when_the_node_starts_again(local_swarm: LocalSwarm, tmp_path: Path) -> None:

@@ -103,6 +103,8 @@ def node_event(node: Any, *, ended: bool) -> dict[str, Any]:
         attributes = node.attributes or {}
         if "cache_hit" in attributes:
             data["cache_hit"] = bool(attributes["cache_hit"])
+        if isinstance(attributes.get("sandbox_status"), str):
+            data["sandbox_status"] = attributes["sandbox_status"][:32]
     return data
 
 

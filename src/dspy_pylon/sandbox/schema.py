@@ -234,7 +234,10 @@ class CommandRun(_Strict):
     """What one command did."""
 
     cmd: str
-    exit_code: int | None  # None: it never exited by itself (killed on timeout or OOM, or never started)
+    # None: the supervisor killed it (its clock, a cancel, output past the cap; ``signal`` then 9).
+    # A process the kernel killed (the OOM killer) or that died of a signal N exits 128 + N, as a
+    # shell reports it: bubblewrap passes its command's status on that way.
+    exit_code: int | None
     signal: int | None = None
     duration_ms: Annotated[int, Field(ge=0)]
     stdout_sha256: str
