@@ -160,7 +160,6 @@ class SandboxExecutor:
         *,
         cancel: threading.Event | None = None,
         provider_pubkey: str = "",
-        job_id: str | None = None,
     ) -> SandboxRunResponse:
         """Run ``request`` to its end and return the response (with provenance). A job the host
         cannot run as asked raises :class:`SandboxRefused` before anything runs; everything
