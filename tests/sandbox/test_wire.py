@@ -265,3 +265,21 @@ def test_react_runs_code_through_the_sandbox_tool() -> None:
     assert "status: success" in observation and "42" in observation and out.answer == "42"
     refused = as_tool(network="full")(command="true")
     assert refused.startswith("status: error (SandboxRefused")
+
+
+def test_the_sandbox_provider_checks_its_arguments_without_io() -> None:
+    keys = nostr_sdk.Keys.generate()
+    npub = keys.public_key().to_bech32()
+    client = pylon.PylonSandboxProvider(["ws://127.0.0.1:9"], keys, "medium", providers=[npub])
+    assert client.providers == (keys.public_key().to_hex(),) and client.profile is SandboxProfile.MEDIUM
+    for bad, match in (
+        ({"providers": ["npub1nope"]}, "public key"),
+        ({"bid_msats": -1}, "bid_msats"),
+        ({"budget_sats": True}, "budget_sats"),
+    ):
+        with pytest.raises(pylon.ConfigError, match=match):
+            pylon.PylonSandboxProvider(["ws://127.0.0.1:9"], keys, **bad)  # type: ignore[arg-type]
+    with pytest.raises(pylon.ConfigError, match="profile"):
+        pylon.PylonSandboxProvider(["ws://127.0.0.1:9"], keys, "huge")
+    with pytest.raises(pylon.ConfigError, match="relay"):
+        pylon.PylonSandboxProvider([], keys)

@@ -14,6 +14,7 @@ name the job request and result it paid for.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ class PylonSandboxProvider:
             names = ", ".join(p.value for p in SandboxProfile)
             raise ConfigError(f"unknown sandbox profile {profile!r} (one of {names})") from None
         self.relays = tuple(relays)
-        self.providers = tuple(providers)
+        self.providers = tuple(_hex_key(p) for p in providers)
         self.bid_msats = bid_msats
         self.budget_msats = budget_sats * 1000
         self.auto_pay = auto_pay
@@ -131,10 +132,15 @@ class PylonSandboxProvider:
         self._customer: Any = None
         self._payer: Any = None
         self._ciphers: Any = None
+        self._opening = threading.Lock()
 
     # ─── the swarm, on first use ───
 
     def _swarm(self) -> tuple[Any, Any]:
+        with self._opening:  # two threads' first runs open one set of stores
+            return self._open()
+
+    def _open(self) -> tuple[Any, Any]:
         if self._customer is None:
             from dspy_pylon.pay.billing import Payer
             from dspy_pylon.pay.budget_file import load_global_budget
@@ -260,6 +266,16 @@ class PylonSandboxProvider:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hex_key(provider: str) -> str:
+    """A provider's public key as hex (given as hex or npub); :class:`ConfigError` otherwise."""
+    import nostr_sdk
+
+    try:
+        return str(nostr_sdk.PublicKey.parse(provider).to_hex())
+    except nostr_sdk.NostrSdkError:
+        raise ConfigError(f"not a provider public key (hex or npub): {provider[:70]!r}") from None
 
 
 def _route(outcome: SandboxOutcome) -> dict[str, Any]:
