@@ -447,9 +447,11 @@ def test_concurrent_jobs_run_as_different_host_uids(executor: SandboxExecutor) -
     def owner_of_work() -> None:
         base = executor._base()
         for _ in range(200):
-            roots = [p for p in base.iterdir() if p.name.startswith("job-")]
-            if len(roots) == 2:
-                owners.extend(r.stat().st_uid for r in roots)
+            # A job's dir is root's until its tmpfs (owned by the job's uid) is mounted on it.
+            mounted = [p.stat().st_uid for p in base.iterdir() if p.name.startswith("job-")]
+            mounted = [uid for uid in mounted if uid != 0]
+            if len(mounted) == 2:
+                owners.extend(mounted)
                 return
             time.sleep(0.01)
 
