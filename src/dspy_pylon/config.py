@@ -81,7 +81,7 @@ class Local:
         _check_base_url(self.backend, self.base_url)
 
 
-def _hex_providers(providers: tuple[str, ...]) -> tuple[str, ...]:
+def hex_providers(providers: tuple[str, ...]) -> tuple[str, ...]:
     """The providers as hex public keys; an npub is decoded here (pure), so a bad one is a
     ConfigError when the venue is made, not a nostr-sdk error at the first call."""
     hexed = []
@@ -96,7 +96,9 @@ def _hex_providers(providers: tuple[str, ...]) -> tuple[str, ...]:
                 hexed.append(str(nostr_sdk.PublicKey.parse(provider).to_hex()))
                 continue
             except nostr_sdk.NostrSdkError:
-                raise ConfigError(f"provider {provider!r} is not a valid npub (bad checksum or length)") from None
+                raise ConfigError(
+                    f"provider {provider!r} is not a valid npub public key (bad checksum or length)"
+                ) from None
         raise ConfigError(f"provider {provider!r} is not a hex public key or an npub")
     return tuple(hexed)
 
@@ -124,7 +126,7 @@ class Swarm:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relays", tuple(self.relays))
-        object.__setattr__(self, "providers", _hex_providers(tuple(self.providers)))
+        object.__setattr__(self, "providers", hex_providers(tuple(self.providers)))
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
         _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)
@@ -158,7 +160,7 @@ class Hybrid:
         _check_backend(self.backend)
         _check_base_url(self.backend, self.base_url)
         object.__setattr__(self, "relays", tuple(self.relays))
-        object.__setattr__(self, "providers", _hex_providers(tuple(self.providers)))
+        object.__setattr__(self, "providers", hex_providers(tuple(self.providers)))
         _check_relays(self.relays)
         _check_msats("bid_msats", self.bid_msats)
         _check_flags(auto_pay=self.auto_pay, pay_on_result=self.pay_on_result)

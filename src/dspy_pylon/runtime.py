@@ -165,14 +165,14 @@ class PylonRuntime:
                 keys = self._keys(home)
                 from dspy_pylon.swarm.reputation import Reputation
 
-                payer = Payer(
-                    global_limit_msats=load_global_budget(home),
-                    ledger=self.edges.ledger or SpendLedger(home / "ledger.sqlite"),
-                    budget=self.budget,
-                    wallet=lambda: self._wallet(home),
+                payer = home_payer(
+                    home,
+                    self.budget,
+                    self._wallet,
                     auto_pay=venue.auto_pay,
                     approve=self._approve,
                     pay_on_result=venue.pay_on_result,
+                    ledger=self.edges.ledger,
                 )
                 reputation = self.edges.reputation or Reputation(home / "reputation.sqlite")
                 self._swarm = SwarmVenue(
@@ -428,6 +428,29 @@ def _usage_of_end(event: lm15.StreamEndEvent) -> LmUsage:
     usage = event.usage or lm15.Usage()
     prompt, completion = usage.input_tokens or 0, usage.output_tokens or 0
     return LmUsage(prompt, completion, usage.total_tokens or prompt + completion, cost_of(event.provider_data))
+
+
+def home_payer(
+    home: Path,
+    budget: Budget,
+    wallet: WalletSource,
+    *,
+    auto_pay: bool,
+    approve: Approver | None = None,
+    pay_on_result: bool = True,
+    ledger: SpendLedger | None = None,
+) -> Payer:
+    """What pays swarm jobs from ``home``: its spend ledger (unless one is given), its global
+    budget, ``budget`` and the wallet ``wallet`` finds there (an LM's and a sandbox client's)."""
+    return Payer(
+        global_limit_msats=load_global_budget(home),
+        ledger=ledger or SpendLedger(home / "ledger.sqlite"),
+        budget=budget,
+        wallet=lambda: wallet(home),
+        auto_pay=auto_pay,
+        approve=approve,
+        pay_on_result=pay_on_result,
+    )
 
 
 def wallet_source(nwc_uri: str | None, wallet: NwcWallet | None = None) -> WalletSource | None:

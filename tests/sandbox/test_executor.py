@@ -445,7 +445,7 @@ def test_concurrent_jobs_run_as_different_host_uids(executor: SandboxExecutor) -
     owners: list[int] = []
 
     def owner_of_work() -> None:
-        base = executor._base()
+        base = executor._base_dir
         for _ in range(200):
             # A job's dir is root's until its tmpfs (owned by the job's uid) is mounted on it.
             mounted = [p.stat().st_uid for p in base.iterdir() if p.name.startswith("job-")]

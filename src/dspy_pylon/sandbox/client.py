@@ -107,6 +107,7 @@ class PylonSandboxProvider:
         auto_pay: bool = True,
         timeout: float | None = None,
     ) -> None:
+        from dspy_pylon.config import hex_providers
         from dspy_pylon.runtime import Edges, key_source, wallet_source
 
         if not relays:
@@ -121,7 +122,7 @@ class PylonSandboxProvider:
             names = ", ".join(p.value for p in SandboxProfile)
             raise ConfigError(f"unknown sandbox profile {profile!r} (one of {names})") from None
         self.relays = tuple(relays)
-        self.providers = tuple(_hex_key(p) for p in providers)
+        self.providers = hex_providers(tuple(providers))
         self.bid_msats = bid_msats
         self.budget_msats = budget_sats * 1000
         self.auto_pay = auto_pay
@@ -142,23 +143,15 @@ class PylonSandboxProvider:
 
     def _open(self) -> tuple[Any, Any]:
         if self._customer is None:
-            from dspy_pylon.pay.billing import Payer
-            from dspy_pylon.pay.budget_file import load_global_budget
-            from dspy_pylon.pay.ledger import SpendLedger
-            from dspy_pylon.runtime import _default_wallet
+            from dspy_pylon.runtime import _default_wallet, home_payer
             from dspy_pylon.swarm.customer import SwarmCustomer
             from dspy_pylon.swarm.peer_ciphers import PeerCiphers
             from dspy_pylon.swarm.reputation import Reputation
             from dspy_pylon.usage import Budget
 
             home = self._home
-            wallet_from = self._wallet_from or _default_wallet
-            self._payer = Payer(
-                global_limit_msats=load_global_budget(home),
-                ledger=SpendLedger(home / "ledger.sqlite"),
-                budget=Budget(self.budget_msats),
-                wallet=lambda: wallet_from(home),
-                auto_pay=self.auto_pay,
+            self._payer = home_payer(
+                home, Budget(self.budget_msats), self._wallet_from or _default_wallet, auto_pay=self.auto_pay
             )
             keys = self._keys_from(home)
             self._customer = SwarmCustomer(keys, self.relays, Reputation(home / "reputation.sqlite"))
@@ -266,16 +259,6 @@ class PylonSandboxProvider:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _hex_key(provider: str) -> str:
-    """A provider's public key as hex (given as hex or npub); :class:`ConfigError` otherwise."""
-    import nostr_sdk
-
-    try:
-        return str(nostr_sdk.PublicKey.parse(provider).to_hex())
-    except nostr_sdk.NostrSdkError:
-        raise ConfigError(f"not a provider public key (hex or npub): {provider[:70]!r}") from None
 
 
 def _route(outcome: SandboxOutcome) -> dict[str, Any]:

@@ -138,7 +138,7 @@ class SandboxExecutor:
                 for policy in NetworkPolicy:
                     filter_bpf(policy)
                 # The disk limit is a tmpfs: a host that cannot mount one refuses now, not job by job.
-                Workspace.create(self._base(), f"probe-{uuid.uuid4().hex}", disk_mb=1, uid=None).remove()
+                Workspace.create(self._base_dir, f"probe-{uuid.uuid4().hex}", disk_mb=1, uid=None).remove()
                 self._ready = HostReadiness(bwrap, plan, host_view(), os.geteuid() == 0)
             return self._ready
 
@@ -195,7 +195,7 @@ class SandboxExecutor:
             CgroupLimits(memory_bytes=limits.memory_mb << 20, cpus=limits.cpus, pids=self.config.pids_max),
         )
         try:
-            space = Workspace.create(self._base(), name, disk_mb=limits.disk_mb, uid=uid)
+            space = Workspace.create(self._base_dir, name, disk_mb=limits.disk_mb, uid=uid)
         except BaseException:
             cgroup.remove()
             raise
@@ -405,9 +405,6 @@ class SandboxExecutor:
                     missing=("a job directory its uid can reach",),
                 )
         return base
-
-    def _base(self) -> Path:
-        return self._base_dir
 
 
 class _UidPool:
